@@ -1,0 +1,57 @@
+# Every target bootstraps what it needs: a virtualenv with the package and its
+# test extras, the Toxiproxy server built from Go modules into .tools/, and an
+# unprivileged user to run PostgreSQL as (Postgres refuses to run as root).
+# A second run downloads nothing: each step is skipped when its output exists.
+
+PYTHON ?= python3
+VENV := .venv
+TOOLS := .tools
+TOXIPROXY_VERSION := v2.12.0
+PG_USER ?= mcpharness
+BIN := $(VENV)/bin
+
+.PHONY: bootstrap test unit drill bench doctor lint clean
+
+bootstrap: $(VENV)/.installed $(TOOLS)/toxiproxy-server pg-user
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+$(TOOLS)/toxiproxy-server:
+	@command -v go >/dev/null || { echo "Go is needed to build toxiproxy-server: apt-get install golang-go (Go >= 1.22)"; exit 3; }
+	@mkdir -p $(TOOLS)/gobin
+	GOBIN=$(abspath $(TOOLS))/gobin go install -ldflags "-X github.com/Shopify/toxiproxy/v2.Version=$(TOXIPROXY_VERSION:v%=%)" github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	@mv $(TOOLS)/gobin/server $@
+
+# Root cannot run Postgres: create the user it runs as. Nothing to do for a normal user.
+pg-user:
+	@if [ "$$(id -u)" = 0 ] && ! id $(PG_USER) >/dev/null 2>&1; then \
+		useradd --system --no-create-home --shell /usr/sbin/nologin $(PG_USER) && echo "created user $(PG_USER) to run PostgreSQL"; \
+	fi
+
+doctor: bootstrap
+	$(BIN)/mcp-harness doctor
+
+test: bootstrap
+	$(BIN)/mcp-harness doctor
+	$(BIN)/pytest
+
+unit: bootstrap
+	$(BIN)/pytest -m "not integration"
+
+drill: bootstrap
+	$(BIN)/mcp-harness run scenarios/primary_kill.yaml
+
+bench: bootstrap
+	@echo "benchmarks arrive with their issue; nothing to run yet"
+
+lint: bootstrap
+	$(BIN)/ruff format --check harness tests
+	$(BIN)/ruff check harness tests
+	$(BIN)/mypy harness
+
+clean:
+	rm -rf $(VENV) $(TOOLS) results

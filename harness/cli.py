@@ -1,0 +1,230 @@
+"""``mcp-harness``: doctor, up, run, report.
+
+Exit codes (DESIGN.md): 2 bad usage or invalid scenario; else 1 if an objective
+was missed; else 3 if inconclusive (an objective not measured, a fault not
+confirmed, the stack not up, a missing prerequisite); else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from harness.config import Scenario, ScenarioError, load_objectives, load_scenario, parse_duration_s
+from harness.objectives import EXIT_INCONCLUSIVE, EXIT_USAGE, exit_code, judge_all, run_verdict
+from harness.stack.prerequisites import MissingPrerequisite, doctor_checks
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        seconds = parse_duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be greater than zero")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcp-harness", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    doctor = sub.add_parser("doctor", help="check every prerequisite and say how to fix what is missing")
+    doctor.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+
+    up = sub.add_parser("up", help="bring the stack up and keep it running until Ctrl-C / SIGTERM")
+    up.add_argument("scenario", nargs="?", help="scenario whose stack settings to use (default: built-in)")
+    up.add_argument("--json", action="store_true", help="print the endpoints as one JSON object on stdout")
+    up.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+
+    run = sub.add_parser("run", help="run one scenario and judge its objectives")
+    run.add_argument("scenario", help="scenario YAML file")
+    run.add_argument("-u", "--users", type=int, help="number of simulated MCP clients (overrides load.users)")
+    run.add_argument("-r", "--spawn-rate", type=float, help="clients started per second (overrides load.spawn_rate)")
+    run.add_argument("-t", "--run-time", type=_duration_arg, help="run time, e.g. 60s or 2m (overrides load.run_time)")
+    run.add_argument("--seed", type=int, help="random seed (overrides seed)")
+    run.add_argument("--out", default="results", help="results directory (default: results)")
+    run.add_argument("--objectives", help="objectives file that replaces the scenario's objectives")
+    run.add_argument("--dry-run", action="store_true", help="validate, print the resolved scenario and fault schedule, start nothing")
+    run.add_argument("--warn-only", action="store_true", help="report missed objectives but exit 0 for them")
+    run.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+
+    report = sub.add_parser("report", help="print the verdict table of a result.json (or its run directory)")
+    report.add_argument("result", help="result.json or results/<run_id>/")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "doctor":
+            return cmd_doctor(args)
+        if args.command == "up":
+            return cmd_up(args)
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "report":
+            return cmd_report(args)
+    except ScenarioError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        return EXIT_USAGE
+    except MissingPrerequisite as exc:
+        err_console.print(f"[red]missing prerequisite:[/] {exc}\nRun `mcp-harness doctor` for the full list.", highlight=False)
+        return EXIT_INCONCLUSIVE
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    table = Table(title="mcp-harness doctor")
+    for column in ("part", "status", "version / detail", "fix"):
+        table.add_column(column)
+    missing = False
+    for check in doctor_checks(args.pg_bin):
+        status = "[green]ok[/]" if check.ok else ("[red]missing[/]" if check.required else "[yellow]optional[/]")
+        missing |= check.required and not check.ok
+        table.add_row(check.name, status, check.detail, "" if check.ok else check.fix)
+    console.print(table)
+    if missing:
+        err_console.print("[red]something needed is missing[/]: run the fix shown, or `make bootstrap`.")
+        return EXIT_INCONCLUSIVE
+    return 0
+
+
+def _scenario_for(args: argparse.Namespace) -> Scenario:
+    overrides: dict[str, Any] = {}
+    for flag, key in (("users", "load.users"), ("spawn_rate", "load.spawn_rate"), ("run_time", "load.run_time"), ("seed", "seed")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    scenario = load_scenario(args.scenario, overrides)
+    if getattr(args, "objectives", None):
+        scenario = scenario.model_copy(update={"objectives": load_objectives(args.objectives)})
+    return scenario
+
+
+def _print_dry_run(scenario: Scenario) -> None:
+    console.print(f"[bold]{scenario.name}[/]: valid. Resolved scenario:")
+    console.print(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False), highlight=False, markup=False)
+    table = Table(title="Fault schedule (seconds from the start of the load)")
+    for column in ("at", "fault", "then"):
+        table.add_column(column)
+    for fault in scenario.faults:
+        then = ""
+        if fault.kind == "kill_primary" and scenario.recovery.promote_after is not None:
+            then = f"promote the replica {scenario.recovery.promote_after:g} s later"
+        table.add_row(f"{fault.at:g}", fault.kind, then)
+    table.add_row(f"{scenario.load.run_time:g}", "end of load", "")
+    console.print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    scenario = _scenario_for(args)
+    if args.dry_run:
+        _print_dry_run(scenario)
+        return 0
+    from harness.stack.prerequisites import pg_bin_dir, pg_run_user, toxiproxy_server
+
+    pg_bin_dir(args.pg_bin), toxiproxy_server(), pg_run_user()
+    result = asyncio.run(_run(scenario, Path(args.out), args.pg_bin))
+    return exit_code([result["verdict"]], warn_only=args.warn_only)
+
+
+async def _run(scenario: Scenario, out: Path, pg_bin: str | None) -> dict[str, Any]:
+    from harness.report.console import render
+    from harness.report.live import LiveProgress
+    from harness.report.result import environment, write_result
+    from harness.run import execute, new_run_id
+
+    run_id = new_run_id(scenario)
+    result_dir = out / run_id
+    (result_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (result_dir / "logs" / "scenario.yaml").write_text(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
+    err_console.print(f"run {run_id}: results in {result_dir}")
+    with LiveProgress(err_console, scenario.load.run_time) as progress:
+        record = await _shielded(execute(scenario, result_dir, run_id=run_id, pg_bin=pg_bin, observer=progress, environment=environment))
+    judged = judge_all(scenario.objectives, record.metrics)
+    result = record.result()
+    result["objectives"] = [j.as_dict() for j in judged]
+    result["verdict"] = run_verdict(judged, faults_confirmed=record.faults_confirmed, stack_up=record.stack_up, complete=record.complete)
+    write_result(result_dir, result)
+    render(result, console)
+    console.print(f"result: {result_dir / 'result.json'}")
+    return result
+
+
+async def _shielded(coro: Any) -> Any:
+    """Run the scenario so that Ctrl-C cancels it but still lets it clean up and return its record."""
+    inner = asyncio.ensure_future(coro)
+    while True:
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            inner.cancel()
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario) if args.scenario else Scenario(name="up")
+    return asyncio.run(_up(scenario, args.json, args.pg_bin))
+
+
+async def _up(scenario: Scenario, as_json: bool, pg_bin: str | None) -> int:
+    from harness.stack import open_stack
+
+    stack = open_stack(scenario, pg_bin=pg_bin)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    async with stack:
+        if as_json:
+            print(json.dumps(stack.endpoints.as_dict()), flush=True)
+        else:
+            table = Table(title="stack up (Ctrl-C to stop)")
+            table.add_column("endpoint")
+            table.add_column("address")
+            for name, value in stack.endpoints.as_dict().items():
+                table.add_row(name, value)
+            console.print(table)
+        await stopping.wait()
+        err_console.print("stopping the stack")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.console import render
+    from harness.report.result import read_result
+
+    path = Path(args.result)
+    try:
+        result = read_result(path)
+    except (OSError, ValueError) as exc:
+        err_console.print(f"[red]error:[/] cannot read {path}: {exc}")
+        return EXIT_USAGE
+    render(result, console)
+    return exit_code([result.get("verdict", "inconclusive")])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

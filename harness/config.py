@@ -1,0 +1,357 @@
+"""Scenario files: typed models, loading and validation.
+
+A scenario is plain data. Everything that decides a result is in it (load,
+faults, recovery, Postgres settings, objectives), so ``result.json`` can carry
+the resolved scenario and a run can be repeated from it. Invalid input is
+refused before anything starts, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class ScenarioError(ValueError):
+    """A scenario or objectives file is invalid; the message names the file and the key."""
+
+
+def parse_duration_s(value: Any) -> float:
+    """``15s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 15s or 500ms")
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration like 15s or 500ms, got {value!r}")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _non_negative_duration(value: Any) -> float:
+    seconds = parse_duration_s(value)
+    if seconds < 0:
+        raise ValueError(f"must not be negative, got {value!r}")
+    return seconds
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration_s(value)
+    if seconds <= 0:
+        raise ValueError(f"must be greater than zero, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(_non_negative_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresConfig(Model):
+    """Postgres settings decide failover times, so they are part of the scenario.
+
+    ``settings`` apply to both clusters, ``replica_settings`` to the standby only.
+    Values are postgresql.conf values (``100ms``, ``on``, ``64MB``).
+    """
+
+    settings: dict[str, str] = Field(default_factory=dict)
+    replica_settings: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stringify(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("settings", "replica_settings"):
+                if isinstance(data.get(key), dict):
+                    data = {**data, key: {k: _pg_value(v) for k, v in data[key].items()}}
+        return data
+
+
+def _pg_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+class ServerConfig(Model):
+    """The MCP server under test: the reference server by default, or a user's command."""
+
+    command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    port_env: str | None = None
+    database_url_env: str | None = "DATABASE_URL"
+    path: str = "/mcp"
+    ready: str | None = "/healthz"
+    ready_timeout: PositiveDuration = 30.0
+    headers: dict[str, str] = Field(default_factory=dict)
+    url: str | None = None
+    json_response: bool = False
+    session_idle_timeout: PositiveDuration = 1800.0
+    max_sessions: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServerConfig:
+        if self.url and self.command:
+            raise ValueError("give either url (a server you run) or command (one the harness runs), not both")
+        return self
+
+
+class ReconnectConfig(Model):
+    policy: Literal["immediate", "backoff"] = "backoff"
+    base: PositiveDuration = 0.1
+    cap: PositiveDuration = 5.0
+
+
+class LoadConfig(Model):
+    users: int = Field(default=100, ge=1, le=100_000)
+    spawn_rate: float = Field(default=50.0, gt=0)
+    run_time: PositiveDuration = 60.0
+    think_time: tuple[Duration, Duration] = (1.0, 2.0)
+    tool_mix: dict[Literal["tools/list", "create_note", "get_note", "search_notes", "notes_report"], float] = Field(
+        default_factory=lambda: {"tools/list": 5.0, "create_note": 3.0, "get_note": 1.0, "search_notes": 1.0}
+    )
+    reconnect: ReconnectConfig = ReconnectConfig()
+    protocol: Literal["2025-11-25"] = "2025-11-25"
+    request_timeout: PositiveDuration = 10.0
+    workers: int = Field(default=1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _check(self) -> LoadConfig:
+        low, high = self.think_time
+        if high < low:
+            raise ValueError(f"think_time: max ({high}s) is below min ({low}s)")
+        if any(w < 0 for w in self.tool_mix.values()) or sum(self.tool_mix.values()) <= 0:
+            raise ValueError("tool_mix: weights must be >= 0 and at least one > 0")
+        return self
+
+
+class ProbeConfig(Model):
+    write_interval: Annotated[PositiveDuration, Field(le=0.05)] = 0.05
+    service_interval: PositiveDuration = 0.1
+    timeout: PositiveDuration = 1.0
+
+
+class KillPrimary(Model):
+    """SIGKILL of the primary's postmaster and all its children (a dead machine)."""
+
+    kind: Literal["kill_primary"]
+    at: Duration
+
+
+Fault = Annotated[KillPrimary, Field(discriminator="kind")]
+
+
+class RecoveryConfig(Model):
+    """The scripted fix: promote the replica after a detection delay (a runbook's fix step)."""
+
+    promote_after: Duration | None = 2.0
+    promote_timeout: PositiveDuration = 30.0
+
+
+class WindowsConfig(Model):
+    stability: PositiveDuration = 5.0
+    reconnect: PositiveDuration = 60.0
+
+
+PHASES = ("baseline", "disruption", "storm", "recovered")
+_LATENCY_FIGURES = ("p50", "p90", "p95", "p99", "p99_9", "max", "count")
+_WRITE_FIGURES = (
+    "acknowledged",
+    "attempted",
+    "intact",
+    "altered",
+    "lost",
+    "lost_after_incident",
+    "phantom",
+    "unacknowledged_present",
+    "duplicate",
+    "rows_read",
+    "rpo_rows",
+    "rpo_s",
+)
+METRIC_PATHS: tuple[str, ...] = (
+    "db_failover_s",
+    "failover_s",
+    "rto_s",
+    "reconnect.clients_broken",
+    "reconnect.clients_reconnected",
+    "reconnect.clients_not_reconnected",
+    "reconnect.success_rate",
+    *(f"reconnect.time_to_reconnect_s.{p}" for p in ("p50", "p95", "p99", "max")),
+    "reconnect.attempts.mean",
+    "reconnect.attempts.max",
+    *(f"tools_list_latency_ms.{ph}.{f}" for ph in (*PHASES, "all") for f in _LATENCY_FIGURES),
+    *(f"writes.{f}" for f in _WRITE_FIGURES),
+    "requests.total",
+    "requests.errors",
+    "requests.error_rate",
+)
+"""Every metric an objective may name (dotted paths into result.json's ``metrics``)."""
+
+
+class Objective(Model):
+    """A metric (dotted path into ``metrics``) with a bound; ``phase`` picks a per-phase figure."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    phase: Literal["baseline", "disruption", "storm", "recovered", "all"] | None = None
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> Objective:
+        if self.path not in METRIC_PATHS:
+            raise ValueError(
+                f"unknown metric {self.metric!r}" + (f" for phase {self.phase!r}" if self.phase else "")
+                + "; known metrics: " + ", ".join(METRIC_PATHS)
+            )
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _units(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for bound in ("max", "min"):
+                if bound in data and data[bound] is not None:
+                    data[bound] = parse_bound(data.get("metric", ""), data[bound])
+        return data
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Objective:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("an objective needs exactly one of max or min")
+        return self
+
+    @property
+    def path(self) -> str:
+        """The dotted path into metrics, with the phase inserted for per-phase metrics."""
+        head, _, tail = self.metric.partition(".")
+        if self.phase is None:
+            latency_without_phase = head == "tools_list_latency_ms" and tail in _LATENCY_FIGURES
+            return f"{head}.all.{tail}" if latency_without_phase else self.metric
+        return f"{head}.{self.phase}.{tail}" if tail else f"{head}.{self.phase}"
+
+    @property
+    def target(self) -> float:
+        return self.max if self.max is not None else self.min  # type: ignore[return-value]
+
+
+def parse_bound(metric: str, value: Any) -> float:
+    """A bound in the metric's unit: ``_s`` metrics take durations in seconds, ``_ms`` in
+    milliseconds, rates take ``99.5%`` or a fraction, counts a number."""
+    if isinstance(value, bool):
+        raise ValueError(f"{metric}: expected a number, got {value!r}")
+    text = str(value).strip()
+    if text.endswith("%"):
+        return float(text[:-1]) / 100.0
+    if _metric_unit(metric) == "ms" and re.search(r"[smh]$", text):
+        return parse_duration_s(value) * 1000.0
+    return parse_duration_s(value)
+
+
+def _metric_unit(metric: str) -> str:
+    for part in metric.split("."):
+        if part.endswith("_ms"):
+            return "ms"
+    return "s"
+
+
+class Scenario(Model):
+    name: str
+    description: str = ""
+    seed: int = 1
+    backend: Literal["local", "docker"] = "local"
+    postgres: PostgresConfig = PostgresConfig()
+    server: ServerConfig = ServerConfig()
+    load: LoadConfig = LoadConfig()
+    probes: ProbeConfig = ProbeConfig()
+    faults: list[Fault] = Field(default_factory=list)
+    recovery: RecoveryConfig = RecoveryConfig()
+    windows: WindowsConfig = WindowsConfig()
+    objectives: list[Objective] = Field(default_factory=list)
+    wall_time_cap: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _faults_in_run(self) -> Scenario:
+        for index, fault in enumerate(self.faults):
+            if fault.at >= self.load.run_time:
+                raise ValueError(
+                    f"faults.{index}.at: {fault.at:g}s is not before the end of the run "
+                    f"(load.run_time = {self.load.run_time:g}s)"
+                )
+        return self
+
+    @property
+    def hard_cap_s(self) -> float:
+        """Wall-time cap of the whole run, stack start and teardown included."""
+        return self.wall_time_cap or (self.load.run_time + 180.0)
+
+
+def _format_errors(path: Path | str, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid scenario"]
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"] if p not in ("function-after[_check(), LoadConfig]",))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key}: {message}" if key else f"  {message}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_scenario(path: Path | str, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario file; ``overrides`` are dotted keys (``load.users``)."""
+    path = Path(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: expected a mapping at the top level")
+    data.setdefault("name", path.stem)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(_format_errors(path, exc)) from None
+
+
+def load_objectives(path: Path | str) -> list[Objective]:
+    """An objectives file: a list of objectives, or a mapping with an ``objectives`` list."""
+    path = Path(path)
+    data = read_yaml(path)
+    if isinstance(data, dict) and set(data) == {"objectives"}:
+        data = data["objectives"]
+    if not isinstance(data, list):
+        raise ScenarioError(f"{path}: expected a list of objectives")
+    objectives = []
+    for index, item in enumerate(data):
+        try:
+            objectives.append(Objective.model_validate(item))
+        except ValidationError as exc:
+            raise ScenarioError(_format_errors(f"{path}: objectives.{index}", exc)) from None
+    return objectives
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value

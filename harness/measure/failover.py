@@ -1,0 +1,103 @@
+"""Failover and recovery times from probe samples (DESIGN.md, "Measurements").
+
+Times are seconds relative to the start of the load, all from CLOCK_MONOTONIC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from harness.measure.histogram import LatencyHistogram
+
+
+@dataclass(frozen=True)
+class WriteProbeSample:
+    """One write of the database probe: when it was acknowledged (or failed), and by which node."""
+
+    seq: int
+    t_s: float
+    ok: bool
+    port: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceProbeSample:
+    """One ``create_note`` call of the service probe through MCP."""
+
+    t_s: float
+    ok: bool
+    error: str | None = None
+
+
+def first_write_on(samples: Sequence[WriteProbeSample], t_fault_s: float, port: int) -> WriteProbeSample | None:
+    """The first write committed after the fault on the node listening on ``port``."""
+    for sample in samples:
+        if sample.ok and sample.t_s >= t_fault_s and sample.port == port:
+            return sample
+    return None
+
+
+def db_failover_s(samples: Sequence[WriteProbeSample], t_fault_s: float, promoted_port: int) -> float | None:
+    """t_fault -> first write committed on the new primary; None if none was seen."""
+    first = first_write_on(samples, t_fault_s, promoted_port)
+    return None if first is None else first.t_s - t_fault_s
+
+
+def first_service_write_s(samples: Sequence[ServiceProbeSample], t_fault_s: float) -> float | None:
+    for sample in samples:
+        if sample.ok and sample.t_s >= t_fault_s:
+            return sample.t_s
+    return None
+
+
+def stable_from_s(
+    samples: Sequence[ServiceProbeSample],
+    t_from_s: float,
+    window_s: float,
+    run_end_s: float,
+    latency: Sequence[tuple[float, float]] = (),
+    p99_max_ms: float | None = None,
+) -> float | None:
+    """The first successful service write at or after ``t_from_s`` after which every service
+    write succeeds for ``window_s`` (and, if ``p99_max_ms`` is given, tools/list p99 over that
+    window stays under it). None when no such window fits before ``run_end_s``.
+    """
+    ordered = sorted(samples, key=lambda s: s.t_s)
+    for index, candidate in enumerate(ordered):
+        if not candidate.ok or candidate.t_s < t_from_s:
+            continue
+        window_end = candidate.t_s + window_s
+        if window_end > run_end_s:
+            return None
+        window = [s for s in ordered[index:] if s.t_s < window_end]
+        if not all(s.ok for s in window):
+            continue
+        if p99_max_ms is not None:
+            in_window = [ms for t, ms in latency if candidate.t_s <= t < window_end]
+            p99 = LatencyHistogram.of(in_window).percentile_ms(99.0)
+            if p99 is None or p99 > p99_max_ms:
+                continue
+        return candidate.t_s
+    return None
+
+
+def failover_s(samples: Sequence[ServiceProbeSample], t_fault_s: float, window_s: float, run_end_s: float) -> float | None:
+    """t_fault -> first successful write tool call after which writes keep succeeding for the window."""
+    stable = stable_from_s(samples, t_fault_s, window_s, run_end_s)
+    return None if stable is None else stable - t_fault_s
+
+
+def rto_s(
+    samples: Sequence[ServiceProbeSample],
+    t_incident_s: float,
+    window_s: float,
+    run_end_s: float,
+    tools_list: Sequence[tuple[float, float]],
+    p99_max_ms: float | None,
+) -> float | None:
+    """t_incident -> service objectives met again: writes succeed for the window and
+    tools/list p99 over it is back under its objective (when one is set)."""
+    stable = stable_from_s(samples, t_incident_s, window_s, run_end_s, tools_list, p99_max_ms)
+    return None if stable is None else stable - t_incident_s

@@ -1,0 +1,48 @@
+"""Latency histograms (HDR): exact enough percentiles at any volume, in bounded memory."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # one hour: anything slower is clamped, never dropped
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
+
+
+class LatencyHistogram:
+    """Milliseconds in, percentiles out; recorded in microseconds with 3 significant digits."""
+
+    def __init__(self) -> None:
+        self._hdr = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+    def record_ms(self, latency_ms: float) -> None:
+        micros = min(max(int(round(latency_ms * 1000.0)), LOWEST_US), HIGHEST_US)
+        self._hdr.record_value(micros)
+
+    @property
+    def count(self) -> int:
+        return int(self._hdr.get_total_count())
+
+    def percentile_ms(self, percentile: float) -> float | None:
+        if self.count == 0:
+            return None
+        return self._hdr.get_value_at_percentile(percentile) / 1000.0
+
+    def summary(self) -> dict[str, float | int | None]:
+        """p50/p90/p95/p99/p99.9/max in ms and the count; percentiles are None when empty."""
+        out: dict[str, float | int | None] = {
+            name: self.percentile_ms(p) for name, p in PERCENTILES.items()
+        }
+        out["max"] = self._hdr.get_max_value() / 1000.0 if self.count else None
+        out["count"] = self.count
+        return out
+
+    @classmethod
+    def of(cls, samples_ms: Iterable[float]) -> LatencyHistogram:
+        histogram = cls()
+        for sample in samples_ms:
+            histogram.record_ms(sample)
+        return histogram

@@ -1,0 +1,94 @@
+"""Objectives -> verdicts, and the run's verdict and exit code (DESIGN.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Sequence
+
+from harness.config import Objective
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+ObjectiveVerdict = Literal["met", "missed", "not_measured"]
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_INCONCLUSIVE = 3
+
+
+class UnknownMetric(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class JudgedObjective:
+    metric: str
+    bound: Literal["max", "min"]
+    target: float
+    measured: float | None
+    verdict: ObjectiveVerdict
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "bound": self.bound,
+            "target": self.target,
+            "measured": self.measured,
+            "verdict": self.verdict,
+        }
+
+
+def lookup(metrics: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path; ``UnknownMetric`` if the path does not exist."""
+    node: Any = metrics
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise UnknownMetric(path)
+        node = node[part]
+    return node
+
+
+def metric_paths(metrics: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted path to a number (or null) in ``metrics``: what an objective may name."""
+    paths = []
+    for key, value in metrics.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            paths.extend(metric_paths(value, path + "."))
+        elif value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            paths.append(path)
+    return paths
+
+
+def judge(objective: Objective, metrics: dict[str, Any]) -> JudgedObjective:
+    value = lookup(metrics, objective.path)
+    bound: Literal["max", "min"] = "max" if objective.max is not None else "min"
+    if value is None or isinstance(value, (dict, list, bool)):
+        return JudgedObjective(objective.path, bound, objective.target, None, "not_measured")
+    measured = float(value)
+    met = measured <= objective.target if bound == "max" else measured >= objective.target
+    return JudgedObjective(objective.path, bound, objective.target, measured, "met" if met else "missed")
+
+
+def judge_all(objectives: Iterable[Objective], metrics: dict[str, Any]) -> list[JudgedObjective]:
+    return [judge(o, metrics) for o in objectives]
+
+
+def run_verdict(judged: Sequence[JudgedObjective], *, faults_confirmed: bool, stack_up: bool, complete: bool) -> Verdict:
+    """fail if any objective was missed; inconclusive if one was not measured, a fault was
+    not confirmed, the stack did not come up or the run did not finish; else pass."""
+    if any(j.verdict == "missed" for j in judged):
+        return "fail"
+    if not (faults_confirmed and stack_up and complete) or any(j.verdict == "not_measured" for j in judged):
+        return "inconclusive"
+    return "pass"
+
+
+def exit_code(verdicts: Iterable[Verdict], *, warn_only: bool = False) -> int:
+    """1 if any run failed (0 with ``warn_only``), else 3 if any was inconclusive, else 0."""
+    verdicts = list(verdicts)
+    if "fail" in verdicts:
+        return EXIT_PASS if warn_only else EXIT_FAIL
+    if "inconclusive" in verdicts:
+        return EXIT_INCONCLUSIVE
+    return EXIT_PASS

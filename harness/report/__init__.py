@@ -1,0 +1,1 @@
+"""Outputs of a run, rendered from result.json alone: the file itself and the console table."""

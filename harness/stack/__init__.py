@@ -1,0 +1,98 @@
+"""The stack under test: Postgres primary + streaming replica, the MCP server, and
+Toxiproxy in front of every hop. ``Stack`` is the one interface; backends
+(``local`` here, ``docker`` later) provide it, and scenario code never asks which
+backend runs. ``open_stack`` is the entry point.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.config import Scenario
+from harness.stack.postgres import KillResult, StackError
+from harness.stack.processes import ProcessRegistry
+from harness.stack.toxiproxy import ToxiproxyClient
+
+__all__ = ["Endpoints", "KillResult", "Stack", "StackError", "open_stack"]
+
+PROXY_NAMES = ("mcp", "pg-primary", "pg-replica", "pg-replication")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each part answers. DSNs carry the run's generated passwords."""
+
+    mcp_url: str
+    mcp_direct_url: str
+    server_database_url: str
+    primary_dsn: str
+    replica_dsn: str
+    primary_proxy_dsn: str
+    replica_proxy_dsn: str
+    toxiproxy_api: str
+    run_dir: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class Stack(abc.ABC):
+    """One topology, whatever runs it. Use as ``async with``: up on enter, down on exit."""
+
+    endpoints: Endpoints
+    toxiproxy: ToxiproxyClient
+    registry: ProcessRegistry
+    """The run's processes; the load's Locust processes are started through it too."""
+
+    @abc.abstractmethod
+    async def up(self) -> Endpoints: ...
+
+    @abc.abstractmethod
+    async def down(self) -> None: ...
+
+    @abc.abstractmethod
+    async def kill_primary(self) -> KillResult:
+        """Kill the current primary like a dead machine; confirmed when none of its processes remain."""
+
+    @abc.abstractmethod
+    async def promote_replica(self) -> None:
+        """Promote the standby; it becomes the current primary."""
+
+    @property
+    @abc.abstractmethod
+    def current_primary_dsn(self) -> str:
+        """Direct superuser DSN of the node that is primary now (the promoted one after failover)."""
+
+    @property
+    @abc.abstractmethod
+    def current_primary_port(self) -> int:
+        """The server port of the current primary (what ``current_setting('port')`` returns on it)."""
+
+    @abc.abstractmethod
+    def versions(self) -> dict[str, Any]:
+        """Versions of the parts, for result.json's environment."""
+
+    @abc.abstractmethod
+    def log_paths(self) -> list[str]: ...
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self.up()
+        except BaseException:
+            await self.down()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.down()
+
+
+def open_stack(scenario: Scenario, *, pg_bin: str | None = None) -> Stack:
+    """The stack for ``scenario.backend``."""
+    if scenario.backend == "local":
+        from harness.stack.local import LocalStack
+
+        return LocalStack(scenario, pg_bin=pg_bin)
+    raise StackError(f"backend {scenario.backend!r} is not available yet; use backend: local")

@@ -1,0 +1,87 @@
+"""The MCP server under test as a process of the run: the reference server or a user's command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from harness.config import ServerConfig
+from harness.stack.net import LOOPBACK
+from harness.stack.postgres import StackError
+from harness.stack.processes import OwnedProcess, ProcessRegistry
+
+
+def reference_server_command(config: ServerConfig) -> list[str]:
+    """argv of the reference server (``harness/server``), placeholders unfilled."""
+    argv = [sys.executable, "-m", "harness.server", "--port", "{port}", "--path", config.path]
+    argv += ["--session-idle-timeout", f"{config.session_idle_timeout:g}"]
+    argv += ["--max-sessions", str(config.max_sessions)]
+    if config.json_response:
+        argv.append("--json-response")
+    return argv
+
+
+@dataclass
+class McpServerProcess:
+    """One MCP server instance: command, environment, port and readiness check."""
+
+    config: ServerConfig
+    port: int
+    database_url: str
+    process: OwnedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}{self.config.path}"
+
+    def argv(self) -> list[str]:
+        template = self.config.command or reference_server_command(self.config)
+        return [arg.replace("{port}", str(self.port)).replace("{database_url}", self.database_url) for arg in template]
+
+    def environment(self) -> dict[str, str]:
+        env = {**os.environ, **{k: os.path.expandvars(v) for k, v in self.config.env.items()}}
+        if self.config.database_url_env:
+            env[self.config.database_url_env] = self.database_url
+        if self.config.port_env:
+            env[self.config.port_env] = str(self.port)
+        return env
+
+    def start(self, registry: ProcessRegistry, name: str = "mcp-server") -> OwnedProcess:
+        self.process = registry.start(name, self.argv(), env=self.environment())
+        return self.process
+
+    async def wait_ready(self) -> None:
+        """GET the ready path until 200 (or until the process exits or the timeout passes)."""
+        ready_url = f"http://{LOOPBACK}:{self.port}{self.config.ready or self.config.path}"
+        deadline = time.monotonic() + self.config.ready_timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process is not None and not self.process.running():
+                last = f"process exited with {self.process.popen.returncode}"
+                break
+            status = await asyncio.to_thread(_http_status, ready_url)
+            if status == 200 or (self.config.ready is None and status in (400, 405, 406)):
+                return
+            last = f"HTTP {status}" if status else "connection refused"
+            await asyncio.sleep(0.1)
+        tail = self.process.log_tail() if self.process else ""
+        raise StackError(f"MCP server did not become ready at {ready_url} ({last}). Log tail:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(10)
+
+
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return None

