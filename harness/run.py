@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import secrets
 import shutil
@@ -187,6 +188,7 @@ async def execute(
             observer.event("bringing the stack down")
             await asyncio.shield(stack.down())
             _collect_logs(stack, logs_dir)
+            (logs_dir / "processes.json").write_text(json.dumps(stack.inventory(), indent=1))
         record.duration_s = time.monotonic() - wall_start
     return record
 

@@ -77,6 +77,10 @@ class Stack(abc.ABC):
     @abc.abstractmethod
     def log_paths(self) -> list[str]: ...
 
+    @abc.abstractmethod
+    def inventory(self) -> list[dict[str, object]]:
+        """Every process the run started (name, pid, start time, exit code), for logs/processes.json."""
+
     async def __aenter__(self) -> Stack:
         try:
             await self.up()

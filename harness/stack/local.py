@@ -248,6 +248,9 @@ class LocalStack(Stack):
     def log_paths(self) -> list[str]:
         return [str(p.log_path) for p in self.registry.processes] if hasattr(self, "registry") else []
 
+    def inventory(self) -> list[dict[str, object]]:
+        return self.registry.inventory() if hasattr(self, "registry") else []
+
     async def down(self) -> None:
         """Stop every process of the run (also after a failed up); keep the logs, drop the data."""
         if self._run_dir is None or not hasattr(self, "registry"):

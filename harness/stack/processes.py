@@ -197,6 +197,19 @@ class ProcessRegistry:
         tmp.write_text(json.dumps(owner, indent=1))
         tmp.replace(self.run_dir / OWNER_FILE)
 
+    def inventory(self) -> list[dict[str, object]]:
+        """Every process the run started, with its exit code once it ended (for logs/processes.json)."""
+        return [
+            {
+                "name": p.name,
+                "pid": p.pid,
+                "start_ticks": p.start_ticks,
+                "argv0": str(p.popen.args[0]) if isinstance(p.popen.args, list) else str(p.popen.args),
+                "exit_code": p.popen.poll(),
+            }
+            for p in self.processes
+        ]
+
     def stop_all(self, timeout_s: float = 10.0) -> None:
         """Stop every recorded process, newest first."""
         for name, (pid, ticks) in list(self.extra_pids.items()):

@@ -1,0 +1,61 @@
+"""CLI behaviour that needs no stack: bad input, dry runs, doctor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from tests.helpers import harness_process_pids
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = str(REPO / "scenarios" / "primary_kill.yaml")
+
+
+def test_invalid_scenario_exits_2_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("load: {users: -4}\n")
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "load.users" in err
+
+
+def test_override_that_breaks_the_schedule_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", SCENARIO, "-t", "10s", "--dry-run"]) == 2
+    assert "faults.0.at" in capsys.readouterr().err
+
+
+def test_dry_run_prints_resolved_scenario_and_schedule_and_starts_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    before = harness_process_pids()
+    assert main(["run", SCENARIO, "-u", "42", "-r", "7", "-t", "90s", "--seed", "5", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "users: 42" in out and "spawn_rate: 7.0" in out and "run_time: 90.0" in out and "seed: 5" in out
+    assert "kill_primary" in out and "promote the replica" in out
+    assert harness_process_pids() == before
+
+
+def test_objectives_file_replaces_the_scenarios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    objectives = tmp_path / "objectives.yaml"
+    objectives.write_text("- {metric: reconnect.success_rate, min: 99.5%}\n")
+    assert main(["run", SCENARIO, "--objectives", str(objectives), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "reconnect.success_rate" in out and "db_failover_s" not in out.split("objectives:")[1]
+
+
+def test_bad_flag_values_are_usage_errors() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", SCENARIO, "-t", "soon"])
+    assert info.value.code == 2
+
+
+def test_doctor_lists_every_part(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    for part in ("postgresql", "toxiproxy-server", "mcp", "locust"):
+        assert part in out
+    assert code in (0, 3)
+
+
+def test_report_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    assert main(["report", str(tmp_path / "nothing.json")]) == 2

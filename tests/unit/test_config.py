@@ -1,0 +1,139 @@
+"""Scenario loading and validation: bad input is refused with the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import (
+    METRIC_PATHS,
+    Objective,
+    ScenarioError,
+    load_objectives,
+    load_scenario,
+    parse_bound,
+    parse_duration_s,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("15s", 15.0),
+        ("500ms", 0.5),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        (3, 3.0),
+        ("1.5s", 1.5),
+        ("7", 7.0),
+    ],
+)
+def test_parse_duration(text: object, seconds: float) -> None:
+    assert parse_duration_s(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["fast", "10 parsecs", True, "s"])
+def test_parse_duration_rejects(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration_s(bad)
+
+
+def test_bounds_take_the_unit_of_the_metric() -> None:
+    assert parse_bound("tools_list_latency_ms.p99", "500ms") == 500.0
+    assert parse_bound("tools_list_latency_ms.p99", "1s") == 1000.0
+    assert parse_bound("tools_list_latency_ms.p99", 250) == 250.0
+    assert parse_bound("failover_s", "1500ms") == 1.5
+    assert parse_bound("reconnect.success_rate", "99.5%") == pytest.approx(0.995)
+
+
+def test_shipped_scenarios_are_valid() -> None:
+    for path in sorted((REPO / "scenarios").glob("*.yaml")):
+        scenario = load_scenario(path)
+        assert scenario.name == path.stem
+
+
+def test_overrides_replace_keys() -> None:
+    scenario = load_scenario(
+        REPO / "scenarios" / "primary_kill.yaml", {"load.users": 12, "seed": 99}
+    )
+    assert scenario.load.users == 12
+    assert scenario.seed == 99
+
+
+def test_defaults_fill_what_is_missing(tmp_path: Path) -> None:
+    scenario = load_scenario(write(tmp_path, "load: {users: 3}\n"))
+    assert scenario.name == "s"
+    assert scenario.load.users == 3
+    assert scenario.windows.stability == 5.0
+    assert scenario.probes.write_interval <= 0.05
+
+
+@pytest.mark.parametrize(
+    "text,key,expected",
+    [
+        ("load: {users: 3, colour: red}\n", "load.colour", "unknown key"),
+        ("load: {users: many}\n", "load.users", "integer"),
+        ("load: {run_time: -5s}\n", "load.run_time", "greater than zero"),
+        ("faults: [{kind: kill_primary, at: -1s}]\n", "faults.0.at", "negative"),
+        (
+            "load: {run_time: 10s}\nfaults: [{kind: kill_primary, at: 30s}]\n",
+            "faults.0.at",
+            "not before the end",
+        ),
+        ("faults: [{kind: unplug_everything, at: 3s}]\n", "faults.0", "kill_primary"),
+        ("probes: {write_interval: 200ms}\n", "probes.write_interval", "0.05"),
+        ("objectives: [{metric: nonsense_s, max: 1s}]\n", "objectives.0", "known metrics"),
+        ("objectives: [{metric: failover_s}]\n", "objectives.0", "exactly one of max or min"),
+    ],
+)
+def test_invalid_scenarios_name_file_and_key(
+    tmp_path: Path, text: str, key: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert key in message
+    assert expected in message
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="mapping"):
+        load_scenario(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ScenarioError, match="not valid YAML"):
+        load_scenario(write(tmp_path, "load: {users: [\n"))
+    with pytest.raises(ScenarioError, match="no such file"):
+        load_scenario(tmp_path / "missing.yaml")
+
+
+def test_objective_paths() -> None:
+    assert Objective(metric="tools_list_latency_ms.p99", phase="recovered", max="500ms").path == (
+        "tools_list_latency_ms.recovered.p99"
+    )
+    assert (
+        Objective(metric="tools_list_latency_ms.p99", max=1).path == "tools_list_latency_ms.all.p99"
+    )
+    assert Objective(metric="failover_s", max="15s").target == 15.0
+    assert "writes.rpo_rows" in METRIC_PATHS
+
+
+def test_objectives_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "- {metric: failover_s, max: 15s}\n- {metric: reconnect.success_rate, min: 99.5%}\n",
+    )
+    objectives = load_objectives(path)
+    assert [o.target for o in objectives] == [15.0, pytest.approx(0.995)]
+    bad = write(tmp_path, "- {metric: failover_s, max: soon}\n", "bad.yaml")
+    with pytest.raises(ScenarioError, match="objectives.0"):
+        load_objectives(bad)
