@@ -13,8 +13,9 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -39,31 +40,59 @@ def _duration_arg(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mcp-harness", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="mcp-harness", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    doctor = sub.add_parser("doctor", help="check every prerequisite and say how to fix what is missing")
+    doctor = sub.add_parser(
+        "doctor", help="check every prerequisite and say how to fix what is missing"
+    )
     doctor.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
 
     up = sub.add_parser("up", help="bring the stack up and keep it running until Ctrl-C / SIGTERM")
-    up.add_argument("scenario", nargs="?", help="scenario whose stack settings to use (default: built-in)")
-    up.add_argument("--json", action="store_true", help="print the endpoints as one JSON object on stdout")
+    up.add_argument(
+        "scenario", nargs="?", help="scenario whose stack settings to use (default: built-in)"
+    )
+    up.add_argument(
+        "--json", action="store_true", help="print the endpoints as one JSON object on stdout"
+    )
     up.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
 
     run = sub.add_parser("run", help="run one scenario and judge its objectives")
     run.add_argument("scenario", help="scenario YAML file")
-    run.add_argument("-u", "--users", type=int, help="number of simulated MCP clients (overrides load.users)")
-    run.add_argument("-r", "--spawn-rate", type=float, help="clients started per second (overrides load.spawn_rate)")
-    run.add_argument("-t", "--run-time", type=_duration_arg, help="run time, e.g. 60s or 2m (overrides load.run_time)")
+    run.add_argument(
+        "-u", "--users", type=int, help="number of simulated MCP clients (overrides load.users)"
+    )
+    run.add_argument(
+        "-r",
+        "--spawn-rate",
+        type=float,
+        help="clients started per second (overrides load.spawn_rate)",
+    )
+    run.add_argument(
+        "-t",
+        "--run-time",
+        type=_duration_arg,
+        help="run time, e.g. 60s or 2m (overrides load.run_time)",
+    )
     run.add_argument("--seed", type=int, help="random seed (overrides seed)")
     run.add_argument("--out", default="results", help="results directory (default: results)")
     run.add_argument("--objectives", help="objectives file that replaces the scenario's objectives")
-    run.add_argument("--dry-run", action="store_true", help="validate, print the resolved scenario and fault schedule, start nothing")
-    run.add_argument("--warn-only", action="store_true", help="report missed objectives but exit 0 for them")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, print the resolved scenario and fault schedule, start nothing",
+    )
+    run.add_argument(
+        "--warn-only", action="store_true", help="report missed objectives but exit 0 for them"
+    )
     run.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
 
-    report = sub.add_parser("report", help="print the verdict table of a result.json (or its run directory)")
+    report = sub.add_parser(
+        "report", help="print the verdict table of a result.json (or its run directory)"
+    )
     report.add_argument("result", help="result.json or results/<run_id>/")
     return parser
 
@@ -71,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.command == "doctor":
             return cmd_doctor(args)
@@ -85,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[red]error:[/] {exc}", highlight=False)
         return EXIT_USAGE
     except MissingPrerequisite as exc:
-        err_console.print(f"[red]missing prerequisite:[/] {exc}\nRun `mcp-harness doctor` for the full list.", highlight=False)
+        err_console.print(
+            f"[red]missing prerequisite:[/] {exc}\nRun `mcp-harness doctor` for the full list.",
+            highlight=False,
+        )
         return EXIT_INCONCLUSIVE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
@@ -97,19 +132,30 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         table.add_column(column)
     missing = False
     for check in doctor_checks(args.pg_bin):
-        status = "[green]ok[/]" if check.ok else ("[red]missing[/]" if check.required else "[yellow]optional[/]")
+        status = (
+            "[green]ok[/]"
+            if check.ok
+            else ("[red]missing[/]" if check.required else "[yellow]optional[/]")
+        )
         missing |= check.required and not check.ok
         table.add_row(check.name, status, check.detail, "" if check.ok else check.fix)
     console.print(table)
     if missing:
-        err_console.print("[red]something needed is missing[/]: run the fix shown, or `make bootstrap`.")
+        err_console.print(
+            "[red]something needed is missing[/]: run the fix shown, or `make bootstrap`."
+        )
         return EXIT_INCONCLUSIVE
     return 0
 
 
 def _scenario_for(args: argparse.Namespace) -> Scenario:
     overrides: dict[str, Any] = {}
-    for flag, key in (("users", "load.users"), ("spawn_rate", "load.spawn_rate"), ("run_time", "load.run_time"), ("seed", "seed")):
+    for flag, key in (
+        ("users", "load.users"),
+        ("spawn_rate", "load.spawn_rate"),
+        ("run_time", "load.run_time"),
+        ("seed", "seed"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
@@ -121,7 +167,11 @@ def _scenario_for(args: argparse.Namespace) -> Scenario:
 
 def _print_dry_run(scenario: Scenario) -> None:
     console.print(f"[bold]{scenario.name}[/]: valid. Resolved scenario:")
-    console.print(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False), highlight=False, markup=False)
+    console.print(
+        yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False),
+        highlight=False,
+        markup=False,
+    )
     table = Table(title="Fault schedule (seconds from the start of the load)")
     for column in ("at", "fault", "then"):
         table.add_column(column)
@@ -155,18 +205,34 @@ async def _run(scenario: Scenario, out: Path, pg_bin: str | None) -> dict[str, A
     run_id = new_run_id(scenario)
     result_dir = out / run_id
     (result_dir / "logs").mkdir(parents=True, exist_ok=True)
-    (result_dir / "logs" / "scenario.yaml").write_text(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
+    (result_dir / "logs" / "scenario.yaml").write_text(
+        yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)
+    )
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
     err_console.print(f"run {run_id}: results in {result_dir}")
     with LiveProgress(err_console, scenario.load.run_time) as progress:
-        record = await _shielded(execute(scenario, result_dir, run_id=run_id, pg_bin=pg_bin, observer=progress, environment=environment))
+        record = await _shielded(
+            execute(
+                scenario,
+                result_dir,
+                run_id=run_id,
+                pg_bin=pg_bin,
+                observer=progress,
+                environment=environment,
+            )
+        )
     judged = judge_all(scenario.objectives, record.metrics)
     result = record.result()
     result["objectives"] = [j.as_dict() for j in judged]
-    result["verdict"] = run_verdict(judged, faults_confirmed=record.faults_confirmed, stack_up=record.stack_up, complete=record.complete)
+    result["verdict"] = run_verdict(
+        judged,
+        faults_confirmed=record.faults_confirmed,
+        stack_up=record.stack_up,
+        complete=record.complete,
+    )
     write_result(result_dir, result)
     render(result, console)
     console.print(f"result: {result_dir / 'result.json'}")

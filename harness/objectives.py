@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 from harness.config import Objective
 
@@ -67,19 +68,25 @@ def judge(objective: Objective, metrics: dict[str, Any]) -> JudgedObjective:
         return JudgedObjective(objective.path, bound, objective.target, None, "not_measured")
     measured = float(value)
     met = measured <= objective.target if bound == "max" else measured >= objective.target
-    return JudgedObjective(objective.path, bound, objective.target, measured, "met" if met else "missed")
+    return JudgedObjective(
+        objective.path, bound, objective.target, measured, "met" if met else "missed"
+    )
 
 
 def judge_all(objectives: Iterable[Objective], metrics: dict[str, Any]) -> list[JudgedObjective]:
     return [judge(o, metrics) for o in objectives]
 
 
-def run_verdict(judged: Sequence[JudgedObjective], *, faults_confirmed: bool, stack_up: bool, complete: bool) -> Verdict:
+def run_verdict(
+    judged: Sequence[JudgedObjective], *, faults_confirmed: bool, stack_up: bool, complete: bool
+) -> Verdict:
     """fail if any objective was missed; inconclusive if one was not measured, a fault was
     not confirmed, the stack did not come up or the run did not finish; else pass."""
     if any(j.verdict == "missed" for j in judged):
         return "fail"
-    if not (faults_confirmed and stack_up and complete) or any(j.verdict == "not_measured" for j in judged):
+    if not (faults_confirmed and stack_up and complete) or any(
+        j.verdict == "not_measured" for j in judged
+    ):
         return "inconclusive"
     return "pass"
 

@@ -19,9 +19,10 @@ import logging
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -120,7 +121,9 @@ class RunRecord:
             "complete": self.complete,
             "interrupted": self.interrupted,
             "faults": [f.as_dict() for f in self.faults],
-            "phases": [{"name": p.name, "start_s": p.start_s, "end_s": p.end_s} for p in self.phases],
+            "phases": [
+                {"name": p.name, "start_s": p.start_s, "end_s": p.end_s} for p in self.phases
+            ],
             "metrics": self.metrics,
             "timeline": self.timeline,
             "environment": self.environment,
@@ -129,7 +132,7 @@ class RunRecord:
 
 
 def new_run_id(scenario: Scenario) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{scenario.name}-{secrets.token_hex(2)}"
 
 
@@ -155,7 +158,7 @@ async def execute(
 ) -> RunRecord:
     """Bring the stack up, run load + probes + faults, measure, bring it down."""
     observer = observer or _Quiet()
-    record = RunRecord(run_id, scenario, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    record = RunRecord(run_id, scenario, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     record.faults = [FaultRecord(f.kind, "primary", f.at) for f in scenario.faults]
     logs_dir = result_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -165,10 +168,14 @@ async def execute(
     try:
         async with asyncio.timeout(scenario.hard_cap_s):
             stack = open_stack(scenario, pg_bin=pg_bin)
-            observer.event("bringing the stack up (Postgres primary + replica, Toxiproxy, MCP server)")
+            observer.event(
+                "bringing the stack up (Postgres primary + replica, Toxiproxy, MCP server)"
+            )
             await stack.up()
             record.stack_up = True
-            observer.event(f"stack up in {time.monotonic() - wall_start:.1f} s; MCP at {stack.endpoints.mcp_url}")
+            observer.event(
+                f"stack up in {time.monotonic() - wall_start:.1f} s; MCP at {stack.endpoints.mcp_url}"
+            )
             live = await _run_load(scenario, stack, result_dir, record, observer)
             record.complete = True
     except StackError as exc:
@@ -208,7 +215,7 @@ async def _run_load(
         mcp_path=scenario.server.path,
         protocol=load.protocol,
         think_time_s=load.think_time,
-        tool_mix=dict(load.tool_mix),
+        tool_mix={str(op): weight for op, weight in load.tool_mix.items()},
         reconnect_policy=load.reconnect.policy,
         backoff_base_s=load.reconnect.base,
         backoff_cap_s=load.reconnect.cap,
@@ -230,7 +237,12 @@ async def _run_load(
     live = _Live(stack, time.monotonic(), WriteLedger())
     tail = swarm.tail()
     stop = asyncio.Event()
-    write_probe = WriteProbe(endpoints.server_database_url, live.t0, scenario.probes.write_interval, scenario.probes.timeout)
+    write_probe = WriteProbe(
+        endpoints.server_database_url,
+        live.t0,
+        scenario.probes.write_interval,
+        scenario.probes.timeout,
+    )
     service_probe = ServiceProbe(
         endpoints.mcp_url,
         live.t0,
@@ -255,14 +267,16 @@ async def _run_load(
             observer.tick(_status(live, record, load.users))
             await asyncio.sleep(1.0)
         if swarm.running:
-            record.notes.append("the load did not stop by itself within run_time + 60 s; it was stopped")
+            record.notes.append(
+                "the load did not stop by itself within run_time + 60 s; it was stopped"
+            )
     finally:
         stop.set()
         for task in tasks:
             if not task.done() and task.get_name() == "faults":
                 task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        for task, outcome in zip(tasks, results):
+        for task, outcome in zip(tasks, results, strict=True):
             if isinstance(outcome, Exception):
                 record.notes.append(f"{task.get_name()} failed: {outcome!r}")
         await asyncio.to_thread(swarm.stop)
@@ -272,17 +286,23 @@ async def _run_load(
     return live
 
 
-async def _fault_schedule(scenario: Scenario, live: _Live, record: RunRecord, observer: Observer) -> None:
-    for fault, fault_record in zip(scenario.faults, record.faults):
+async def _fault_schedule(
+    scenario: Scenario, live: _Live, record: RunRecord, observer: Observer
+) -> None:
+    for fault, fault_record in zip(scenario.faults, record.faults, strict=True):
         await asyncio.sleep(max(0.0, live.t0 + fault.at - time.monotonic()))
         if isinstance(fault, KillPrimary):
             killed_port = live.stack.current_primary_port
             result = await live.stack.kill_primary()
             fault_record.t_fault_s = result.t_confirmed - live.t0
             fault_record.confirmed = result.confirmed
-            fault_record.detail = f"SIGKILL to {len(result.pids)} processes of the cluster on port {killed_port}"
+            fault_record.detail = (
+                f"SIGKILL to {len(result.pids)} processes of the cluster on port {killed_port}"
+            )
             live.events.append((fault_record.t_fault_s, "kill_primary"))
-            observer.event(f"t={fault_record.t_fault_s:.2f}s kill_primary: {fault_record.detail}, confirmed={result.confirmed}")
+            observer.event(
+                f"t={fault_record.t_fault_s:.2f}s kill_primary: {fault_record.detail}, confirmed={result.confirmed}"
+            )
             delay = scenario.recovery.promote_after
             if delay is not None:
                 await asyncio.sleep(delay)
@@ -307,7 +327,11 @@ def _ingest(new_records: list[dict[str, Any]], live: _Live) -> None:
 
 def _status(live: _Live, record: RunRecord, users_target: int) -> dict[str, Any]:
     now_s = time.monotonic() - live.t0
-    last = [r for r in live.records[-20000:] if r.get("k") == "req" and now_s - 1.5 <= r["t_s"] < now_s - 0.5]
+    last = [
+        r
+        for r in live.records[-20000:]
+        if r.get("k") == "req" and now_s - 1.5 <= r["t_s"] < now_s - 0.5
+    ]
     users = next((r["n"] for r in reversed(live.records) if r.get("k") == "users"), 0)
     fault = next((f for f in record.faults if f.t_fault_s is not None), None)
     return {
@@ -357,14 +381,24 @@ def _measure(
     errors_by_kind: dict[str, int] = {}
     for r in requests:
         if not r["ok"]:
-            errors_by_kind[r.get("err") or "unknown"] = errors_by_kind.get(r.get("err") or "unknown", 0) + 1
+            errors_by_kind[r.get("err") or "unknown"] = (
+                errors_by_kind.get(r.get("err") or "unknown", 0) + 1
+            )
     n_errors = sum(errors_by_kind.values())
     p99_target = next(
-        (o.target for o in scenario.objectives if o.metric.startswith("tools_list_latency_ms") and o.metric.endswith("p99") and o.max is not None),
+        (
+            o.target
+            for o in scenario.objectives
+            if o.metric.startswith("tools_list_latency_ms")
+            and o.metric.endswith("p99")
+            and o.max is not None
+        ),
         None,
     )
     promoted_port = live.stack.current_primary_port
-    db_failover = db_failover_s(write_samples, t_fault, promoted_port) if t_fault is not None else None
+    db_failover = (
+        db_failover_s(write_samples, t_fault, promoted_port) if t_fault is not None else None
+    )
     killed_node_wrote_after = (
         t_fault is not None
         and fault is not None
@@ -372,13 +406,22 @@ def _measure(
     )
     if killed_node_wrote_after and fault is not None:
         fault.confirmed = False
-        record.notes.append("the write probe saw commits on the killed primary after t_fault: the fault did not take effect")
+        record.notes.append(
+            "the write probe saw commits on the killed primary after t_fault: the fault did not take effect"
+        )
     record.metrics = {
         "db_failover_s": db_failover,
-        "failover_s": failover_s(service_samples, t_fault, stability, run_end_s) if t_fault is not None else None,
-        "rto_s": rto_s(service_samples, t_fault, stability, run_end_s, tools_list, p99_target) if t_fault is not None else None,
+        "failover_s": failover_s(service_samples, t_fault, stability, run_end_s)
+        if t_fault is not None
+        else None,
+        "rto_s": rto_s(service_samples, t_fault, stability, run_end_s, tools_list, p99_target)
+        if t_fault is not None
+        else None,
         "reconnect": reconnect_metrics(
-            sorted((r for r in live.records if r.get("k") in ("broken", "reconnected")), key=lambda r: r["t_s"]),
+            sorted(
+                (r for r in live.records if r.get("k") in ("broken", "reconnected")),
+                key=lambda r: r["t_s"],
+            ),
             t_fault,
             scenario.windows.reconnect,
         ),
@@ -390,15 +433,27 @@ def _measure(
             "errors_by_kind": errors_by_kind,
         },
         "probes": {
-            "write": {"samples": len(write_samples), "failed": sum(1 for s in write_samples if not s.ok)},
-            "service": {"samples": len(service_samples), "failed": sum(1 for s in service_samples if not s.ok)},
+            "write": {
+                "samples": len(write_samples),
+                "failed": sum(1 for s in write_samples if not s.ok),
+            },
+            "service": {
+                "samples": len(service_samples),
+                "failed": sum(1 for s in service_samples if not s.ok),
+            },
         },
     }
-    first_on_promoted = first_write_on(write_samples, t_fault, promoted_port) if t_fault is not None else None
-    record.metrics["probes"]["write"]["first_promoted_seq"] = first_on_promoted.seq if first_on_promoted else None
+    first_on_promoted = (
+        first_write_on(write_samples, t_fault, promoted_port) if t_fault is not None else None
+    )
+    record.metrics["probes"]["write"]["first_promoted_seq"] = (
+        first_on_promoted.seq if first_on_promoted else None
+    )
     record.timeline = build_timeline(live.records, run_end_s, live.events)
     if not tools_list:
-        record.notes.append("no successful tools/list was recorded: the load did not reach the server")
+        record.notes.append(
+            "no successful tools/list was recorded: the load did not reach the server"
+        )
 
 
 async def _check_writes(scenario: Scenario, live: _Live, record: RunRecord) -> None:
@@ -414,7 +469,9 @@ async def _check_writes(scenario: Scenario, live: _Live, record: RunRecord) -> N
             record.metrics["db_failover_verified_on_promoted_node"] = bool(present)
             if not present:
                 record.metrics["db_failover_s"] = None
-                record.notes.append(f"probe row {seq} is not on the promoted node: db_failover_s not measured")
+                record.notes.append(
+                    f"probe row {seq} is not on the promoted node: db_failover_s not measured"
+                )
     finally:
         await conn.close()
     fault = next((f for f in record.faults if f.confirmed and f.t_fault_s is not None), None)

@@ -5,8 +5,8 @@ Times are seconds relative to the start of the load, all from CLOCK_MONOTONIC.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from harness.measure.histogram import LatencyHistogram
 
@@ -31,7 +31,9 @@ class ServiceProbeSample:
     error: str | None = None
 
 
-def first_write_on(samples: Sequence[WriteProbeSample], t_fault_s: float, port: int) -> WriteProbeSample | None:
+def first_write_on(
+    samples: Sequence[WriteProbeSample], t_fault_s: float, port: int
+) -> WriteProbeSample | None:
     """The first write committed after the fault on the node listening on ``port``."""
     for sample in samples:
         if sample.ok and sample.t_s >= t_fault_s and sample.port == port:
@@ -39,7 +41,9 @@ def first_write_on(samples: Sequence[WriteProbeSample], t_fault_s: float, port: 
     return None
 
 
-def db_failover_s(samples: Sequence[WriteProbeSample], t_fault_s: float, promoted_port: int) -> float | None:
+def db_failover_s(
+    samples: Sequence[WriteProbeSample], t_fault_s: float, promoted_port: int
+) -> float | None:
     """t_fault -> first write committed on the new primary; None if none was seen."""
     first = first_write_on(samples, t_fault_s, promoted_port)
     return None if first is None else first.t_s - t_fault_s
@@ -83,7 +87,9 @@ def stable_from_s(
     return None
 
 
-def failover_s(samples: Sequence[ServiceProbeSample], t_fault_s: float, window_s: float, run_end_s: float) -> float | None:
+def failover_s(
+    samples: Sequence[ServiceProbeSample], t_fault_s: float, window_s: float, run_end_s: float
+) -> float | None:
     """t_fault -> first successful write tool call after which writes keep succeeding for the window."""
     stable = stable_from_s(samples, t_fault_s, window_s, run_end_s)
     return None if stable is None else stable - t_fault_s

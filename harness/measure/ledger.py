@@ -8,8 +8,8 @@ classified; the rows nobody acknowledged are accounted for too.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ class WriteLedger:
         if write_id not in self.acked:
             self.acked[write_id] = AckedWrite(write_id, checksum, t_ack_s)
 
-    def classify(self, rows: Iterable[tuple[str, str]], t_incident_s: float | None) -> dict[str, object]:
+    def classify(
+        self, rows: Iterable[tuple[str, str]], t_incident_s: float | None
+    ) -> dict[str, object]:
         """Compare with ``rows`` = (id, checksum of content) read from the final primary.
 
         intact: acknowledged and present unchanged; altered: present with other

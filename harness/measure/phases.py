@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 PHASE_NAMES = ("baseline", "disruption", "storm", "recovered")
 MIN_STORM_THRESHOLD_PER_S = 1.0
@@ -27,7 +27,9 @@ class Phase:
         return self.start_s <= t_s < self.end_s
 
 
-def baseline_session_rate(session_starts_s: Sequence[float], steady_from_s: float, t_fault_s: float) -> float:
+def baseline_session_rate(
+    session_starts_s: Sequence[float], steady_from_s: float, t_fault_s: float
+) -> float:
     """New sessions per second in the steady part of the baseline.
 
     Spawning opens one session per user, so the baseline rate is measured from

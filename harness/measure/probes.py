@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx2
 
-from harness.load.wire import McpOutcome, McpRequest, McpSession, new_note, note_checksum, outcome_of, transport_failure
+from harness.load.wire import (
+    McpOutcome,
+    McpRequest,
+    McpSession,
+    new_note,
+    note_checksum,
+    outcome_of,
+    transport_failure,
+)
 from harness.measure.failover import ServiceProbeSample, WriteProbeSample
 from harness.measure.ledger import WriteLedger
 
@@ -54,10 +62,19 @@ class WriteProbe:
                         seq,
                         timeout=self.timeout_s,
                     )
-                    self.samples.append(WriteProbeSample(seq, time.monotonic() - self.t0, True, int(port)))
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
                     self.samples.append(
-                        WriteProbeSample(seq, time.monotonic() - self.t0, False, None, type(exc).__name__)
+                        WriteProbeSample(seq, time.monotonic() - self.t0, True, int(port))
+                    )
+                except (
+                    TimeoutError,
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                ) as exc:
+                    self.samples.append(
+                        WriteProbeSample(
+                            seq, time.monotonic() - self.t0, False, None, type(exc).__name__
+                        )
                     )
                     if conn is not None:
                         conn.terminate()
@@ -92,7 +109,9 @@ class ServiceProbe:
                 if session.session_id is not None:
                     note_id, title, body = new_note("probe", rng)
                     self.ledger.attempt(note_id)
-                    call = session.tools_call("create_note", {"id": note_id, "title": title, "body": body})
+                    call = session.tools_call(
+                        "create_note", {"id": note_id, "title": title, "body": body}
+                    )
                     outcome, _ = await _send(client, self.url, call)
                     t_s = time.monotonic() - self.t0
                     if outcome.ok:
@@ -107,18 +126,24 @@ class ServiceProbe:
         outcome, session_id = await _send(client, self.url, request)
         outcome = session.accept_initialize(outcome, session_id)
         if not outcome.ok:
-            self.samples.append(ServiceProbeSample(time.monotonic() - self.t0, False, outcome.error_kind))
+            self.samples.append(
+                ServiceProbeSample(time.monotonic() - self.t0, False, outcome.error_kind)
+            )
             session.reset()
             return
         await _send(client, self.url, session.initialized())
 
 
-async def _send(client: httpx2.AsyncClient, url: str, request: McpRequest) -> tuple[McpOutcome, str | None]:
+async def _send(
+    client: httpx2.AsyncClient, url: str, request: McpRequest
+) -> tuple[McpOutcome, str | None]:
     try:
         response = await client.post(url, content=request.body, headers=request.headers)
     except httpx2.HTTPError as exc:
         return transport_failure(exc), None
-    outcome = outcome_of(request, response.status_code, response.content, response.headers.get("content-type"))
+    outcome = outcome_of(
+        request, response.status_code, response.content, response.headers.get("content-type")
+    )
     return outcome, response.headers.get("mcp-session-id")
 
 
@@ -127,5 +152,5 @@ async def _sleep_until(stop: asyncio.Event, deadline: float) -> None:
     if delay > 0:
         try:
             await asyncio.wait_for(stop.wait(), delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass

@@ -3,12 +3,15 @@ listed tools again within the reconnect window, and how long it took them."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from harness.measure.histogram import LatencyHistogram
 
 
-def reconnect_metrics(records: Iterable[dict[str, Any]], t_fault_s: float | None, window_s: float) -> dict[str, Any]:
+def reconnect_metrics(
+    records: Iterable[dict[str, Any]], t_fault_s: float | None, window_s: float
+) -> dict[str, Any]:
     """``records`` carry ``t_s`` (relative seconds) and the load's ``broken`` / ``reconnected``
     fields. Durations come from the worker (``duration_s``), never from instants across
     machines. Rates are None when no client broke (nothing to measure)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from harness.measure.histogram import LatencyHistogram
 
@@ -31,7 +32,7 @@ def build_timeline(
         if not 0 <= second < seconds:
             continue
         kind = record["k"]
-        user = record.get("u")
+        user = int(record.get("u", -1))
         if kind == "req":
             requests[second] += 1
             if not record["ok"]:

@@ -33,10 +33,14 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     metrics = result.get("metrics", {})
     verdict = result.get("verdict", "inconclusive")
-    console.rule(f"[bold]{result.get('scenario', {}).get('name', '?')}[/] · run {result.get('run_id')}")
+    console.rule(
+        f"[bold]{result.get('scenario', {}).get('name', '?')}[/] · run {result.get('run_id')}"
+    )
     for fault in result.get("faults", []):
         state = "confirmed" if fault.get("confirmed") else "[red]NOT confirmed[/]"
-        console.print(f"fault {fault['kind']} on {fault['target']} at {_fmt(fault.get('t_fault_s'), ' s')}: {state}")
+        console.print(
+            f"fault {fault['kind']} on {fault['target']} at {_fmt(fault.get('t_fault_s'), ' s')}: {state}"
+        )
     for note in result.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
 
@@ -51,14 +55,18 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
         "writes acknowledged / intact / lost",
         f"{_fmt(writes.get('acknowledged'))} / {_fmt(writes.get('intact'))} / {_fmt(writes.get('lost'))}",
     )
-    table.add_row("rpo_rows / rpo_s", f"{_fmt(writes.get('rpo_rows'))} / {_fmt(writes.get('rpo_s'), ' s')}")
+    table.add_row(
+        "rpo_rows / rpo_s", f"{_fmt(writes.get('rpo_rows'))} / {_fmt(writes.get('rpo_s'), ' s')}"
+    )
     reconnect = metrics.get("reconnect") or {}
     table.add_row(
         "reconnect (broken -> back)",
         f"{_fmt(reconnect.get('clients_broken'))} -> {_fmt(reconnect.get('clients_reconnected'))}",
     )
     requests = metrics.get("requests") or {}
-    table.add_row("requests / errors", f"{_fmt(requests.get('total'))} / {_fmt(requests.get('errors'))}")
+    table.add_row(
+        "requests / errors", f"{_fmt(requests.get('total'))} / {_fmt(requests.get('errors'))}"
+    )
     for phase, figures in (metrics.get("tools_list_latency_ms") or {}).items():
         if phase == "all":
             continue
@@ -84,4 +92,6 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
                 f"[{style}]{item['verdict']}[/]",
             )
         console.print(judged)
-    console.print(f"verdict: [{VERDICT_STYLE.get(verdict, '')}]{verdict.upper()}[/]  ({result.get('duration_s', 0):.0f} s)")
+    console.print(
+        f"verdict: [{VERDICT_STYLE.get(verdict, '')}]{verdict.upper()}[/]  ({result.get('duration_s', 0):.0f} s)"
+    )

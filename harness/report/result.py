@@ -25,7 +25,9 @@ def environment(stack_versions: dict[str, Any]) -> dict[str, Any]:
     """Versions of every part and the machine, so two results can be compared fairly."""
     try:
         mem_kib = next(
-            int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
         )
     except (OSError, StopIteration):
         mem_kib = 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import shutil
 import tempfile
@@ -41,13 +40,17 @@ START_ATTEMPTS = 3
 
 
 class LocalStack(Stack):
-    def __init__(self, scenario: Scenario, *, pg_bin: str | None = None, run_dir: Path | None = None) -> None:
+    def __init__(
+        self, scenario: Scenario, *, pg_bin: str | None = None, run_dir: Path | None = None
+    ) -> None:
         self.scenario = scenario
         self.bin_dir = pg_bin_dir(pg_bin)
         self.toxiproxy_bin = toxiproxy_server()
         self.run_user = pg_run_user()
         self._run_dir = run_dir
-        self.passwords = {name: secrets.token_urlsafe(18) for name in ("postgres", APP_USER, REPLICATION_USER)}
+        self.passwords = {
+            name: secrets.token_urlsafe(18) for name in ("postgres", APP_USER, REPLICATION_USER)
+        }
         self.clusters: dict[str, PostgresCluster] = {}
         self.primary_name = "primary"
         self.server: McpServerProcess | None = None
@@ -104,7 +107,9 @@ class LocalStack(Stack):
             except ToxiproxyError:
                 proc.stop(2)
                 if attempt + 1 == START_ATTEMPTS:
-                    raise StackError(f"toxiproxy-server did not come up. Log tail:\n{proc.log_tail()}") from None
+                    raise StackError(
+                        f"toxiproxy-server did not come up. Log tail:\n{proc.log_tail()}"
+                    ) from None
                 continue
             if not proc.running():
                 continue
@@ -156,8 +161,12 @@ class LocalStack(Stack):
         await asyncio.to_thread(primary.initdb, archive, self._settings("primary"))
         await self._start_cluster(primary)
         self._versions["postgres"] = await primary.fetchval("SHOW server_version")
-        await primary.execute(f"CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN PASSWORD '{self.passwords[REPLICATION_USER]}'")
-        await primary.execute(f"CREATE ROLE {APP_USER} WITH LOGIN PASSWORD '{self.passwords[APP_USER]}'")
+        await primary.execute(
+            f"CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN PASSWORD '{self.passwords[REPLICATION_USER]}'"
+        )
+        await primary.execute(
+            f"CREATE ROLE {APP_USER} WITH LOGIN PASSWORD '{self.passwords[APP_USER]}'"
+        )
         await primary.execute(f"CREATE DATABASE {APP_DATABASE} OWNER {APP_USER}")
         self.clusters["primary"] = primary
         return primary
@@ -179,13 +188,17 @@ class LocalStack(Stack):
     async def _wait_streaming(self, primary: PostgresCluster, timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            streaming = await primary.fetchval("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+            streaming = await primary.fetchval(
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+            )
             if streaming:
                 return
             await asyncio.sleep(0.05)
         replica = self.clusters["replica"]
         tail = replica.process.log_tail() if replica.process else ""
-        raise StackError(f"the replica did not start streaming from the primary within {timeout_s:g}s. Replica log:\n{tail}")
+        raise StackError(
+            f"the replica did not start streaming from the primary within {timeout_s:g}s. Replica log:\n{tail}"
+        )
 
     def _proxy(self, name: str, upstream_port: int) -> int:
         proxy = self.toxiproxy.create_proxy(name, f"{LOOPBACK}:0", f"{LOOPBACK}:{upstream_port}")
@@ -193,7 +206,9 @@ class LocalStack(Stack):
 
     def _proxy_to_url(self, name: str, url: str) -> int:
         parts = urlsplit(url)
-        proxy = self.toxiproxy.create_proxy(name, f"{LOOPBACK}:0", f"{parts.hostname}:{parts.port or 80}")
+        proxy = self.toxiproxy.create_proxy(
+            name, f"{LOOPBACK}:0", f"{parts.hostname}:{parts.port or 80}"
+        )
         return proxy.listen_port
 
     def _proxy_port(self, name: str) -> int:
@@ -220,7 +235,11 @@ class LocalStack(Stack):
                 await self.server.wait_ready()
                 return self.server.url
             except StackError:
-                in_use = "address already in use" in self.server.process.log_tail().lower() if self.server.process else False
+                in_use = (
+                    "address already in use" in self.server.process.log_tail().lower()
+                    if self.server.process
+                    else False
+                )
                 self.server.stop()
                 if not in_use or attempt + 1 == START_ATTEMPTS:
                     raise
@@ -246,7 +265,9 @@ class LocalStack(Stack):
         return {**self._versions, "postgres_binaries": postgres_version(self.bin_dir)}
 
     def log_paths(self) -> list[str]:
-        return [str(p.log_path) for p in self.registry.processes] if hasattr(self, "registry") else []
+        return (
+            [str(p.log_path) for p in self.registry.processes] if hasattr(self, "registry") else []
+        )
 
     def inventory(self) -> list[dict[str, object]]:
         return self.registry.inventory() if hasattr(self, "registry") else []
@@ -265,5 +286,3 @@ class LocalStack(Stack):
     def remove_run_dir(self) -> None:
         if self._run_dir is not None and self._run_dir.exists():
             shutil.rmtree(self._run_dir, ignore_errors=True)
-
-

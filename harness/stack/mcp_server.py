@@ -41,7 +41,10 @@ class McpServerProcess:
 
     def argv(self) -> list[str]:
         template = self.config.command or reference_server_command(self.config)
-        return [arg.replace("{port}", str(self.port)).replace("{database_url}", self.database_url) for arg in template]
+        return [
+            arg.replace("{port}", str(self.port)).replace("{database_url}", self.database_url)
+            for arg in template
+        ]
 
     def environment(self) -> dict[str, str]:
         env = {**os.environ, **{k: os.path.expandvars(v) for k, v in self.config.env.items()}}
@@ -70,7 +73,9 @@ class McpServerProcess:
             last = f"HTTP {status}" if status else "connection refused"
             await asyncio.sleep(0.1)
         tail = self.process.log_tail() if self.process else ""
-        raise StackError(f"MCP server did not become ready at {ready_url} ({last}). Log tail:\n{tail}")
+        raise StackError(
+            f"MCP server did not become ready at {ready_url} ({last}). Log tail:\n{tail}"
+        )
 
     def stop(self) -> None:
         if self.process is not None:

@@ -70,7 +70,9 @@ class PostgresCluster:
     def _bin(self, tool: str) -> str:
         return str(self.bin_dir / tool)
 
-    def _run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 120) -> None:
+    def _run(
+        self, argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 120
+    ) -> None:
         """Run a Postgres tool as the run user; raise with its output on failure."""
         result = subprocess.run(
             argv,
@@ -119,11 +121,18 @@ class PostgresCluster:
         self.write_settings(archive_dir, scenario_settings)
 
     def basebackup_from(
-        self, host: str, port: int, replication_password: str, scenario_settings: dict[str, str], archive_dir: Path
+        self,
+        host: str,
+        port: int,
+        replication_password: str,
+        scenario_settings: dict[str, str],
+        archive_dir: Path,
     ) -> None:
         """Clone a primary into this (empty) data directory as a streaming hot standby."""
         self._own(self.data_dir)
-        conninfo = f"host={host} port={port} user={REPLICATION_USER} password={replication_password}"
+        conninfo = (
+            f"host={host} port={port} user={REPLICATION_USER} password={replication_password}"
+        )
         self._run(
             [
                 self._bin("pg_basebackup"),
@@ -174,7 +183,9 @@ class PostgresCluster:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def dsn(self, user: str = SUPERUSER, password: str | None = None, database: str = "postgres") -> str:
+    def dsn(
+        self, user: str = SUPERUSER, password: str | None = None, database: str = "postgres"
+    ) -> str:
         return f"postgresql://{user}:{password or self.superuser_password}@127.0.0.1:{self.port}/{database}"
 
     async def wait_ready(self, timeout_s: float) -> None:
@@ -188,11 +199,13 @@ class PostgresCluster:
                 conn = await asyncpg.connect(self.dsn(), timeout=2)
                 await conn.close()
                 return
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 last = exc
                 await asyncio.sleep(0.05)
         tail = self.process.log_tail() if self.process else "(not started)"
-        raise StackError(f"postgres {self.name} did not come up on 127.0.0.1:{self.port} ({last}). Log tail:\n{tail}")
+        raise StackError(
+            f"postgres {self.name} did not come up on 127.0.0.1:{self.port} ({last}). Log tail:\n{tail}"
+        )
 
     async def execute(self, sql: str, *args: object, timeout_s: float = 10) -> str:
         conn = await asyncpg.connect(self.dsn(), timeout=timeout_s)
@@ -201,7 +214,9 @@ class PostgresCluster:
         finally:
             await conn.close()
 
-    async def fetchval(self, sql: str, *args: object, database: str = "postgres", timeout_s: float = 10) -> object:
+    async def fetchval(
+        self, sql: str, *args: object, database: str = "postgres", timeout_s: float = 10
+    ) -> object:
         conn = await asyncpg.connect(self.dsn(database=database), timeout=timeout_s)
         try:
             return await conn.fetchval(sql, *args, timeout=timeout_s)
@@ -227,7 +242,9 @@ class PostgresCluster:
 
     async def promote(self, timeout_s: float = 30) -> None:
         """Promote this standby and wait until it accepts writes."""
-        ok = await self.fetchval("SELECT pg_promote(true, $1)", int(timeout_s), timeout_s=timeout_s + 5)
+        ok = await self.fetchval(
+            "SELECT pg_promote(true, $1)", int(timeout_s), timeout_s=timeout_s + 5
+        )
         if ok is not True:
             raise StackError(f"pg_promote on {self.name} did not finish within {timeout_s}s")
 
@@ -240,6 +257,10 @@ class PostgresCluster:
 def _quote(value: str) -> str:
     """Quote a setting value for postgresql.conf unless it is a plain number or word."""
     text = str(value)
-    if text.startswith("'") or text.replace(".", "", 1).isdigit() or text in ("on", "off", "true", "false"):
+    if (
+        text.startswith("'")
+        or text.replace(".", "", 1).isdigit()
+        or text in ("on", "off", "true", "false")
+    ):
         return text
     return "'" + text.replace("'", "''") + "'"

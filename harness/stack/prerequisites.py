@@ -140,11 +140,17 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
             "install Python >= 3.11",
         )
     ]
-    for package in ("mcp", "locust", "asyncpg", "hdrhistogram", "pydantic", "rich", "testcontainers"):
+    for package in (
+        "mcp",
+        "locust",
+        "asyncpg",
+        "hdrhistogram",
+        "pydantic",
+        "rich",
+        "testcontainers",
+    ):
         version = _package_version(package)
-        checks.append(
-            Check(package, version is not None, version or "missing", "make bootstrap")
-        )
+        checks.append(Check(package, version is not None, version or "missing", "make bootstrap"))
     try:
         bin_dir = pg_bin_dir(pg_bin)
         checks.append(Check("postgresql", True, f"{postgres_version(bin_dir)} in {bin_dir}"))
@@ -152,7 +158,9 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
         checks.append(Check("postgresql", False, "missing", str(exc)))
     try:
         user = pg_run_user()
-        checks.append(Check("postgres user", True, user or f"runs as {pwd.getpwuid(os.geteuid()).pw_name}"))
+        checks.append(
+            Check("postgres user", True, user or f"runs as {pwd.getpwuid(os.geteuid()).pw_name}")
+        )
     except MissingPrerequisite as exc:
         checks.append(Check("postgres user", False, "missing", str(exc)))
     try:

@@ -13,9 +13,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 OWNER_FILE = "owner.json"
 
@@ -140,7 +140,6 @@ class ProcessRegistry:
 
     run_dir: Path
     processes: list[OwnedProcess] = field(default_factory=list)
-    extra_pids: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
     def start(
         self,
@@ -172,25 +171,12 @@ class ProcessRegistry:
         self.save()
         return proc
 
-    def adopt(self, name: str, pid: int) -> None:
-        """Record a process the run did not fork itself but owns (a postmaster started by pg_ctl)."""
-        self.extra_pids[name] = (pid, proc_start_ticks(pid))
-        self.save()
-
-    def forget(self, name: str) -> None:
-        self.extra_pids.pop(name, None)
-        self.save()
-
     def save(self) -> None:
         owner = {
             "harness_pid": os.getpid(),
             "harness_start_ticks": proc_start_ticks(os.getpid()),
             "processes": [
                 {"name": p.name, "pid": p.pid, "start_ticks": p.start_ticks} for p in self.processes
-            ]
-            + [
-                {"name": name, "pid": pid, "start_ticks": ticks}
-                for name, (pid, ticks) in self.extra_pids.items()
             ],
         }
         tmp = self.run_dir / (OWNER_FILE + ".tmp")
@@ -204,7 +190,9 @@ class ProcessRegistry:
                 "name": p.name,
                 "pid": p.pid,
                 "start_ticks": p.start_ticks,
-                "argv0": str(p.popen.args[0]) if isinstance(p.popen.args, list) else str(p.popen.args),
+                "argv0": str(p.popen.args[0])
+                if isinstance(p.popen.args, list)
+                else str(p.popen.args),
                 "exit_code": p.popen.poll(),
             }
             for p in self.processes
@@ -212,14 +200,8 @@ class ProcessRegistry:
 
     def stop_all(self, timeout_s: float = 10.0) -> None:
         """Stop every recorded process, newest first."""
-        for name, (pid, ticks) in list(self.extra_pids.items()):
-            if is_alive(pid, ticks):
-                signal_pid(pid, signal.SIGQUIT)
         for proc in reversed(self.processes):
             proc.stop(timeout_s)
-        for name, (pid, ticks) in list(self.extra_pids.items()):
-            if is_alive(pid, ticks) and not wait_gone([pid], timeout_s):
-                signal_pid(pid, signal.SIGKILL)
 
 
 def reap_stale_runs(parent: Path, prefix: str) -> list[Path]:

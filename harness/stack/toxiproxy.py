@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Stream = Literal["upstream", "downstream"]
-TOXIC_TYPES = ("latency", "bandwidth", "slow_close", "timeout", "reset_peer", "slicer", "limit_data")
+TOXIC_TYPES = (
+    "latency",
+    "bandwidth",
+    "slow_close",
+    "timeout",
+    "reset_peer",
+    "slicer",
+    "limit_data",
+)
 
 
 class ToxiproxyError(RuntimeError):
@@ -53,7 +61,9 @@ class ToxiproxyClient:
         self.base_url = f"http://{host}:{port}"
         self.timeout_s = timeout_s
 
-    def _call(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,)
+    ) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             self.base_url + path,
@@ -96,7 +106,9 @@ class ToxiproxyClient:
     def proxies(self) -> dict[str, Proxy]:
         return {name: _proxy(p) for name, p in self._call("GET", "/proxies").items()}
 
-    def update_proxy(self, name: str, *, upstream: str | None = None, enabled: bool | None = None) -> Proxy:
+    def update_proxy(
+        self, name: str, *, upstream: str | None = None, enabled: bool | None = None
+    ) -> Proxy:
         body: dict[str, Any] = {}
         if upstream is not None:
             body["upstream"] = upstream

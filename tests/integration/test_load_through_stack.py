@@ -13,7 +13,9 @@ from harness.stack.local import LocalStack
 USERS = 100
 
 
-def test_hundred_clients_list_tools_through_the_mcp_proxy(local_stack: LocalStack, tmp_path: Path) -> None:
+def test_hundred_clients_list_tools_through_the_mcp_proxy(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
     mcp = urlsplit(local_stack.endpoints.mcp_url)
     assert mcp.port == local_stack.toxiproxy.proxy("mcp").listen_port
     settings = LoadSettings(

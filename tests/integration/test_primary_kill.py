@@ -33,7 +33,10 @@ def test_kill_primary_then_promote(tmp_path: Path) -> None:
     assert 0 < metrics["db_failover_s"] < DB_FAILOVER_BOUND_S
     assert metrics["db_failover_s"] >= result["scenario"]["recovery"]["promote_after"]
     assert metrics["db_failover_verified_on_promoted_node"] is True
-    assert metrics["failover_s"] is not None and metrics["failover_s"] >= metrics["db_failover_s"] - 0.5
+    assert (
+        metrics["failover_s"] is not None
+        and metrics["failover_s"] >= metrics["db_failover_s"] - 0.5
+    )
 
     writes = metrics["writes"]
     assert writes["acknowledged"] > 100
@@ -48,11 +51,23 @@ def test_kill_primary_then_promote(tmp_path: Path) -> None:
     assert {o["verdict"] for o in result["objectives"]} <= {"met", "missed"}
     assert len(result["timeline"]) >= 32
     assert any("kill_primary" in row["events"] for row in result["timeline"])
-    for log in ("postgres-primary.log", "postgres-replica.log", "toxiproxy.log", "mcp-server.log", "scenario.yaml"):
+    for log in (
+        "postgres-primary.log",
+        "postgres-replica.log",
+        "toxiproxy.log",
+        "mcp-server.log",
+        "scenario.yaml",
+    ):
         assert (run_dir / "logs" / log).exists(), log
     for key in ("postgres", "toxiproxy", "mcp_sdk", "locust", "python"):
         assert result["environment"][key], key
     assert "db_failover_s" in cli.stdout and "verdict" in cli.stdout
     started = json.loads((run_dir / "logs" / "processes.json").read_text())
-    assert {p["name"] for p in started} >= {"toxiproxy", "postgres-primary", "postgres-replica", "mcp-server", "locust-master"}
+    assert {p["name"] for p in started} >= {
+        "toxiproxy",
+        "postgres-primary",
+        "postgres-replica",
+        "mcp-server",
+        "locust-master",
+    }
     assert not [p for p in started if is_alive(p["pid"], p["start_ticks"])]

@@ -29,9 +29,13 @@ def test_sdk_client_lists_and_calls_tools(local_stack: LocalStack, mode: str) ->
         async with Client(local_stack.endpoints.mcp_url, mode=mode) as client:
             tools = await client.list_tools()
             assert TOOLS <= {t.name for t in tools.tools}
-            created = await client.call_tool("create_note", {"id": note_id, "title": "sdk", "body": "hello"})
+            created = await client.call_tool(
+                "create_note", {"id": note_id, "title": "sdk", "body": "hello"}
+            )
             assert not created.is_error, _text(created)
-            again = await client.call_tool("create_note", {"id": note_id, "title": "sdk", "body": "hello"})
+            again = await client.call_tool(
+                "create_note", {"id": note_id, "title": "sdk", "body": "hello"}
+            )
             assert not again.is_error
             fetched = await client.call_tool("get_note", {"id": note_id})
             assert not fetched.is_error
@@ -60,13 +64,17 @@ def test_hand_written_framing_agrees_with_the_server(local_stack: LocalStack) ->
         assert http.post(url, content=note.body, headers=note.headers).status_code == 202
         listing = session.tools_list()
         reply = http.post(url, content=listing.body, headers=listing.headers)
-        outcome = outcome_of(listing, reply.status_code, reply.content, reply.headers.get("content-type"))
+        outcome = outcome_of(
+            listing, reply.status_code, reply.content, reply.headers.get("content-type")
+        )
         assert outcome.ok
         assert TOOLS <= {t["name"] for t in outcome.result["tools"]}
         stale = McpSession(session_id="0" * 32)
         probe = stale.tools_list()
         reply = http.post(url, content=probe.body, headers=probe.headers)
-        gone = outcome_of(probe, reply.status_code, reply.content, reply.headers.get("content-type"))
+        gone = outcome_of(
+            probe, reply.status_code, reply.content, reply.headers.get("content-type")
+        )
         assert gone.error_kind == "http_404" and gone.breaks_session
     assert len(note_checksum("a", "b")) == 64
     assert json.loads(init.body)["params"]["protocolVersion"] == "2025-11-25"

@@ -58,7 +58,9 @@ def test_replica_streams_through_the_replication_proxy(local_stack: LocalStack) 
 def test_server_dsn_reaches_the_primary_through_the_proxies(local_stack: LocalStack) -> None:
     url = local_stack.endpoints.server_database_url
     assert "target_session_attrs=read-write" in url
-    assert fetchval(url, "SELECT current_setting('port')::int") == local_stack.clusters["primary"].port
+    assert (
+        fetchval(url, "SELECT current_setting('port')::int") == local_stack.clusters["primary"].port
+    )
 
 
 def test_mcp_server_answers_through_its_proxy(local_stack: LocalStack) -> None:
@@ -81,7 +83,9 @@ def test_toxics_take_effect_and_errors_raise(local_stack: LocalStack) -> None:
         finally:
             await conn.close()
 
-    client.add_toxic("pg-primary", "latency", name="slow", stream="downstream", attributes={"latency": 300})
+    client.add_toxic(
+        "pg-primary", "latency", name="slow", stream="downstream", attributes={"latency": 300}
+    )
     try:
         assert [t.name for t in client.toxics("pg-primary")] == ["slow"]
         assert asyncio.run(timed_query()) >= 0.29
@@ -130,7 +134,9 @@ def test_a_killed_harness_is_cleaned_up_by_the_next_start(tmp_path: Path) -> Non
     finally:
         os.kill(up.pid, signal.SIGKILL)
         up.wait(10)
-    assert all(is_alive(pid) for pid in orphans), "killing the harness alone must not stop its children"
+    assert all(is_alive(pid) for pid in orphans), (
+        "killing the harness alone must not stop its children"
+    )
     stack = LocalStack(Scenario(name="test-reaper"))
     asyncio.run(stack.up())
     try:

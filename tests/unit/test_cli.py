@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCENARIO = str(REPO / "scenarios" / "primary_kill.yaml")
 
 
-def test_invalid_scenario_exits_2_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_scenario_exits_2_naming_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("load: {users: -4}\n")
     assert main(["run", str(bad)]) == 2
@@ -26,16 +28,27 @@ def test_override_that_breaks_the_schedule_exits_2(capsys: pytest.CaptureFixture
     assert "faults.0.at" in capsys.readouterr().err
 
 
-def test_dry_run_prints_resolved_scenario_and_schedule_and_starts_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_prints_resolved_scenario_and_schedule_and_starts_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     before = harness_process_pids()
-    assert main(["run", SCENARIO, "-u", "42", "-r", "7", "-t", "90s", "--seed", "5", "--dry-run"]) == 0
+    assert (
+        main(["run", SCENARIO, "-u", "42", "-r", "7", "-t", "90s", "--seed", "5", "--dry-run"]) == 0
+    )
     out = capsys.readouterr().out
-    assert "users: 42" in out and "spawn_rate: 7.0" in out and "run_time: 90.0" in out and "seed: 5" in out
+    assert (
+        "users: 42" in out
+        and "spawn_rate: 7.0" in out
+        and "run_time: 90.0" in out
+        and "seed: 5" in out
+    )
     assert "kill_primary" in out and "promote the replica" in out
     assert harness_process_pids() == before
 
 
-def test_objectives_file_replaces_the_scenarios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_objectives_file_replaces_the_scenarios(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     objectives = tmp_path / "objectives.yaml"
     objectives.write_text("- {metric: reconnect.success_rate, min: 99.5%}\n")
     assert main(["run", SCENARIO, "--objectives", str(objectives), "--dry-run"]) == 0

@@ -1,0 +1,157 @@
+"""The locustfile of the harness's load: ``locust -f harness/load/locustfile.py``.
+
+Runs ``McpUser`` and streams records to the one JSON-lines file the harness
+reads (``LoadSettings.records_path``). Workers batch their users' records and
+send them to the master as custom messages; the master (or a lone local
+runner) appends them to the file, adds users / spawned / stop records, and
+writes ``stop`` last: when the test stops, it asks every worker to stop its
+users and waits for their final batch, so no write attempt goes missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import IO, Any
+
+import gevent
+from locust import events
+from locust.env import Environment
+from locust.rpc import Message
+from locust.runners import MasterRunner, WorkerRunner
+
+from harness.load.user import USER_CONTEXT_KEY, McpUser, Record
+
+__all__ = ["McpUser"]
+
+RECORDS_MESSAGE = "mcp_harness_records"
+FINAL_BATCH_REQUEST = "mcp_harness_final_batch"
+BATCH_INTERVAL_S = 0.25
+FINAL_BATCH_GRACE_S = 5.0
+"""How long the master waits for workers' final batches beyond the stop timeout."""
+
+
+class RecordStream:
+    """This process's end of the records stream: a worker's sender, or the file's writer."""
+
+    def __init__(self, environment: Environment, records_path: str) -> None:
+        assert environment.runner is not None
+        self.environment = environment
+        self.runner = environment.runner
+        self.pending: list[Record] = []
+        self.file: IO[str] | None = None
+        if not isinstance(self.runner, WorkerRunner):
+            self.file = open(records_path, "a", encoding="utf-8")
+        self.users_by_worker: dict[str, int] = {}
+        self.final_batch_from: set[str] = set()
+        self.users_ticker: gevent.Greenlet | None = None
+
+    def on_request(
+        self, name: str, response_time: float, exception: Exception | None, context: dict, **_: Any
+    ) -> None:
+        user_id = context.get(USER_CONTEXT_KEY)
+        if user_id is None:
+            return
+        kind = getattr(exception, "kind", "connect") if exception is not None else None
+        self.pending.append(
+            {
+                "k": "req",
+                "t": time.monotonic(),
+                "m": name,
+                "ms": response_time,
+                "ok": exception is None,
+                "err": None if kind is None else str(kind),
+                "u": user_id,
+            }
+        )
+
+    def on_record(self, record: Record) -> None:
+        self.pending.append(record)
+
+    def deliver_pending(self, final: bool = False) -> None:
+        batch, self.pending = self.pending, []
+        if isinstance(self.runner, WorkerRunner):
+            if batch or final:
+                data = {"records": batch, "users": self.runner.user_count, "final": final}
+                self.runner.send_message(RECORDS_MESSAGE, data)
+        elif batch:
+            self.write(batch)
+
+    def deliver_every_interval(self) -> None:
+        while True:
+            gevent.sleep(BATCH_INTERVAL_S)
+            self.deliver_pending()
+
+    def write(self, records: list[Record]) -> None:
+        assert self.file is not None
+        self.file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        self.file.flush()
+
+    def on_worker_batch(self, msg: Message, **_: Any) -> None:
+        self.users_by_worker[msg.node_id] = msg.data["users"]
+        if msg.data["final"]:
+            self.final_batch_from.add(msg.node_id)
+        self.write(msg.data["records"])
+
+    def on_final_batch_request(self, **_: Any) -> None:
+        """Worker: stop the users now; the test_stop listener then sends the final batch."""
+        self.runner.stop()
+
+    def user_count(self) -> int:
+        if isinstance(self.runner, MasterRunner):
+            return sum(self.users_by_worker.values())
+        return self.runner.user_count
+
+    def tick_users(self) -> None:
+        while True:
+            self.write([{"k": "users", "t": time.monotonic(), "n": self.user_count()}])
+            gevent.sleep(1.0)
+
+    def on_test_start(self, **_: Any) -> None:
+        if self.file is not None and self.users_ticker is None:
+            self.users_ticker = gevent.spawn(self.tick_users)
+
+    def on_spawning_complete(self, user_count: int, **_: Any) -> None:
+        if self.file is not None:
+            self.write([{"k": "spawned", "t": time.monotonic(), "n": user_count}])
+
+    def on_test_stop(self, **_: Any) -> None:
+        if isinstance(self.runner, MasterRunner):
+            self.collect_final_batches()
+        self.deliver_pending(final=True)
+        if self.file is not None:
+            if self.users_ticker is not None:
+                self.users_ticker.kill()
+                self.users_ticker = None
+            self.write([{"k": "stop", "t": time.monotonic()}])
+
+    def collect_final_batches(self) -> None:
+        assert isinstance(self.runner, MasterRunner)
+        clients = self.runner.clients
+        workers = {worker.id for worker in clients.ready + clients.spawning + clients.running}
+        self.runner.send_message(FINAL_BATCH_REQUEST)
+        deadline = time.monotonic() + self.environment.stop_timeout + FINAL_BATCH_GRACE_S
+        while not workers <= self.final_batch_from and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+
+    def on_quitting(self, **_: Any) -> None:
+        self.deliver_pending(final=True)
+
+
+@events.init.add_listener
+def stream_records(environment: Environment, **_: Any) -> None:
+    settings = McpUser.configured_settings()
+    stream = RecordStream(environment, settings.records_path)
+    environment.events.request.add_listener(stream.on_request)
+    McpUser.record_event.add_listener(stream.on_record)
+    environment.events.test_start.add_listener(stream.on_test_start)
+    environment.events.spawning_complete.add_listener(stream.on_spawning_complete)
+    environment.events.test_stop.add_listener(stream.on_test_stop)
+    environment.events.quitting.add_listener(stream.on_quitting)
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        runner.register_message(RECORDS_MESSAGE, stream.on_worker_batch)
+    else:
+        gevent.spawn(stream.deliver_every_interval)
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(FINAL_BATCH_REQUEST, stream.on_final_batch_request, concurrent=True)

@@ -1,0 +1,113 @@
+"""Settings of the load, handed from the harness to its Locust processes.
+
+They cross a process boundary (and possibly a machine), so they are plain data
+written as a JSON file whose path the Locust processes find in the environment
+variable ``MCP_HARNESS_LOAD``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from harness.load.wire import PROTOCOL_2025_11_25, SESSION_PROTOCOLS
+
+SETTINGS_ENV = "MCP_HARNESS_LOAD"
+
+ReconnectPolicy = Literal["immediate", "backoff"]
+RECONNECT_POLICIES: tuple[ReconnectPolicy, ...] = ("immediate", "backoff")
+
+OPS = ("tools/list", "create_note", "get_note", "search_notes", "notes_report")
+"""What a user can do between think times: tools/list, or one tools/call of these tools."""
+
+DEFAULT_TOOL_MIX = {
+    "tools/list": 4.0,
+    "create_note": 2.0,
+    "get_note": 2.0,
+    "search_notes": 1.0,
+    "notes_report": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """What every simulated MCP client does, identical on every Locust worker."""
+
+    records_path: str
+    """JSON-lines file the Locust master (or a lone local runner) appends records to."""
+    mcp_path: str = "/mcp"
+    protocol: str = PROTOCOL_2025_11_25
+    think_time_s: tuple[float, float] = (1.0, 2.0)
+    """Uniform pause between two operations of one user (min, max)."""
+    tool_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOOL_MIX))
+    """Relative weight of each operation (keys from ``OPS``)."""
+    reconnect_policy: ReconnectPolicy = "backoff"
+    """``immediate``: first attempt at once, then one per think time; ``backoff``: full jitter."""
+    backoff_base_s: float = 0.1
+    backoff_cap_s: float = 5.0
+    request_timeout_s: float = 10.0
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra HTTP headers sent on every request, kept across reconnects."""
+    id_prefix: str = "load"
+    """Prefix of every note id this run writes; unique per run."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.protocol not in SESSION_PROTOCOLS:
+            problems.append(f"protocol {self.protocol!r} is not supported")
+        low, high = self.think_time_s
+        if not 0 <= low <= high:
+            problems.append(f"think_time_s {self.think_time_s} needs 0 <= min <= max")
+        unknown = sorted(set(self.tool_mix) - set(OPS))
+        if unknown:
+            problems.append(f"tool_mix has unknown ops {unknown}; known: {list(OPS)}")
+        if any(weight < 0 for weight in self.tool_mix.values()) or not any(
+            weight > 0 for weight in self.tool_mix.values()
+        ):
+            problems.append("tool_mix needs non-negative weights, at least one positive")
+        if self.reconnect_policy not in RECONNECT_POLICIES:
+            problems.append(
+                f"reconnect_policy {self.reconnect_policy!r} is not one of {RECONNECT_POLICIES}"
+            )
+        if not 0 < self.backoff_base_s <= self.backoff_cap_s:
+            problems.append("backoff needs 0 < backoff_base_s <= backoff_cap_s")
+        if self.request_timeout_s <= 0:
+            problems.append("request_timeout_s must be positive")
+        if not self.mcp_path.startswith("/"):
+            problems.append(f"mcp_path {self.mcp_path!r} must start with '/'")
+        if problems:
+            raise ValueError("invalid load settings: " + "; ".join(problems))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadSettings:
+        raw: dict[str, Any] = json.loads(text)
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"invalid load settings: unknown keys {unknown}")
+        if "think_time_s" in raw:
+            low, high = raw["think_time_s"]
+            raw["think_time_s"] = (float(low), float(high))
+        return cls(**raw)
+
+    def write(self, path: Path) -> Path:
+        path.write_text(self.to_json())
+        return path
+
+
+def load_from_env(environ: dict[str, str] | None = None) -> LoadSettings:
+    """Settings from the JSON file named by ``MCP_HARNESS_LOAD``."""
+    env = cast(dict[str, str], os.environ) if environ is None else environ
+    path = env.get(SETTINGS_ENV)
+    if not path:
+        raise RuntimeError(
+            f"{SETTINGS_ENV} is not set: it must name the load settings JSON file "
+            "(the harness writes one into the run directory)"
+        )
+    return LoadSettings.from_json(Path(path).read_text())

@@ -1,0 +1,235 @@
+"""Assembly of the reference server: MCP tools over the notes store, health and metrics.
+
+The SDK builds the Starlette app (streamable HTTP, sessions, both protocol
+eras); this module adds what a production server would: one process-wide
+database pool opened in the app's lifespan (MCPServer's own `lifespan=` is not
+the place: it belongs to the MCP layer, not the process), /healthz, /metrics,
+and a middleware on the SDK's request chain that counts every JSON-RPC request
+of both the session and the sessionless path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from mcp.types.methods import SPEC_CLIENT_METHODS
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from harness.server.metrics import CONTENT_TYPE, Metrics, result_is_error, tool_name_of
+from harness.server.notes import (
+    CreateResult,
+    DbSettings,
+    Note,
+    NotesError,
+    NotesStore,
+    Report,
+    SearchResult,
+)
+
+SERVER_NAME = "mcp-harness-notes"
+SERVER_VERSION = "0.1.0"
+TOOL_NAMES = ("create_note", "get_note", "search_notes", "notes_report")
+
+NoteId = Annotated[str, Field(min_length=1, max_length=200, description="Client-chosen unique id")]
+Title = Annotated[str, Field(min_length=1, max_length=500)]
+Body = Annotated[str, Field(max_length=100_000)]
+Query = Annotated[str, Field(max_length=500, description="Substring of the title, any case")]
+Limit = Annotated[int, Field(ge=1, description="Maximum notes returned; capped at 100")]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the app needs; the CLI fills it in."""
+
+    db: DbSettings
+    path: str = "/mcp"
+    json_response: bool = False
+    stateless: bool = False
+    session_idle_timeout_s: float | None = 1800.0
+    max_sessions: int | None = 10_000
+    host: str = "127.0.0.1"
+
+
+def build_mcp_server(store: NotesStore) -> MCPServer[Any]:
+    """The MCP server and its four tools; tools/list is served from memory."""
+    server: MCPServer[Any] = MCPServer(
+        SERVER_NAME,
+        version=SERVER_VERSION,
+        instructions="A notes service: create, fetch and search short notes.",
+        log_level="WARNING",
+    )
+
+    async def create_note(id: NoteId, title: Title, body: Body) -> CreateResult:
+        """Create a note with a client-chosen id; an existing id is left unchanged.
+
+        Returns {"id", "created"}: created is false when the id already existed,
+        so a retried write is harmless and every write can be counted.
+        """
+        try:
+            return await store.create_note(id, title, body)
+        except NotesError as exc:
+            raise ToolError(str(exc)) from exc
+
+    async def get_note(id: NoteId) -> Note:
+        """Fetch one note by id; an unknown id is a tool error."""
+        try:
+            return await store.get_note(id)
+        except NotesError as exc:
+            raise ToolError(str(exc)) from exc
+
+    async def search_notes(query: Query, limit: Limit = 10) -> SearchResult:
+        """Notes whose title contains the query (case-insensitive), newest first."""
+        try:
+            return await store.search_notes(query, limit)
+        except NotesError as exc:
+            raise ToolError(str(exc)) from exc
+
+    async def notes_report() -> Report:
+        """Totals and a digest over all notes.
+
+        Deliberately expensive: it holds a database connection for at least
+        50 ms and scans, sorts and hashes the whole table, so a load test can
+        put the database (and the pool) under pressure with one tool.
+        """
+        try:
+            return await store.notes_report()
+        except NotesError as exc:
+            raise ToolError(str(exc)) from exc
+
+    read_only = ToolAnnotations(read_only_hint=True)
+    tools: list[tuple[Callable[..., Any], ToolAnnotations]] = [
+        (create_note, ToolAnnotations(idempotent_hint=True, destructive_hint=False)),
+        (get_note, read_only),
+        (search_notes, read_only),
+        (notes_report, read_only),
+    ]
+    for fn, hints in tools:
+        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), annotations=hints)
+    assert tuple(fn.__name__ for fn, _ in tools) == TOOL_NAMES
+    return server
+
+
+def metrics_middleware(metrics: Metrics) -> ServerMiddleware[Any]:
+    """SDK server middleware: one observation per JSON-RPC request (notifications skipped)."""
+
+    async def observe(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.request_id is None:
+            return await call_next(ctx)
+        tool = tool_name_of(ctx.method, ctx.params)
+        start = time.perf_counter()
+        error = True
+        try:
+            result = await call_next(ctx)
+            error = result_is_error(result)
+            return result
+        finally:
+            metrics.observe(ctx.method, tool, time.perf_counter() - start, error=error)
+
+    return observe
+
+
+class HTTPStatusCounter:
+    """ASGI middleware counting response statuses of the MCP endpoint.
+
+    Refusals such as 404 (unknown session), 503 (too many sessions) or 421/400
+    are answered before any JSON-RPC handling, so only this layer sees them.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, path: str) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._path = path.rstrip("/") or "/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["path"].rstrip("/") or "/") != self._path:
+            await self._app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self._metrics.observe_http_status(int(message["status"]))
+            await send(message)
+
+        await self._app(scope, receive, counting_send)
+
+
+def sessions_open_reader(server: MCPServer[Any], stateless: bool) -> Callable[[], float | None]:
+    """Open sessions, read from the SDK session manager's table of live transports.
+
+    `_server_instances` is private, but it is the table the SDK itself checks
+    against max_sessions: a session enters it when admitted and leaves on
+    DELETE, idle expiry, crash or a failed initialize. If a future SDK renames
+    it the gauge is left out rather than wrong.
+    """
+
+    def read() -> float | None:
+        if stateless:
+            return 0.0
+        instances = getattr(server.session_manager, "_server_instances", None)
+        return float(len(instances)) if isinstance(instances, dict) else None
+
+    return read
+
+
+def build_app(config: ServerConfig) -> Starlette:
+    """The ASGI app uvicorn serves."""
+    store = NotesStore(config.db)
+    server = build_mcp_server(store)
+    metrics = Metrics(methods=SPEC_CLIENT_METHODS, tools=TOOL_NAMES)
+    server.middleware.append(metrics_middleware(metrics))
+    metrics.add_gauge(
+        "mcp_sessions_open",
+        "Stateful MCP sessions currently open (2025-11-25 and earlier handshakes).",
+        sessions_open_reader(server, config.stateless),
+    )
+    metrics.add_gauge(
+        "mcp_db_up",
+        "1 when the last database operation succeeded, 0 when it failed, absent before any.",
+        lambda: {"ok": 1.0, "unreachable": 0.0}.get(store.state),
+    )
+
+    @server.custom_route("/healthz", methods=["GET"])
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "db": store.state})
+
+    @server.custom_route("/metrics", methods=["GET"])
+    async def prometheus(request: Request) -> Response:
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+
+    app = server.streamable_http_app(
+        streamable_http_path=config.path,
+        json_response=config.json_response,
+        stateless_http=config.stateless,
+        session_idle_timeout=config.session_idle_timeout_s,
+        max_sessions=config.max_sessions,
+        host=config.host,
+    )
+    sdk_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.start()
+        try:
+            async with sdk_lifespan(app):
+                yield
+        finally:
+            await store.close()
+
+    app.router.lifespan_context = lifespan
+    app.add_middleware(HTTPStatusCounter, metrics=metrics, path=config.path)
+    app.state.store = store
+    app.state.metrics = metrics
+    return app
