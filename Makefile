@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 TOOLS := .tools
 TOXIPROXY_VERSION := v2.12.0
-PG_USER ?= mcpharness
+# The user Postgres runs as when make runs as root; the harness reads the same variable.
+export MCP_HARNESS_PG_USER ?= mcpharness
 BIN := $(VENV)/bin
 
 .PHONY: bootstrap test unit drill bench doctor lint clean
@@ -28,8 +29,8 @@ $(TOOLS)/toxiproxy-server:
 
 # Root cannot run Postgres: create the user it runs as. Nothing to do for a normal user.
 pg-user:
-	@if [ "$$(id -u)" = 0 ] && ! id $(PG_USER) >/dev/null 2>&1; then \
-		useradd --system --no-create-home --shell /usr/sbin/nologin $(PG_USER) && echo "created user $(PG_USER) to run PostgreSQL"; \
+	@if [ "$$(id -u)" = 0 ] && ! id $(MCP_HARNESS_PG_USER) >/dev/null 2>&1; then \
+		useradd --system --no-create-home --shell /usr/sbin/nologin $(MCP_HARNESS_PG_USER) && echo "created user $(MCP_HARNESS_PG_USER) to run PostgreSQL"; \
 	fi
 
 doctor: bootstrap

@@ -203,7 +203,7 @@ async def _run(scenario: Scenario, out: Path, pg_bin: str | None) -> dict[str, A
     from harness.run import execute, new_run_id
 
     run_id = new_run_id(scenario)
-    result_dir = out / run_id
+    result_dir = out.resolve() / run_id
     (result_dir / "logs").mkdir(parents=True, exist_ok=True)
     (result_dir / "logs" / "scenario.yaml").write_text(
         yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)

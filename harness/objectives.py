@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.config import Objective
+from harness.measure.failover import NOT_REACHED_KEY
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 ObjectiveVerdict = Literal["met", "missed", "not_measured"]
@@ -28,6 +29,8 @@ class JudgedObjective:
     target: float
     measured: float | None
     verdict: ObjectiveVerdict
+    measured_at_least: float | None = None
+    """For a recovery that never came: it took longer than this (the time observed after the fault)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +38,7 @@ class JudgedObjective:
             "bound": self.bound,
             "target": self.target,
             "measured": self.measured,
+            "measured_at_least": self.measured_at_least,
             "verdict": self.verdict,
         }
 
@@ -65,7 +69,14 @@ def judge(objective: Objective, metrics: dict[str, Any]) -> JudgedObjective:
     value = lookup(metrics, objective.path)
     bound: Literal["max", "min"] = "max" if objective.max is not None else "min"
     if value is None or isinstance(value, (dict, list, bool)):
-        return JudgedObjective(objective.path, bound, objective.target, None, "not_measured")
+        at_least = (metrics.get(NOT_REACHED_KEY) or {}).get(objective.path)
+        if at_least is not None and bound == "max" and at_least > objective.target:
+            return JudgedObjective(
+                objective.path, bound, objective.target, None, "missed", at_least
+            )
+        return JudgedObjective(
+            objective.path, bound, objective.target, None, "not_measured", at_least
+        )
     measured = float(value)
     met = measured <= objective.target if bound == "max" else measured >= objective.target
     return JudgedObjective(

@@ -32,6 +32,7 @@ from harness.load.settings import LoadSettings
 from harness.load.swarm import Swarm
 from harness.load.wire import note_checksum
 from harness.measure.failover import (
+    NOT_REACHED_KEY,
     ServiceProbeSample,
     WriteProbeSample,
     db_failover_s,
@@ -443,6 +444,13 @@ def _measure(
             },
         },
     }
+    if t_fault is not None:
+        watched = run_end_s - t_fault
+        record.metrics[NOT_REACHED_KEY] = {
+            name: watched
+            for name in ("db_failover_s", "failover_s", "rto_s")
+            if record.metrics[name] is None
+        }
     first_on_promoted = (
         first_write_on(write_samples, t_fault, promoted_port) if t_fault is not None else None
     )

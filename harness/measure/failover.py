@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 from harness.measure.histogram import LatencyHistogram
 
+NOT_REACHED_KEY = "not_reached_within_s"
+"""In ``metrics``: recovery times never reached, with how long after the fault the run kept
+watching. A service still down 50 s after the fault missed a 10 s objective: that is a
+measurement, not a missing one."""
+
 
 @dataclass(frozen=True)
 class WriteProbeSample:

@@ -88,7 +88,9 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
             judged.add_row(
                 item["metric"],
                 f"{sign} {_fmt(item['target'], unit)}",
-                _fmt(item["measured"], unit),
+                _fmt(item["measured"], unit)
+                if item.get("measured_at_least") is None
+                else f"> {_fmt(item['measured_at_least'], unit)}",
                 f"[{style}]{item['verdict']}[/]",
             )
         console.print(judged)

@@ -45,3 +45,15 @@ def test_paths() -> None:
         "reconnect.success_rate",
         "writes.rpo_rows",
     ]
+
+
+def test_a_recovery_that_never_came_misses_when_the_run_watched_long_enough() -> None:
+    metrics = {
+        "failover_s": None,
+        "rto_s": None,
+        "not_reached_within_s": {"failover_s": 40.0, "rto_s": 4.0},
+    }
+    never = judge(Objective(metric="failover_s", max="10s"), metrics)
+    assert (never.verdict, never.measured, never.measured_at_least) == ("missed", None, 40.0)
+    too_short = judge(Objective(metric="rto_s", max="10s"), metrics)
+    assert too_short.verdict == "not_measured"
