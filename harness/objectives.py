@@ -66,7 +66,12 @@ def metric_paths(metrics: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def judge(objective: Objective, metrics: dict[str, Any]) -> JudgedObjective:
-    value = lookup(metrics, objective.path)
+    """Objective paths are checked when the scenario loads; a path absent here was not
+    measured (an interrupted run, a stack that never came up)."""
+    try:
+        value = lookup(metrics, objective.path)
+    except UnknownMetric:
+        value = None
     bound: Literal["max", "min"] = "max" if objective.max is not None else "min"
     if value is None or isinstance(value, (dict, list, bool)):
         at_least = (metrics.get(NOT_REACHED_KEY) or {}).get(objective.path)

@@ -177,7 +177,8 @@ async def execute(
             observer.event(
                 f"stack up in {time.monotonic() - wall_start:.1f} s; MCP at {stack.endpoints.mcp_url}"
             )
-            live = await _run_load(scenario, stack, result_dir, record, observer)
+            live = _Live(stack, time.monotonic(), WriteLedger())
+            await _run_load(scenario, live, result_dir, record, observer)
             record.complete = True
     except StackError as exc:
         record.notes.append(f"the stack did not come up or failed: {exc}")
@@ -202,8 +203,10 @@ async def execute(
 
 
 async def _run_load(
-    scenario: Scenario, stack: Stack, result_dir: Path, record: RunRecord, observer: Observer
-) -> _Live:
+    scenario: Scenario, live: _Live, result_dir: Path, record: RunRecord, observer: Observer
+) -> None:
+    """Load, probes and faults until the load stops by itself; measured even when interrupted."""
+    stack = live.stack
     endpoints = stack.endpoints
     conn = await asyncpg.connect(endpoints.primary_proxy_dsn, timeout=10)
     try:
@@ -235,7 +238,6 @@ async def _run_load(
         run_time_s=load.run_time,
         workers=load.workers,
     )
-    live = _Live(stack, time.monotonic(), WriteLedger())
     tail = swarm.tail()
     stop = asyncio.Event()
     write_probe = WriteProbe(
@@ -282,9 +284,8 @@ async def _run_load(
                 record.notes.append(f"{task.get_name()} failed: {outcome!r}")
         await asyncio.to_thread(swarm.stop)
         _ingest(tail.read_new(), live)
-    run_end_s = time.monotonic() - live.t0
-    _measure(scenario, live, record, write_probe.samples, service_probe.samples, run_end_s)
-    return live
+        run_end_s = time.monotonic() - live.t0
+        _measure(scenario, live, record, write_probe.samples, service_probe.samples, run_end_s)
 
 
 async def _fault_schedule(

@@ -7,7 +7,6 @@ must say so.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from harness.load.settings import LoadSettings
 from harness.load.swarm import RecordTail, Swarm
+from harness.load.wire import McpSession
 from harness.stack.net import free_port
 from harness.stack.processes import OwnedProcess, ProcessRegistry
 
@@ -39,19 +39,8 @@ def start_mini_server(registry: ProcessRegistry, port: int, name: str) -> OwnedP
 
 
 def wait_for_initialize(url: str, server: OwnedProcess, timeout_s: float = 20.0) -> None:
-    body = json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "test", "version": "0"},
-            },
-        }
-    ).encode()
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    initialize = McpSession().initialize()
+    body, headers = initialize.body.encode(), initialize.headers
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert server.running(), server.log_tail()

@@ -57,3 +57,8 @@ def test_a_recovery_that_never_came_misses_when_the_run_watched_long_enough() ->
     assert (never.verdict, never.measured, never.measured_at_least) == ("missed", None, 40.0)
     too_short = judge(Objective(metric="rto_s", max="10s"), metrics)
     assert too_short.verdict == "not_measured"
+
+
+def test_metrics_absent_from_a_partial_run_are_not_measured() -> None:
+    judged = judge(Objective(metric="failover_s", max="10s"), {})
+    assert judged.verdict == "not_measured"
