@@ -264,13 +264,17 @@ async def _up(scenario: Scenario, as_json: bool, pg_bin: str | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     async with stack:
+        credentials = Path(stack.endpoints.run_dir) / "endpoints.json"
+        credentials.touch(mode=0o600)
+        credentials.write_text(json.dumps(stack.endpoints.as_dict(), indent=1))
+        shown = {**stack.endpoints.redacted(), "credentials_file": str(credentials)}
         if as_json:
-            print(json.dumps(stack.endpoints.as_dict()), flush=True)
+            print(json.dumps(shown), flush=True)
         else:
-            table = Table(title="stack up (Ctrl-C to stop)")
+            table = Table(title="stack up (Ctrl-C to stop); passwords are in credentials_file")
             table.add_column("endpoint")
             table.add_column("address")
-            for name, value in stack.endpoints.as_dict().items():
+            for name, value in shown.items():
                 table.add_row(name, value)
             console.print(table)
         await stopping.wait()

@@ -7,6 +7,7 @@ backend runs. ``open_stack`` is the entry point.
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +37,15 @@ class Endpoints:
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
+
+    def redacted(self) -> dict[str, str]:
+        """The endpoints with every password replaced, fit to print or log."""
+        return {name: redact(value) for name, value in asdict(self).items()}
+
+
+def redact(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
 
 class Stack(abc.ABC):

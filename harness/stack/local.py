@@ -96,26 +96,27 @@ class LocalStack(Stack):
         return self.endpoints
 
     async def _start_toxiproxy(self) -> None:
-        for attempt in range(START_ATTEMPTS):
+        """Start toxiproxy-server; a port taken meanwhile makes it exit, and another is tried."""
+        for _ in range(START_ATTEMPTS):
             port = free_port()
             proc = self.registry.start(
                 "toxiproxy", [str(self.toxiproxy_bin), "-host", LOOPBACK, "-port", str(port)]
             )
-            self.toxiproxy = ToxiproxyClient(LOOPBACK, port)
-            try:
-                version = await asyncio.to_thread(self.toxiproxy.wait_ready, 10)
-            except ToxiproxyError:
-                proc.stop(2)
-                if attempt + 1 == START_ATTEMPTS:
-                    raise StackError(
-                        f"toxiproxy-server did not come up. Log tail:\n{proc.log_tail()}"
-                    ) from None
-                continue
-            if not proc.running():
-                continue
-            self.toxiproxy_process = proc
-            self._versions["toxiproxy"] = version
-            return
+            probe = ToxiproxyClient(LOOPBACK, port, timeout_s=0.5)
+            deadline = time.monotonic() + 10
+            while proc.running() and time.monotonic() < deadline:
+                try:
+                    version = await asyncio.to_thread(probe.version)
+                except ToxiproxyError:
+                    await asyncio.sleep(0.05)
+                    continue
+                if proc.running():
+                    self.toxiproxy = ToxiproxyClient(LOOPBACK, port)
+                    self.toxiproxy_process = proc
+                    self._versions["toxiproxy"] = version
+                    return
+            proc.stop(2)
+        raise StackError(f"toxiproxy-server did not come up. Log tail:\n{proc.log_tail()}")
 
     def _cluster(self, name: str) -> PostgresCluster:
         return PostgresCluster(

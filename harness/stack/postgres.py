@@ -130,9 +130,7 @@ class PostgresCluster:
     ) -> None:
         """Clone a primary into this (empty) data directory as a streaming hot standby."""
         self._own(self.data_dir)
-        conninfo = (
-            f"host={host} port={port} user={REPLICATION_USER} password={replication_password}"
-        )
+        conninfo = f"host={host} port={port} user={REPLICATION_USER}"
         self._run(
             [
                 self._bin("pg_basebackup"),
@@ -145,7 +143,8 @@ class PostgresCluster:
                 "stream",
                 "-c",
                 "fast",
-            ]
+            ],
+            env={"PGPASSWORD": replication_password},
         )
         self.write_settings(archive_dir, scenario_settings)
 

@@ -11,7 +11,6 @@ a timeout and raises on every unexpected status.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -149,16 +148,6 @@ class ToxiproxyClient:
     def reset(self) -> None:
         """Enable every proxy and remove every toxic."""
         self._call("POST", "/reset", expect=(204,))
-
-    def wait_ready(self, timeout_s: float) -> str:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return self.version()
-            except ToxiproxyError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.05)
 
 
 def _proxy(raw: dict[str, Any]) -> Proxy:

@@ -146,3 +146,35 @@ def test_a_killed_harness_is_cleaned_up_by_the_next_start(tmp_path: Path) -> Non
         asyncio.run(stack.down())
         stack.remove_run_dir()
     assert harness_process_pids() - before == set()
+
+
+def test_a_taken_port_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every part's first port is already taken: each is started again on another."""
+    import socket
+
+    import harness.stack.local as local_module
+    from harness.stack.net import free_port
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    taken_port = taken.getsockname()[1]
+    calls = {"n": 0}
+
+    def free_port_but_taken_first() -> int:
+        calls["n"] += 1
+        return taken_port if calls["n"] % 2 else free_port()
+
+    monkeypatch.setattr(local_module, "free_port", free_port_but_taken_first)
+    stack = LocalStack(Scenario(name="test-ports"))
+    try:
+        asyncio.run(stack.up())
+        assert calls["n"] == 8  # toxiproxy, primary, replica, server: each twice
+        ports = [stack.clusters["primary"].port, stack.clusters["replica"].port]
+        assert stack.server is not None
+        assert taken_port not in ports + [stack.server.port]
+        assert fetchval(stack.endpoints.server_database_url, "SELECT 1") == 1
+    finally:
+        asyncio.run(stack.down())
+        stack.remove_run_dir()
+        taken.close()
