@@ -1,6 +1,7 @@
 # Every target bootstraps what it needs: a virtualenv with the package and its
-# test extras, the Toxiproxy server built from Go modules into .tools/, and an
-# unprivileged user to run PostgreSQL as (Postgres refuses to run as root).
+# test extras, the Toxiproxy server built from Go modules into .tools/, HAProxy
+# from Debian's packages, and an unprivileged user to run PostgreSQL as
+# (Postgres refuses to run as root).
 # A second run downloads nothing: each step is skipped when its output exists.
 
 PYTHON ?= python3
@@ -11,9 +12,9 @@ TOXIPROXY_VERSION := v2.12.0
 export MCP_HARNESS_PG_USER ?= mcpharness
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap test unit drill bench doctor lint clean
+.PHONY: bootstrap test unit drill bench doctor lint clean pg-user haproxy
 
-bootstrap: $(VENV)/.installed $(TOOLS)/toxiproxy-server pg-user
+bootstrap: $(VENV)/.installed $(TOOLS)/toxiproxy-server pg-user haproxy
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,13 @@ pg-user:
 	@if [ "$$(id -u)" = 0 ] && ! id $(MCP_HARNESS_PG_USER) >/dev/null 2>&1; then \
 		useradd --system --no-create-home --shell /usr/sbin/nologin $(MCP_HARNESS_PG_USER) && echo "created user $(MCP_HARNESS_PG_USER) to run PostgreSQL"; \
 	fi
+
+# HAProxy balances several MCP server instances (server.instances > 1); Debian's package.
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null && echo "installed haproxy"; \
+		else echo "HAProxy is needed for server.instances > 1: sudo apt-get install haproxy"; exit 3; fi; }
 
 doctor: bootstrap
 	$(BIN)/mcp-harness doctor

@@ -1,4 +1,4 @@
-"""``mcp-harness``: doctor, up, run, report.
+"""``mcp-harness``: doctor, up, run, report, compare.
 
 Exit codes (DESIGN.md): 2 bad usage or invalid scenario; else 1 if an objective
 was missed; else 3 if inconclusive (an objective not measured, a fault not
@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run time, e.g. 60s or 2m (overrides load.run_time)",
     )
     run.add_argument("--seed", type=int, help="random seed (overrides seed)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any scenario key for this run, e.g. --set load.reconnect.policy=immediate (value in YAML)",
+    )
     run.add_argument("--out", default="results", help="results directory (default: results)")
     run.add_argument("--objectives", help="objectives file that replaces the scenario's objectives")
     run.add_argument(
@@ -89,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--warn-only", action="store_true", help="report missed objectives but exit 0 for them"
     )
     run.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+
+    compare = sub.add_parser("compare", help="runs side by side, with ratios to the first")
+    compare.add_argument(
+        "results", nargs="+", help="result.json files or results/<run_id>/ directories"
+    )
 
     report = sub.add_parser(
         "report", help="print the verdict table of a result.json (or its run directory)"
@@ -113,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "compare":
+            return cmd_compare(args)
     except ScenarioError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False)
         return EXIT_USAGE
@@ -159,6 +173,11 @@ def _scenario_for(args: argparse.Namespace) -> Scenario:
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
+    for item in getattr(args, "set", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ScenarioError(f"--set {item!r}: expected KEY=VALUE, e.g. load.users=200")
+        overrides[key.strip()] = yaml.safe_load(value)
     scenario = load_scenario(args.scenario, overrides)
     if getattr(args, "objectives", None):
         scenario = scenario.model_copy(update={"objectives": load_objectives(args.objectives)})
@@ -232,6 +251,7 @@ async def _run(scenario: Scenario, out: Path, pg_bin: str | None) -> dict[str, A
         faults_confirmed=record.faults_confirmed,
         stack_up=record.stack_up,
         complete=record.complete,
+        doubts=record.doubts,
     )
     write_result(result_dir, result)
     render(result, console)
@@ -294,6 +314,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     render(result, console)
     return exit_code([result.get("verdict", "inconclusive")])
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.report.compare import render
+    from harness.report.result import read_result
+
+    results, labels = [], []
+    for item in args.results:
+        path = Path(item)
+        try:
+            results.append(read_result(path))
+        except (OSError, ValueError) as exc:
+            err_console.print(f"[red]error:[/] cannot read {path}: {exc}")
+            return EXIT_USAGE
+        labels.append(results[-1].get("run_id", path.name))
+    render(results, labels, console)
+    return 0
 
 
 if __name__ == "__main__":

@@ -83,6 +83,35 @@ def _pg_value(value: Any) -> str:
     return str(value)
 
 
+class AdmissionConfig(Model):
+    """Token bucket on new sessions (initialize; new connections in 2026-07-28) with a
+    bounded FIFO wait queue; past ``max_wait`` or a full queue: 503 + Retry-After."""
+
+    rate: float = Field(default=0.0, ge=0.0)
+    burst: int = Field(default=50, ge=1)
+    queue: int = Field(default=200, ge=0)
+    max_wait: Duration = 2.0
+
+
+class BreakerConfig(Model):
+    """Per-tool circuit breaker over a sliding window of database/infrastructure failures."""
+
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    window: PositiveDuration = 10.0
+    min_calls: int = Field(default=20, ge=1)
+    cooldown: PositiveDuration = 5.0
+
+
+class ProtectionConfig(Model):
+    """The reference server's storm protections; all off by default (rate 0, error_rate 0)."""
+
+    admission: AdmissionConfig = AdmissionConfig()
+    tool_concurrency: int = Field(default=64, ge=0)
+    defer_expensive: bool = False
+    storm_threshold: float = Field(default=100.0, gt=0)
+    breaker: BreakerConfig = BreakerConfig()
+
+
 class ServerConfig(Model):
     """The MCP server under test: the reference server by default, or a user's command."""
 
@@ -98,6 +127,9 @@ class ServerConfig(Model):
     json_response: bool = False
     session_idle_timeout: PositiveDuration = 1800.0
     max_sessions: int = Field(default=10_000, ge=1)
+    protection: ProtectionConfig = ProtectionConfig()
+    instances: int = Field(default=1, ge=1, le=16)
+    """More than one: HAProxy balances them, keeping each session on its instance."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ServerConfig:
@@ -135,9 +167,14 @@ class LoadConfig(Model):
     think_time: tuple[Duration, Duration] = (1.0, 2.0)
     tool_mix: dict[ToolOp, float] = Field(default_factory=_default_tool_mix)
     reconnect: ReconnectConfig = ReconnectConfig()
-    protocol: Literal["2025-11-25"] = "2025-11-25"
+    protocol: Literal["2025-11-25", "2026-07-28"] = "2025-11-25"
+    hold_stream: bool = False
+    """Session mode: each client also holds the standalone GET SSE stream open."""
     request_timeout: PositiveDuration = 10.0
     workers: int = Field(default=1, ge=1, le=64)
+    cpu_split: Literal["auto", "off"] = "auto"
+    """auto: on a machine with 2+ cores, the stack's processes run on the first half of the
+    cores and the load generator on the rest, so neither steals the other's CPU."""
 
     @model_validator(mode="after")
     def _check(self) -> LoadConfig:
@@ -155,6 +192,25 @@ class ProbeConfig(Model):
     timeout: PositiveDuration = 1.0
 
 
+PROXY_NAMES = ("mcp", "pg-primary", "pg-replica", "pg-replication")
+"""The Toxiproxy proxy on every hop that can fail (DESIGN.md, "The stack under test")."""
+ProxyName = Literal["mcp", "pg-primary", "pg-replica", "pg-replication"]
+
+TOXIC_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "latency": ("latency", "jitter"),
+    "bandwidth": ("rate",),
+    "slow_close": ("delay",),
+    "timeout": ("timeout",),
+    "reset_peer": ("timeout",),
+    "slicer": ("average_size", "size_variation", "delay"),
+    "limit_data": ("bytes",),
+}
+"""Toxiproxy's toxic types and their attributes (ms for times, KB/s for rate, us for slicer delay)."""
+ToxicType = Literal[
+    "latency", "bandwidth", "slow_close", "timeout", "reset_peer", "slicer", "limit_data"
+]
+
+
 class KillPrimary(Model):
     """SIGKILL of the primary's postmaster and all its children (a dead machine)."""
 
@@ -162,8 +218,53 @@ class KillPrimary(Model):
     at: Duration
 
 
-Fault = Annotated[KillPrimary, Field(discriminator="kind")]
-FAULT_KINDS = ("kill_primary",)
+class KillServer(Model):
+    """SIGKILL of the MCP server process: every session is gone. Started again on the same
+    port after ``restart_after`` (``null``: it stays dead)."""
+
+    kind: Literal["kill_server"]
+    at: Duration
+    restart_after: Duration | None = 2.0
+    instance: int | Literal["all"] = Field(default=0)
+    """Which instance (0-based) when ``server.instances`` > 1, or ``all``."""
+
+
+class ToxicFault(Model):
+    """Any Toxiproxy toxic on any proxy for a window of time (``duration``; ``null``: to the end)."""
+
+    kind: Literal["toxic"]
+    at: Duration
+    duration: PositiveDuration | None = None
+    proxy: ProxyName
+    type: ToxicType
+    stream: Literal["upstream", "downstream"] = "downstream"
+    toxicity: float = Field(default=1.0, ge=0.0, le=1.0)
+    attributes: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_attributes(self) -> ToxicFault:
+        known = TOXIC_ATTRIBUTES[self.type]
+        unknown = sorted(set(self.attributes) - set(known))
+        if unknown:
+            raise ValueError(
+                f"attributes: {', '.join(unknown)} not known for a {self.type} toxic; known: {', '.join(known)}"
+            )
+        if any(value < 0 for value in self.attributes.values()):
+            raise ValueError("attributes: values must not be negative")
+        return self
+
+
+class ProxyDown(Model):
+    """A proxy disabled for a window: its connections are dropped and new ones refused."""
+
+    kind: Literal["proxy_down"]
+    at: Duration
+    duration: PositiveDuration | None = None
+    proxy: ProxyName
+
+
+Fault = Annotated[KillPrimary | KillServer | ToxicFault | ProxyDown, Field(discriminator="kind")]
+FAULT_KINDS = ("kill_primary", "kill_server", "toxic", "proxy_down")
 """Tags of the fault union; pydantic puts them in error locations, messages leave them out."""
 
 
@@ -204,13 +305,24 @@ METRIC_PATHS: tuple[str, ...] = (
     "reconnect.clients_not_reconnected",
     "reconnect.success_rate",
     *(f"reconnect.time_to_reconnect_s.{p}" for p in ("p50", "p95", "p99", "max")),
-    "reconnect.attempts.mean",
-    "reconnect.attempts.max",
+    "reconnect.all_reconnected_s",
+    *(f"reconnect.attempts.{f}" for f in ("mean", "p50", "p99", "max")),
+    "reconnect.initialize_per_s_peak",
     *(f"tools_list_latency_ms.{ph}.{f}" for ph in (*PHASES, "all") for f in _LATENCY_FIGURES),
     *(f"writes.{f}" for f in _WRITE_FIGURES),
     "requests.total",
     "requests.errors",
     "requests.error_rate",
+    "database.connections_peak",
+    "database.max_connections",
+    "database.replication_lag_bytes_max",
+    "database.replication_lag_s_max",
+    "server.sessions_open_peak",
+    "generator.users_peak",
+    "generator.requests_per_s_mean",
+    "generator.cpu_cores_mean",
+    "generator.cpu_cores_max",
+    "generator.saturated_fraction",
 )
 """Every metric an objective may name (dotted paths into result.json's ``metrics``)."""
 
@@ -302,6 +414,12 @@ class Scenario(Model):
     @model_validator(mode="after")
     def _faults_in_run(self) -> Scenario:
         for index, fault in enumerate(self.faults):
+            if isinstance(fault, KillServer) and fault.instance != "all":
+                if not 0 <= fault.instance < self.server.instances:
+                    raise ValueError(
+                        f"faults.{index}.instance: {fault.instance} is not one of the "
+                        f"{self.server.instances} server instance(s) (0-based, or all)"
+                    )
             if fault.at >= self.load.run_time:
                 raise ValueError(
                     f"faults.{index}.at: {fault.at:g}s is not before the end of the run "
@@ -370,6 +488,9 @@ def load_objectives(path: Path | str) -> list[Objective]:
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node = data
     *parents, leaf = dotted.split(".")
-    for key in parents:
+    for depth, key in enumerate(parents):
         node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[: depth + 1])
+            raise ScenarioError(f"override {dotted}: {where} is not a mapping in the scenario")
     node[leaf] = value

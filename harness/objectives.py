@@ -94,10 +94,19 @@ def judge_all(objectives: Iterable[Objective], metrics: dict[str, Any]) -> list[
 
 
 def run_verdict(
-    judged: Sequence[JudgedObjective], *, faults_confirmed: bool, stack_up: bool, complete: bool
+    judged: Sequence[JudgedObjective],
+    *,
+    faults_confirmed: bool,
+    stack_up: bool,
+    complete: bool,
+    doubts: Sequence[str] = (),
 ) -> Verdict:
-    """fail if any objective was missed; inconclusive if one was not measured, a fault was
-    not confirmed, the stack did not come up or the run did not finish; else pass."""
+    """inconclusive when a figure could be wrong (``doubts``: a saturated load generator
+    measures itself, so neither its misses nor its passes count); else fail if any objective
+    was missed; else inconclusive if one was not measured, a fault was not confirmed, the
+    stack did not come up or the run did not finish; else pass."""
+    if doubts:
+        return "inconclusive"
     if any(j.verdict == "missed" for j in judged):
         return "fail"
     if not (faults_confirmed and stack_up and complete) or any(

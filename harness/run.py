@@ -16,9 +16,11 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import secrets
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from harness.config import KillPrimary, Scenario
+from harness.chaos import FaultRecord, run_fault
+from harness.config import Scenario
 from harness.load.settings import LoadSettings
 from harness.load.swarm import Swarm
 from harness.load.wire import note_checksum
@@ -46,7 +49,8 @@ from harness.measure.ledger import WriteLedger
 from harness.measure.phases import PHASE_NAMES, Phase, compute_phases, phase_of
 from harness.measure.probes import CREATE_PROBE_TABLE, PROBE_TABLE, ServiceProbe, WriteProbe
 from harness.measure.reconnect import reconnect_metrics
-from harness.measure.timeline import build_timeline
+from harness.measure.resources import SATURATION_RULE, ResourceSampler, generator_saturation
+from harness.measure.timeline import build_timeline, connection_opens
 from harness.stack import Stack, StackError, open_stack
 from harness.stack.postgres import APP_DATABASE
 
@@ -70,26 +74,6 @@ class _Quiet:
 
 
 @dataclass
-class FaultRecord:
-    kind: str
-    target: str
-    at_s: float
-    t_fault_s: float | None = None
-    confirmed: bool = False
-    detail: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "target": self.target,
-            "at_s": self.at_s,
-            "t_fault_s": self.t_fault_s,
-            "confirmed": self.confirmed,
-            "detail": self.detail,
-        }
-
-
-@dataclass
 class RunRecord:
     """What happened, as plain data; ``result()`` shapes it for result.json."""
 
@@ -105,6 +89,8 @@ class RunRecord:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    doubts: list[str] = field(default_factory=list)
+    """Reasons a figure could be wrong (a saturated generator, ...): they make the run inconclusive."""
     duration_s: float = 0.0
 
     @property
@@ -128,8 +114,18 @@ class RunRecord:
             "metrics": self.metrics,
             "timeline": self.timeline,
             "environment": self.environment,
-            "notes": self.notes,
+            "notes": self.notes + self.doubts,
+            "doubts": self.doubts,
         }
+
+
+def cpu_split(policy: str) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+    """(stack CPUs, load generator CPUs): halves of this process's CPUs, or no pinning."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if policy == "off" or len(cpus) < 2:
+        return None, None
+    half = len(cpus) // 2
+    return frozenset(cpus[:half]), frozenset(cpus[half:])
 
 
 def new_run_id(scenario: Scenario) -> str:
@@ -160,7 +156,7 @@ async def execute(
     """Bring the stack up, run load + probes + faults, measure, bring it down."""
     observer = observer or _Quiet()
     record = RunRecord(run_id, scenario, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    record.faults = [FaultRecord(f.kind, "primary", f.at) for f in scenario.faults]
+    record.faults = [FaultRecord.planned(f) for f in scenario.faults]
     logs_dir = result_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
     wall_start = time.monotonic()
@@ -168,7 +164,8 @@ async def execute(
     live: _Live | None = None
     try:
         async with asyncio.timeout(scenario.hard_cap_s):
-            stack = open_stack(scenario, pg_bin=pg_bin)
+            stack_cpus, generator_cpus = cpu_split(scenario.load.cpu_split)
+            stack = open_stack(scenario, pg_bin=pg_bin, cpus=stack_cpus)
             observer.event(
                 "bringing the stack up (Postgres primary + replica, Toxiproxy, MCP server)"
             )
@@ -178,7 +175,7 @@ async def execute(
                 f"stack up in {time.monotonic() - wall_start:.1f} s; MCP at {stack.endpoints.mcp_url}"
             )
             live = _Live(stack, time.monotonic(), WriteLedger())
-            await _run_load(scenario, live, result_dir, record, observer)
+            await _run_load(scenario, live, result_dir, record, observer, generator_cpus)
             record.complete = True
     except StackError as exc:
         record.notes.append(f"the stack did not come up or failed: {exc}")
@@ -203,7 +200,12 @@ async def execute(
 
 
 async def _run_load(
-    scenario: Scenario, live: _Live, result_dir: Path, record: RunRecord, observer: Observer
+    scenario: Scenario,
+    live: _Live,
+    result_dir: Path,
+    record: RunRecord,
+    observer: Observer,
+    generator_cpus: frozenset[int] | None,
 ) -> None:
     """Load, probes and faults until the load stops by itself; measured even when interrupted."""
     stack = live.stack
@@ -224,6 +226,7 @@ async def _run_load(
         backoff_base_s=load.reconnect.base,
         backoff_cap_s=load.reconnect.cap,
         request_timeout_s=load.request_timeout,
+        hold_stream=load.hold_stream,
         headers=dict(scenario.server.headers),
         id_prefix=f"load-{record.run_id[-4:]}",
         seed=scenario.seed,
@@ -237,9 +240,14 @@ async def _run_load(
         spawn_rate=load.spawn_rate,
         run_time_s=load.run_time,
         workers=load.workers,
+        worker_cpus=set(generator_cpus) if generator_cpus else None,
     )
     tail = swarm.tail()
     stop = asyncio.Event()
+    observer.event(f"starting {load.users} MCP clients for {load.run_time:g} s")
+    swarm.start()
+    live.t0 = time.monotonic()
+    record.notes.extend(swarm.affinity_notes)
     write_probe = WriteProbe(
         endpoints.server_database_url,
         live.t0,
@@ -253,15 +261,34 @@ async def _run_load(
         scenario.probes.service_interval,
         headers=dict(scenario.server.headers),
         seed=scenario.seed,
+        protocol=load.protocol,
     )
-    observer.event(f"starting {load.users} MCP clients for {load.run_time:g} s")
-    swarm.start()
-    live.t0 = time.monotonic()
-    write_probe.t0 = service_probe.t0 = live.t0
+    sampler = ResourceSampler(
+        primary_dsn=lambda: stack.current_primary_dsn,
+        metrics_urls=stack.server_metrics_urls(),
+        generator_pids=swarm.pids,
+        t0=live.t0,
+    )
     tasks = [
         asyncio.create_task(write_probe.run(stop), name="write-probe"),
         asyncio.create_task(service_probe.run(stop), name="service-probe"),
-        asyncio.create_task(_fault_schedule(scenario, live, record, observer), name="faults"),
+        asyncio.create_task(sampler.run(stop), name="resource-sampler"),
+        *(
+            asyncio.create_task(
+                run_fault(
+                    fault,
+                    index,
+                    record.faults[index],
+                    stack,
+                    live.t0,
+                    scenario,
+                    live.events,
+                    observer.event,
+                ),
+                name=f"fault-{index}-{fault.kind}",
+            )
+            for index, fault in enumerate(scenario.faults)
+        ),
     ]
     try:
         deadline = live.t0 + load.run_time + 60.0
@@ -276,7 +303,7 @@ async def _run_load(
     finally:
         stop.set()
         for task in tasks:
-            if not task.done() and task.get_name() == "faults":
+            if not task.done() and task.get_name().startswith("fault-"):
                 task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for task, outcome in zip(tasks, results, strict=True):
@@ -285,34 +312,9 @@ async def _run_load(
         await asyncio.to_thread(swarm.stop)
         _ingest(tail.read_new(), live)
         run_end_s = time.monotonic() - live.t0
-        _measure(scenario, live, record, write_probe.samples, service_probe.samples, run_end_s)
-
-
-async def _fault_schedule(
-    scenario: Scenario, live: _Live, record: RunRecord, observer: Observer
-) -> None:
-    for fault, fault_record in zip(scenario.faults, record.faults, strict=True):
-        await asyncio.sleep(max(0.0, live.t0 + fault.at - time.monotonic()))
-        if isinstance(fault, KillPrimary):
-            killed_port = live.stack.current_primary_port
-            result = await live.stack.kill_primary()
-            fault_record.t_fault_s = result.t_confirmed - live.t0
-            fault_record.confirmed = result.confirmed
-            fault_record.detail = (
-                f"SIGKILL to {len(result.pids)} processes of the cluster on port {killed_port}"
-            )
-            live.events.append((fault_record.t_fault_s, "kill_primary"))
-            observer.event(
-                f"t={fault_record.t_fault_s:.2f}s kill_primary: {fault_record.detail}, confirmed={result.confirmed}"
-            )
-            delay = scenario.recovery.promote_after
-            if delay is not None:
-                await asyncio.sleep(delay)
-                t_begin = time.monotonic() - live.t0
-                await live.stack.promote_replica()
-                t_done = time.monotonic() - live.t0
-                live.events.append((t_done, "replica promoted"))
-                observer.event(f"t={t_done:.2f}s replica promoted (took {t_done - t_begin:.2f} s)")
+        samples = _Samples(write_probe.samples, service_probe.samples, sampler.samples)
+        cores = len(generator_cpus) if generator_cpus else len(os.sched_getaffinity(0))
+        _measure(scenario, live, record, samples, run_end_s, cores)
 
 
 def _ingest(new_records: list[dict[str, Any]], live: _Live) -> None:
@@ -347,93 +349,49 @@ def _status(live: _Live, record: RunRecord, users_target: int) -> dict[str, Any]
     }
 
 
+@dataclass
+class _Samples:
+    write: list[WriteProbeSample]
+    service: list[ServiceProbeSample]
+    resources: list[dict[str, Any]]
+
+
 def _measure(
     scenario: Scenario,
     live: _Live,
     record: RunRecord,
-    write_samples: list[WriteProbeSample],
-    service_samples: list[ServiceProbeSample],
+    samples: _Samples,
     run_end_s: float,
+    generator_cores: int,
 ) -> None:
+    """Turn the samples into the metrics of DESIGN.md; ``t_fault`` is the first confirmed fault."""
+    write_samples, service_samples = samples.write, samples.service
     fault = next((f for f in record.faults if f.confirmed and f.t_fault_s is not None), None)
     t_fault = fault.t_fault_s if fault else None
-    stability = scenario.windows.stability
     requests = [r for r in live.records if r.get("k") == "req"]
     tools_list = [(r["t_s"], r["ms"]) for r in requests if r["m"] == "tools/list" and r["ok"]]
-    sessions = [r["t_s"] for r in requests if r["m"] == "initialize" and r["ok"]]
-    steady_from = next((r["t_s"] for r in live.records if r.get("k") == "spawned"), 0.0)
-    first_write = first_service_write_s(service_samples, t_fault) if t_fault is not None else None
     record.phases = compute_phases(
         run_end_s=run_end_s,
         t_fault_s=t_fault,
-        first_service_write_s=first_write,
-        session_starts_s=sessions,
-        steady_from_s=steady_from,
-        window_s=stability,
+        first_service_write_s=first_service_write_s(service_samples, t_fault)
+        if t_fault is not None
+        else None,
+        session_starts_s=[t for t, _, change in connection_opens(live.records) if change > 0],
+        steady_from_s=next((r["t_s"] for r in live.records if r.get("k") == "spawned"), 0.0),
+        window_s=scenario.windows.stability,
     )
-    per_phase = {name: LatencyHistogram() for name in PHASE_NAMES}
-    everything = LatencyHistogram()
-    for t_s, ms in tools_list:
-        everything.record_ms(ms)
-        name = phase_of(record.phases, t_s)
-        if name:
-            per_phase[name].record_ms(ms)
-    latency = {name: h.summary() for name, h in per_phase.items()}
-    latency["all"] = everything.summary()
-    errors_by_kind: dict[str, int] = {}
-    for r in requests:
-        if not r["ok"]:
-            errors_by_kind[r.get("err") or "unknown"] = (
-                errors_by_kind.get(r.get("err") or "unknown", 0) + 1
-            )
-    n_errors = sum(errors_by_kind.values())
-    p99_target = next(
-        (
-            o.target
-            for o in scenario.objectives
-            if o.metric.startswith("tools_list_latency_ms")
-            and o.metric.endswith("p99")
-            and o.max is not None
-        ),
-        None,
-    )
-    promoted_port = live.stack.current_primary_port
-    db_failover = (
-        db_failover_s(write_samples, t_fault, promoted_port) if t_fault is not None else None
-    )
-    killed_node_wrote_after = (
-        t_fault is not None
-        and fault is not None
-        and any(s.ok and s.t_s > t_fault and s.port != promoted_port for s in write_samples)
-    )
-    if killed_node_wrote_after and fault is not None:
-        fault.confirmed = False
-        record.notes.append(
-            "the write probe saw commits on the killed primary after t_fault: the fault did not take effect"
-        )
     record.metrics = {
-        "db_failover_s": db_failover,
-        "failover_s": failover_s(service_samples, t_fault, stability, run_end_s)
-        if t_fault is not None
-        else None,
-        "rto_s": rto_s(service_samples, t_fault, stability, run_end_s, tools_list, p99_target)
-        if t_fault is not None
-        else None,
+        **_database_failover(record, live, write_samples),
+        **_service_recovery(scenario, t_fault, service_samples, tools_list, run_end_s),
         "reconnect": reconnect_metrics(
-            sorted(
-                (r for r in live.records if r.get("k") in ("broken", "reconnected")),
-                key=lambda r: r["t_s"],
-            ),
+            (r for r in live.records if r.get("k") in ("broken", "reconnected", "req")),
             t_fault,
             scenario.windows.reconnect,
+            sessions=scenario.load.protocol != "2026-07-28",
         ),
-        "tools_list_latency_ms": latency,
-        "requests": {
-            "total": len(requests),
-            "errors": n_errors,
-            "error_rate": (n_errors / len(requests)) if requests else None,
-            "errors_by_kind": errors_by_kind,
-        },
+        "tools_list_latency_ms": _latency_per_phase(record.phases, tools_list),
+        "requests": _request_counts(requests),
+        **_around_the_load(live, requests, samples.resources, generator_cores),
         "probes": {
             "write": {
                 "samples": len(write_samples),
@@ -451,18 +409,129 @@ def _measure(
             name: watched
             for name in ("db_failover_s", "failover_s", "rto_s")
             if record.metrics[name] is None
+            and (name != "db_failover_s" or _kill_primary(record) is not None)
         }
-    first_on_promoted = (
-        first_write_on(write_samples, t_fault, promoted_port) if t_fault is not None else None
-    )
-    record.metrics["probes"]["write"]["first_promoted_seq"] = (
-        first_on_promoted.seq if first_on_promoted else None
-    )
-    record.timeline = build_timeline(live.records, run_end_s, live.events)
+    record.timeline = build_timeline(live.records, run_end_s, live.events, samples.resources)
+    generator = record.metrics["generator"]
+    if generator["saturated"]:
+        record.doubts.append(
+            f"the load generator was saturated ({SATURATION_RULE}: {generator['saturated_fraction']:.0%} "
+            "of seconds): the figures may measure the generator, not the server"
+        )
     if not tools_list:
         record.notes.append(
             "no successful tools/list was recorded: the load did not reach the server"
         )
+
+
+def _kill_primary(record: RunRecord) -> FaultRecord | None:
+    return next((f for f in record.faults if f.kind == "kill_primary" and f.confirmed), None)
+
+
+def _database_failover(
+    record: RunRecord, live: _Live, write_samples: list[WriteProbeSample]
+) -> dict[str, Any]:
+    """db_failover_s, measured only when a primary was killed; a kill that the write probe
+    saw the old primary survive (commits on it after t_fault) is not confirmed."""
+    kill = _kill_primary(record)
+    if kill is None or kill.t_fault_s is None:
+        return {"db_failover_s": None, "db_failover_first_seq": None}
+    t_kill = kill.t_fault_s
+    if any(s.ok and s.t_s > t_kill and s.port == kill.killed_port for s in write_samples):
+        kill.confirmed = False
+        record.notes.append(
+            "the write probe saw commits on the killed primary after t_fault: the fault did not take effect"
+        )
+        return {"db_failover_s": None, "db_failover_first_seq": None}
+    promoted_port = live.stack.current_primary_port
+    first = first_write_on(write_samples, t_kill, promoted_port)
+    return {
+        "db_failover_s": db_failover_s(write_samples, t_kill, promoted_port),
+        "db_failover_first_seq": first.seq if first else None,
+    }
+
+
+def _service_recovery(
+    scenario: Scenario,
+    t_fault: float | None,
+    service_samples: list[ServiceProbeSample],
+    tools_list: list[tuple[float, float]],
+    run_end_s: float,
+) -> dict[str, float | None]:
+    if t_fault is None:
+        return {"failover_s": None, "rto_s": None}
+    p99_target = next(
+        (
+            o.target
+            for o in scenario.objectives
+            if o.path.startswith("tools_list_latency_ms.") and o.path.endswith(".p99") and o.max
+        ),
+        None,
+    )
+    window = scenario.windows.stability
+    return {
+        "failover_s": failover_s(service_samples, t_fault, window, run_end_s),
+        "rto_s": rto_s(service_samples, t_fault, window, run_end_s, tools_list, p99_target),
+    }
+
+
+def _latency_per_phase(
+    phases: list[Phase], tools_list: list[tuple[float, float]]
+) -> dict[str, dict[str, float | int | None]]:
+    per_phase = {name: LatencyHistogram() for name in PHASE_NAMES}
+    everything = LatencyHistogram()
+    for t_s, ms in tools_list:
+        everything.record_ms(ms)
+        name = phase_of(phases, t_s)
+        if name:
+            per_phase[name].record_ms(ms)
+    latency = {name: h.summary() for name, h in per_phase.items()}
+    latency["all"] = everything.summary()
+    return latency
+
+
+def _around_the_load(
+    live: _Live, requests: list[dict[str, Any]], resources: list[dict[str, Any]], cores: int
+) -> dict[str, Any]:
+    """Peaks of the database, the server and the load generator over the run."""
+
+    def peak(key: str) -> float | None:
+        values = [r[key] for r in resources if r.get(key) is not None]
+        return max(values) if values else None
+
+    cpu = [r["generator_cpu_cores"] for r in resources if r.get("generator_cpu_cores") is not None]
+    saturated, fraction = generator_saturation(cpu, cores)
+    span = (requests[-1]["t_s"] - requests[0]["t_s"]) if len(requests) > 1 else 0.0
+    return {
+        "database": {
+            "connections_peak": peak("db_connections"),
+            "max_connections": peak("db_max_connections"),
+            "replication_lag_bytes_max": peak("replication_lag_bytes"),
+            "replication_lag_s_max": peak("replication_lag_s"),
+        },
+        "server": {"sessions_open_peak": peak("server_sessions_open")},
+        "generator": {
+            "users_peak": max((r["n"] for r in live.records if r.get("k") == "users"), default=0),
+            "requests_per_s_mean": (len(requests) / span) if span > 0 else None,
+            "cpu_cores_mean": (sum(cpu) / len(cpu)) if cpu else None,
+            "cpu_cores_max": max(cpu) if cpu else None,
+            "cores_available": cores,
+            "saturated_fraction": fraction,
+            "saturated": saturated,
+            "rule": SATURATION_RULE,
+        },
+    }
+
+
+def _request_counts(requests: list[dict[str, Any]]) -> dict[str, Any]:
+    errors_by_kind = Counter(r.get("err") or "unknown" for r in requests if not r["ok"])
+    n_errors = sum(errors_by_kind.values())
+    return {
+        "total": len(requests),
+        "errors": n_errors,
+        "error_rate": (n_errors / len(requests)) if requests else None,
+        "errors_by_kind": dict(errors_by_kind),
+    }
 
 
 async def _check_writes(scenario: Scenario, live: _Live, record: RunRecord) -> None:
@@ -472,7 +541,7 @@ async def _check_writes(scenario: Scenario, live: _Live, record: RunRecord) -> N
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         rows = await conn.fetch("SELECT id, title, body FROM notes", timeout=60)
-        seq = record.metrics.get("probes", {}).get("write", {}).get("first_promoted_seq")
+        seq = record.metrics.get("db_failover_first_seq")
         if seq is not None:
             present = await conn.fetchval(f"SELECT count(*) FROM {PROBE_TABLE} WHERE seq = $1", seq)
             record.metrics["db_failover_verified_on_promoted_node"] = bool(present)

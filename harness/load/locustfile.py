@@ -6,12 +6,29 @@ send them to the master as custom messages; the master (or a lone local
 runner) appends them to the file, adds users / spawned / stop records, and
 writes ``stop`` last: when the test stops, it asks every worker to stop its
 users and waits for their final batch, so no write attempt goes missing.
+
+Records (one JSON object a line, ``t`` on the master's CLOCK_MONOTONIC):
+
+- ``req``: ``t m ms ok err u``, one per HTTP request a user made (every
+  initialize attempt, ok or not, included; the held SSE stream once, as
+  ``GET stream``, at its opening); ``err`` is an ``ErrorKind`` value; a shed
+  request also has ``ra``, the Retry-After in seconds.
+- ``broken`` (``t u reason``), ``reconnected`` (``t u duration_s attempts``),
+  ``write_attempt`` (``t id u``), ``write`` (``t id sum u``).
+- ``users`` (``t n``), ``spawned`` (``t n``), ``stop`` (``t``).
+
+A worker on another machine has another monotonic clock: its records' ``t``
+are moved onto the master's clock on arrival (off by the one-way delay of the
+batch, milliseconds on a LAN); ``duration_s`` is measured on the worker and
+needs no such care.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import time
+from pathlib import Path
 from typing import IO, Any
 
 import gevent
@@ -21,6 +38,7 @@ from locust.rpc import Message
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.load.user import USER_CONTEXT_KEY, McpUser, Record
+from harness.load.wire import ErrorKind, transport_kind
 
 __all__ = ["McpUser"]
 
@@ -29,6 +47,22 @@ FINAL_BATCH_REQUEST = "mcp_harness_final_batch"
 BATCH_INTERVAL_S = 0.25
 FINAL_BATCH_GRACE_S = 5.0
 """How long the master waits for workers' final batches beyond the stop timeout."""
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+def clock_domain() -> str:
+    """Who shares this process's CLOCK_MONOTONIC: this boot of this machine.
+
+    The boot id changes at every boot, so two processes with the same one
+    read the same monotonic clock; without it (not Linux), the host name.
+    """
+    try:
+        return BOOT_ID_PATH.read_text().strip()
+    except OSError:
+        return socket.gethostname()
+
+
+CLOCK_DOMAIN = clock_domain()
 
 
 class RecordStream:
@@ -52,18 +86,19 @@ class RecordStream:
         user_id = context.get(USER_CONTEXT_KEY)
         if user_id is None:
             return
-        kind = getattr(exception, "kind", "connect") if exception is not None else None
-        self.pending.append(
-            {
-                "k": "req",
-                "t": time.monotonic(),
-                "m": name,
-                "ms": response_time,
-                "ok": exception is None,
-                "err": None if kind is None else str(kind),
-                "u": user_id,
-            }
-        )
+        record: Record = {
+            "k": "req",
+            "t": time.monotonic(),
+            "m": name,
+            "ms": response_time,
+            "ok": exception is None,
+            "err": None if exception is None else str(error_kind_of(exception)),
+            "u": user_id,
+        }
+        retry_after_s = getattr(exception, "retry_after_s", None)
+        if retry_after_s is not None:
+            record["ra"] = retry_after_s
+        self.pending.append(record)
 
     def on_record(self, record: Record) -> None:
         self.pending.append(record)
@@ -72,7 +107,13 @@ class RecordStream:
         batch, self.pending = self.pending, []
         if isinstance(self.runner, WorkerRunner):
             if batch or final:
-                data = {"records": batch, "users": self.runner.user_count, "final": final}
+                data = {
+                    "records": batch,
+                    "users": self.runner.user_count,
+                    "final": final,
+                    "clock": CLOCK_DOMAIN,
+                    "sent": time.monotonic(),
+                }
                 self.runner.send_message(RECORDS_MESSAGE, data)
         elif batch:
             self.write(batch)
@@ -91,7 +132,12 @@ class RecordStream:
         self.users_by_worker[msg.node_id] = msg.data["users"]
         if msg.data["final"]:
             self.final_batch_from.add(msg.node_id)
-        self.write(msg.data["records"])
+        records = msg.data["records"]
+        if msg.data.get("clock") != CLOCK_DOMAIN:
+            offset_s = time.monotonic() - msg.data["sent"]
+            for record in records:
+                record["t"] += offset_s
+        self.write(records)
 
     def on_final_batch_request(self, **_: Any) -> None:
         """Worker: stop the users now; the test_stop listener then sends the final batch."""
@@ -136,6 +182,12 @@ class RecordStream:
 
     def on_quitting(self, **_: Any) -> None:
         self.deliver_pending(final=True)
+
+
+def error_kind_of(exception: BaseException) -> ErrorKind:
+    """The MCP verdict McpUser attached, or, for a failure it did not judge, the transport's."""
+    kind = getattr(exception, "kind", None)
+    return kind if isinstance(kind, ErrorKind) else transport_kind(exception)
 
 
 @events.init.add_listener

@@ -11,14 +11,18 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
-from harness.load.wire import PROTOCOL_2025_11_25, SESSION_PROTOCOLS
+from harness.load.policy import POLICY_NAMES, PolicyName, ReconnectPolicy
+from harness.load.wire import PROTOCOL_2025_11_25, SUPPORTED_PROTOCOLS
 
 SETTINGS_ENV = "MCP_HARNESS_LOAD"
 
-ReconnectPolicy = Literal["immediate", "backoff"]
-RECONNECT_POLICIES: tuple[ReconnectPolicy, ...] = ("immediate", "backoff")
+RECONNECT_POLICIES: tuple[PolicyName, ...] = POLICY_NAMES
+
+USER_ID_STRIDE = 1_000_000
+"""User ids in records are ``worker_index * USER_ID_STRIDE + n``: unique within a run, and
+the worker that ran a user is ``u // USER_ID_STRIDE``."""
 
 OPS = ("tools/list", "create_note", "get_note", "search_notes", "notes_report")
 """What a user can do between think times: tools/list, or one tools/call of these tools."""
@@ -40,12 +44,15 @@ class LoadSettings:
     """JSON-lines file the Locust master (or a lone local runner) appends records to."""
     mcp_path: str = "/mcp"
     protocol: str = PROTOCOL_2025_11_25
+    """``2025-11-25`` (initialize, sessions) or ``2026-07-28`` (sessionless)."""
     think_time_s: tuple[float, float] = (1.0, 2.0)
     """Uniform pause between two operations of one user (min, max)."""
     tool_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOOL_MIX))
     """Relative weight of each operation (keys from ``OPS``)."""
-    reconnect_policy: ReconnectPolicy = "backoff"
-    """``immediate``: first attempt at once, then one per think time; ``backoff``: full jitter."""
+    reconnect_policy: PolicyName = "backoff"
+    """``immediate``: first attempt at once, then one per think time; ``backoff``: full jitter.
+
+    Under both a shed attempt waits out its ``Retry-After`` (see ``policy``)."""
     backoff_base_s: float = 0.1
     backoff_cap_s: float = 5.0
     request_timeout_s: float = 10.0
@@ -54,11 +61,15 @@ class LoadSettings:
     id_prefix: str = "load"
     """Prefix of every note id this run writes; unique per run."""
     seed: int = 0
+    hold_stream: bool = False
+    """2025-11-25: each user also holds its session's standalone GET SSE stream open, so a
+    storm includes those connections. No effect in 2026-07-28, which has no such stream."""
 
     def __post_init__(self) -> None:
         problems = []
-        if self.protocol not in SESSION_PROTOCOLS:
-            problems.append(f"protocol {self.protocol!r} is not supported")
+        if self.protocol not in SUPPORTED_PROTOCOLS:
+            supported = ", ".join(sorted(SUPPORTED_PROTOCOLS))
+            problems.append(f"protocol {self.protocol!r} is not supported (use {supported})")
         low, high = self.think_time_s
         if not 0 <= low <= high:
             problems.append(f"think_time_s {self.think_time_s} needs 0 <= min <= max")
@@ -81,6 +92,12 @@ class LoadSettings:
             problems.append(f"mcp_path {self.mcp_path!r} must start with '/'")
         if problems:
             raise ValueError("invalid load settings: " + "; ".join(problems))
+
+    def policy(self) -> ReconnectPolicy:
+        """The reconnect pacing these settings describe."""
+        return ReconnectPolicy(
+            self.reconnect_policy, self.backoff_base_s, self.backoff_cap_s, self.think_time_s
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from harness.load.settings import SETTINGS_ENV, LoadSettings
-from harness.stack.net import free_port, require_loopback
+from harness.stack.net import LOOPBACK, free_port, is_loopback_host, require_loopback
 from harness.stack.processes import OwnedProcess, ProcessRegistry
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -26,6 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FINAL_BATCH_GRACE_S = 5
 """Matches the locustfile: how long the master waits for workers' last records after stop."""
+
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})
 
 
 class Swarm:
@@ -49,11 +53,30 @@ class Swarm:
         stop_timeout_s: float = 2.0,
         expect_workers_max_wait_s: float = 30.0,
         allow_remote: bool = False,
+        worker_cpus: set[int] | None = None,
+        remote_workers: int = 0,
+        master_bind_host: str = LOOPBACK,
+        master_advertise_host: str | None = None,
     ) -> None:
+        """``workers`` local worker processes are started here; ``remote_workers`` more are
+        started by a person on other machines (``remote_worker_command``) and the test
+        begins once all of them are connected. ``worker_cpus`` pins the local workers.
+        ``master_bind_host`` other than loopback (for remote workers) needs
+        ``allow_remote``; ``master_advertise_host`` is the address remote workers dial
+        (default: the bind host, or this machine's name when bound to every interface).
+        """
         require_loopback(base_url, allow_remote=allow_remote, what="load target")
-        if users < 1 or spawn_rate <= 0 or run_time_s <= 0 or workers < 1:
+        if users < 1 or spawn_rate <= 0 or run_time_s <= 0 or workers < 1 or remote_workers < 0:
             raise ValueError(
-                "a swarm needs users >= 1, spawn_rate > 0, run_time_s > 0, workers >= 1"
+                "a swarm needs users >= 1, spawn_rate > 0, run_time_s > 0, workers >= 1, "
+                "remote_workers >= 0"
+            )
+        if worker_cpus is not None and (not worker_cpus or min(worker_cpus) < 0):
+            raise ValueError(f"worker_cpus {sorted(worker_cpus)} needs CPU numbers >= 0")
+        if not is_loopback_host(master_bind_host) and not allow_remote:
+            raise ValueError(
+                f"the Locust master would listen on {master_bind_host!r}, not on loopback; "
+                "pass allow_remote=True (--allow-remote) to let workers on other machines in"
             )
         self.registry = registry
         self.settings = settings
@@ -62,11 +85,25 @@ class Swarm:
         self.spawn_rate = spawn_rate
         self.run_time_s = math.ceil(run_time_s)  # Locust takes whole seconds
         self.worker_count = workers
+        self.remote_worker_count = remote_workers
         self.stop_timeout_s = math.ceil(stop_timeout_s)
         self.expect_workers_max_wait_s = math.ceil(expect_workers_max_wait_s)
+        self.worker_cpus = None if worker_cpus is None else frozenset(worker_cpus)
+        self.master_bind_host = master_bind_host
+        self.master_advertise_host = master_advertise_host or (
+            socket.getfqdn() if master_bind_host in WILDCARD_HOSTS else master_bind_host
+        )
+        self.local_master_host = (
+            LOOPBACK if master_bind_host in WILDCARD_HOSTS else master_bind_host
+        )
+        """Where local workers dial the master: loopback when it listens everywhere."""
         self.master_port: int | None = None
         self.master: OwnedProcess | None = None
         self.workers: list[OwnedProcess] = []
+        self.affinity: dict[int, list[int] | None] = {}
+        """Per local worker pid: the CPUs it was pinned to, None when pinning was not applied."""
+        self.affinity_notes: list[str] = []
+        """Why pinning was not applied (platform without it, CPUs not available, ...)."""
 
     @property
     def run_dir(self) -> Path:
@@ -90,8 +127,9 @@ class Swarm:
         return [
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE),
             "--headless", "--only-summary",
-            "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
-            "--expect-workers", str(self.worker_count),
+            "--master", "--master-bind-host", self.master_bind_host,
+            "--master-bind-port", str(master_port),
+            "--expect-workers", str(self.worker_count + self.remote_worker_count),
             "--expect-workers-max-wait", str(self.expect_workers_max_wait_s),
             "-u", str(self.users), "-r", str(self.spawn_rate), "-t", f"{self.run_time_s}s",
             "--host", self.base_url,
@@ -99,11 +137,37 @@ class Swarm:
             "--exit-code-on-error", "0",
         ]  # fmt: skip
 
-    def worker_argv(self, master_port: int) -> list[str]:
+    def worker_argv(self, master_port: int, master_host: str | None = None) -> list[str]:
         return [
             sys.executable, "-m", "locust", "-f", str(LOCUSTFILE),
-            "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port),
+            "--worker", "--master-host", master_host or self.local_master_host,
+            "--master-port", str(master_port),
         ]  # fmt: skip
+
+    def remote_worker_command(self) -> str:
+        """The shell command that starts one worker of this swarm on another machine.
+
+        Available once started (the master's port is chosen then). The other
+        machine needs this checkout and Python environment at the same paths,
+        and a copy of the settings file at the path named here (workers read
+        the settings, the master alone writes records).
+        """
+        if self.master_port is None:
+            raise RuntimeError("start the swarm first: the master's port is chosen at start")
+        env = {
+            SETTINGS_ENV: str(self.settings_path),
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+        argv = self.worker_argv(self.master_port, self.master_advertise_host)
+        return " ".join(
+            [f"{name}={shlex.quote(value)}" for name, value in env.items()]
+            + [shlex.quote(part) for part in argv]
+        )
+
+    def pids(self) -> list[int]:
+        """The master's pid, then the local workers' (for sampling their CPU)."""
+        processes = ([self.master] if self.master is not None else []) + self.workers
+        return [process.pid for process in processes]
 
     def process_env(self) -> dict[str, str]:
         """The harness's environment without LOCUST_* overrides, plus the settings file."""
@@ -121,7 +185,11 @@ class Swarm:
         self.master_port = free_port()
         env = self.process_env()
         self.master = self.registry.start(
-            "locust-master", self.master_argv(self.master_port), env=env, cwd=self.run_dir
+            "locust-master",
+            self.master_argv(self.master_port),
+            env=env,
+            cwd=self.run_dir,
+            cpus=self.worker_cpus,
         )
         for index in range(self.worker_count):
             worker = self.registry.start(
@@ -131,6 +199,33 @@ class Swarm:
                 cwd=self.run_dir,
             )
             self.workers.append(worker)
+            self.pin(worker)
+
+    def pin(self, worker: OwnedProcess) -> None:
+        """Restrict a just-started worker to ``worker_cpus`` (each of its threads, if it has any).
+
+        Threads it starts later inherit the mask. Recorded in ``affinity``;
+        a platform without ``sched_setaffinity`` or CPUs not available here
+        leave the worker unpinned, with the reason in ``affinity_notes``.
+        """
+        if self.worker_cpus is None:
+            return
+        setaffinity = getattr(os, "sched_setaffinity", None)
+        if setaffinity is None:
+            self.affinity[worker.pid] = None
+            self.affinity_notes.append("os.sched_setaffinity is not available: workers unpinned")
+            return
+        try:
+            task_dir = Path(f"/proc/{worker.pid}/task")
+            tids = [int(t.name) for t in task_dir.iterdir()] if task_dir.is_dir() else []
+            for tid in tids or [worker.pid]:
+                setaffinity(tid, self.worker_cpus)
+            self.affinity[worker.pid] = sorted(os.sched_getaffinity(worker.pid))
+        except OSError as exc:
+            self.affinity[worker.pid] = None
+            self.affinity_notes.append(
+                f"{worker.name}: pinning to {sorted(self.worker_cpus)} failed: {exc}"
+            )
 
     def wait(self, timeout_s: float) -> int | None:
         """Block until the master exits (and its workers after it); its exit code, None on timeout.

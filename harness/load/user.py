@@ -6,6 +6,10 @@ request is timed by Locust under its MCP method name and carries the user's id
 in the request context; session and write records (broken, reconnected,
 write_attempt, write) are fired on ``McpUser.record_event``. The locustfile
 turns both into the records the harness reads.
+
+A (re)connection is: initialize, notifications/initialized, tools/list in
+2025-11-25; a lone tools/list in the sessionless 2026-07-28. Its attempts are
+paced by ``policy.ReconnectPolicy``.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gevent
+from geventhttpclient._parser import HTTPParseError
 from locust import FastHttpUser, task
+from locust.contrib.fasthttp import FastHttpSession
 from locust.event import EventHook
 
-from harness.load.settings import LoadSettings, load_from_env
+from harness.load.policy import Attempt
+from harness.load.settings import USER_ID_STRIDE, LoadSettings, load_from_env
 from harness.load.wire import (
     ErrorKind,
     McpOutcome,
@@ -42,11 +49,11 @@ Record = dict[str, Any]
 USER_CONTEXT_KEY = "mcp_user"
 """Key of the user id in the context of the request events McpUser fires."""
 
-USER_ID_STRIDE = 1_000_000
-"""User ids are ``worker_index * USER_ID_STRIDE + n``: unique within a run."""
-
 MAX_REMEMBERED_NOTES = 100
-MAX_BACKOFF_EXPONENT = 30
+
+STREAM_READ_BYTES = 4096
+STREAM_CLOSE_WAIT_S = 2.0
+"""How long closing a held stream waits for its greenlet to finish."""
 
 _user_numbers = itertools.count()
 
@@ -54,9 +61,10 @@ _user_numbers = itertools.count()
 class McpRequestFailed(Exception):
     """An MCP exchange failure as Locust records it; ``kind`` is the error kind."""
 
-    def __init__(self, kind: ErrorKind, detail: str) -> None:
+    def __init__(self, kind: ErrorKind, detail: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{kind.value}: {detail}" if detail else kind.value)
         self.kind = kind
+        self.retry_after_s = retry_after_s
 
 
 class McpUser(FastHttpUser):
@@ -79,10 +87,14 @@ class McpUser(FastHttpUser):
         self.user_id = worker_index * USER_ID_STRIDE + next(_user_numbers)
         self.rng = random.Random(f"{self.load.seed}:{self.user_id}")
         self.session = McpSession(self.load.protocol, self.load.headers)
+        self.policy = self.load.policy()
         self.note_prefix = f"{self.load.id_prefix}-{self.user_id}"
         self.written_note_ids: deque[str] = deque(maxlen=MAX_REMEMBERED_NOTES)
         self.ops = list(self.load.tool_mix)
         self.op_weights = [self.load.tool_mix[op] for op in self.ops]
+        self.not_before = 0.0
+        """Monotonic time before which the server asked not to be sent anything (Retry-After)."""
+        self.stream: gevent.Greenlet[..., None] | None = None
 
     @classmethod
     def configured_settings(cls) -> LoadSettings:
@@ -90,15 +102,24 @@ class McpUser(FastHttpUser):
             cls.settings = load_from_env()
         return cls.settings
 
+    @property
+    def holds_stream(self) -> bool:
+        return self.load.hold_stream and not self.session.sessionless
+
     def context(self) -> dict[str, Any]:
         return {USER_CONTEXT_KEY: self.user_id}
 
     def wait_time(self) -> float:
+        """A think time, stretched to the end of a Retry-After the server sent."""
         low, high = self.load.think_time_s
-        return self.rng.uniform(low, high)
+        think_s = self.rng.uniform(low, high)
+        return max(think_s, self.not_before - time.monotonic())
 
     def on_start(self) -> None:
-        self.start_session(broken_by=None)
+        self.connect(broken_by=None)
+
+    def on_stop(self) -> None:
+        self.close_stream()
 
     @task
     def run_one_operation(self) -> None:
@@ -106,7 +127,11 @@ class McpUser(FastHttpUser):
         outcome = self.perform(op)
         if outcome.breaks_session:
             assert outcome.error_kind is not None
-            self.start_session(broken_by=outcome.error_kind)
+            self.connect(broken_by=outcome.error_kind)
+        elif outcome.retry_after_s is not None:
+            self.not_before = time.monotonic() + self.policy.retry_after_wait_s(
+                outcome.retry_after_s
+            )
 
     def perform(self, op: str) -> McpOutcome:
         if op == "tools/list":
@@ -136,21 +161,19 @@ class McpUser(FastHttpUser):
             self.written_note_ids.append(note_id)
         return outcome
 
-    def start_session(self, broken_by: ErrorKind | None) -> None:
-        """Handshake until a session works, pacing attempts by the reconnect policy.
+    def connect(self, broken_by: ErrorKind | None) -> None:
+        """Attempt (re)connections until one works, paced by the reconnect policy.
 
-        ``broken_by`` is the failure that broke the previous session; None for
-        the first session, which is neither broken nor reconnected.
+        ``broken_by`` is the failure that broke the previous session (or, in
+        2026-07-28, connection); None for the first, which is neither broken
+        nor reconnected. A held stream belongs to the old session: it is
+        closed first and opened again on the new one.
         """
         broken_at = time.monotonic()
         if broken_by is not None:
             self.emit({"k": "broken", "t": broken_at, "u": self.user_id, "reason": broken_by.value})
-        attempt = 0
-        while True:
-            self.pause_before_attempt(attempt)
-            attempt += 1
-            if self.handshake():
-                break
+        self.close_stream()
+        attempts = self.policy.run(self.handshake, self.rng, gevent.sleep)
         if broken_by is not None:
             now = time.monotonic()
             self.emit(
@@ -159,26 +182,24 @@ class McpUser(FastHttpUser):
                     "t": now,
                     "u": self.user_id,
                     "duration_s": now - broken_at,
-                    "attempts": attempt,
+                    "attempts": attempts,
                 }
             )
+        if self.holds_stream:
+            self.open_stream()
 
-    def pause_before_attempt(self, attempt: int) -> None:
-        """``backoff``: full jitter; ``immediate``: no pause first, then a think time per retry."""
-        if self.load.reconnect_policy == "backoff":
-            ceiling = self.load.backoff_base_s * 2 ** min(attempt, MAX_BACKOFF_EXPONENT)
-            gevent.sleep(self.rng.uniform(0, min(self.load.backoff_cap_s, ceiling)))
-        elif attempt > 0:
-            gevent.sleep(self.wait_time())
-
-    def handshake(self) -> bool:
-        """initialize, notifications/initialized, tools/list on a fresh session."""
-        self.session.reset()
-        return (
-            self.send(self.session.initialize()).ok
-            and self.send(self.session.initialized()).ok
-            and self.send(self.session.tools_list()).ok
-        )
+    def handshake(self) -> Attempt:
+        """One attempt: initialize, initialized, tools/list; in 2026-07-28 only tools/list."""
+        if self.session.sessionless:
+            outcome = self.send(self.session.tools_list())
+        else:
+            self.session.reset()
+            outcome = self.send(self.session.initialize())
+            if outcome.ok:
+                outcome = self.send(self.session.initialized())
+            if outcome.ok:
+                outcome = self.send(self.session.tools_list())
+        return Attempt(outcome.ok, outcome.retry_after_s)
 
     def send(self, request: McpRequest) -> McpOutcome:
         """POST one message; Locust times it under ``request.stats_name`` with the MCP verdict."""
@@ -191,26 +212,92 @@ class McpUser(FastHttpUser):
             catch_response=True,
         ) as response:
             outcome = self.judge(request, response)
-            if outcome.error_kind is None:
-                response.success()
-            else:
-                response.failure(McpRequestFailed(outcome.error_kind, outcome.detail))
+            mark(response, outcome)
         return outcome
 
     def judge(self, request: McpRequest, response: ResponseContextManager) -> McpOutcome:
-        error = response.request_meta.get("exception")
-        status = response.status_code
-        if status == 0 or (error is not None and getattr(error, "response", None) is None):
-            return transport_failure(error or "no response")
-        content_type = header_value(response, "content-type")
-        outcome = outcome_of(request, status, response.content, content_type)
+        """The verdict on one reply; a good initialize reply also opens the session."""
+        outcome = judge_reply(request, response)
         if request.method == "initialize":
             session_id = header_value(response, "mcp-session-id")
             outcome = self.session.accept_initialize(outcome, session_id)
         return outcome
 
+    def open_stream(self) -> None:
+        """Hold the session's standalone GET stream in a greenlet of its own."""
+        if self.session.session_id is not None:
+            self.stream = gevent.spawn(self.hold_stream, self.session.open_stream())
+
+    def close_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.kill(block=True, timeout=STREAM_CLOSE_WAIT_S)
+
+    def hold_stream(self, request: McpRequest) -> None:
+        """Open the stream (one request in the stats), then read it until it ends or is closed.
+
+        It has its own connection pool, so it never takes the connection the
+        user's POSTs use, and no read timeout: an idle stream is the normal
+        case. Its end is not judged: a session that broke shows on the POSTs.
+        The pool is closed on the way out, also when the greenlet is killed.
+        """
+        client = FastHttpSession(
+            self.host,
+            request_event=self.environment.events.request,
+            user=self,
+            insecure=self.insecure,
+            network_timeout=None,
+            connection_timeout=self.load.request_timeout_s,
+            max_retries=0,
+            concurrency=1,
+        )
+        try:
+            with client.request(
+                "GET",
+                self.load.mcp_path,
+                name=request.stats_name,
+                headers=request.headers,
+                stream=True,
+                catch_response=True,
+            ) as response:
+                outcome = self.judge(request, response)
+                mark(response, outcome)
+            if outcome.ok:
+                for _ in response.iter_content(STREAM_READ_BYTES, decode_content=False):
+                    pass
+        except (OSError, HTTPParseError):
+            pass  # the stream's end, however it comes, is not measured
+        finally:
+            client.client.close()
+
     def emit(self, record: Record) -> None:
         self.record_event.fire(record=record)
+
+
+def judge_reply(request: McpRequest, response: ResponseContextManager) -> McpOutcome:
+    """The MCP verdict on what Locust's HTTP client got for ``request``.
+
+    No status means no reply (refused, reset, timed out); neither does a
+    status with an error that carries no response object: the headers came,
+    the body was cut off or timed out. A stream's body is never read here.
+    """
+    error = response.request_meta.get("exception")
+    status = response.status_code
+    if status == 0 or (error is not None and getattr(error, "response", None) is None):
+        return transport_failure(error or "no response")
+    content_type = header_value(response, "content-type")
+    body = None if request.http_method == "GET" else response.content
+    retry_after = header_value(response, "retry-after")
+    return outcome_of(request, status, body, content_type, retry_after=retry_after)
+
+
+def mark(response: ResponseContextManager, outcome: McpOutcome) -> None:
+    """Tell Locust the MCP verdict of one exchange (reported when its ``with`` block ends)."""
+    if outcome.error_kind is None:
+        response.success()
+    else:
+        failure = McpRequestFailed(outcome.error_kind, outcome.detail, outcome.retry_after_s)
+        response.failure(failure)
 
 
 def header_value(response: ResponseContextManager, name: str) -> str | None:

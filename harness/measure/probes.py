@@ -18,6 +18,7 @@ import asyncpg
 import httpx2
 
 from harness.load.wire import (
+    PROTOCOL_2025_11_25,
     McpOutcome,
     McpRequest,
     McpSession,
@@ -96,17 +97,18 @@ class ServiceProbe:
     timeout_s: float = 2.0
     headers: dict[str, str] = field(default_factory=dict)
     seed: int = 0
+    protocol: str = PROTOCOL_2025_11_25
     samples: list[ServiceProbeSample] = field(default_factory=list)
 
     async def run(self, stop: asyncio.Event) -> None:
         rng = random.Random(self.seed)
-        session = McpSession(extra_headers=self.headers)
+        session = McpSession(protocol=self.protocol, extra_headers=self.headers)
         async with httpx2.AsyncClient(timeout=self.timeout_s) as client:
             while not stop.is_set():
                 started = time.monotonic()
-                if session.session_id is None:
+                if not session.sessionless and session.session_id is None:
                     await self._handshake(client, session)
-                if session.session_id is not None:
+                if session.sessionless or session.session_id is not None:
                     note_id, title, body = new_note("probe", rng)
                     self.ledger.attempt(note_id)
                     call = session.tools_call(
@@ -142,7 +144,11 @@ async def _send(
     except httpx2.HTTPError as exc:
         return transport_failure(exc), None
     outcome = outcome_of(
-        request, response.status_code, response.content, response.headers.get("content-type")
+        request,
+        response.status_code,
+        response.content,
+        response.headers.get("content-type"),
+        retry_after=response.headers.get("retry-after"),
     )
     return outcome, response.headers.get("mcp-session-id")
 

@@ -1,29 +1,54 @@
 """Reconnect figures: of the clients whose session broke after the fault, how many
-listed tools again within the reconnect window, and how long it took them."""
+listed tools again within the reconnect window, how long it took them, how many tries,
+and how hard session setup was hit (the peak rate of initialize requests)."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from harness.measure.histogram import LatencyHistogram
 
 
+def _percentile(values: list[int], fraction: float) -> int | None:
+    """Nearest-rank percentile of small integer samples (attempt counts)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
 def reconnect_metrics(
-    records: Iterable[dict[str, Any]], t_fault_s: float | None, window_s: float
+    records: Iterable[dict[str, Any]],
+    t_fault_s: float | None,
+    window_s: float,
+    *,
+    sessions: bool = True,
 ) -> dict[str, Any]:
-    """``records`` carry ``t_s`` (relative seconds) and the load's ``broken`` / ``reconnected``
-    fields. Durations come from the worker (``duration_s``), never from instants across
-    machines. Rates are None when no client broke (nothing to measure)."""
+    """``records`` are the load's records with ``t_s`` (relative seconds), in any order.
+
+    A client counts once: its first break after the fault, and the first ``reconnected``
+    after that break. Durations come from the worker (``duration_s``), never from
+    instants across machines. Rates are None when no client broke (nothing to measure).
+    ``sessions`` is False in the sessionless revision: there is no initialize, and its
+    figures are None.
+    """
+    ordered = sorted(records, key=lambda r: r["t_s"])
     broken_at: dict[int, float] = {}
     done: dict[int, tuple[float, int]] = {}
-    for record in records:
+    initialize_per_s: Counter[int] = Counter()
+    for record in ordered:
+        kind = record["k"]
+        if kind == "req" and record.get("m") == "initialize":
+            initialize_per_s[int(record["t_s"])] += 1
         if t_fault_s is None:
-            break
-        user = record["u"]
-        if record["k"] == "broken" and record["t_s"] >= t_fault_s and user not in broken_at:
+            continue
+        user = int(record.get("u", -1))
+        if kind == "broken" and record["t_s"] >= t_fault_s and user not in broken_at:
             broken_at[user] = record["t_s"]
-        elif record["k"] == "reconnected" and user in broken_at and user not in done:
+        elif kind == "reconnected" and user in broken_at and user not in done:
             done[user] = (float(record["duration_s"]), int(record["attempts"]))
     within = {u: d for u, d in done.items() if d[0] <= window_s}
     times = LatencyHistogram.of(d * 1000.0 for d, _ in within.values())
@@ -43,8 +68,14 @@ def reconnect_metrics(
                 ("max", times.summary()["max"]),
             )
         },
+        "all_reconnected_s": max((d for d, _ in within.values()), default=None)
+        if broken and len(within) == broken
+        else None,
         "attempts": {
             "mean": (sum(attempts) / len(attempts)) if attempts else None,
+            "p50": _percentile(attempts, 0.50),
+            "p99": _percentile(attempts, 0.99),
             "max": max(attempts) if attempts else None,
         },
+        "initialize_per_s_peak": (max(initialize_per_s.values(), default=0) if sessions else None),
     }

@@ -18,6 +18,11 @@ from types import FrameType
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
+KEEP_ALIVE_S = 5.0
+"""uvicorn's default keep-alive timeout, set explicitly because admission in the
+sessionless revision relies on it: a (host, port) pair idle longer than this
+belongs to a connection the server has closed."""
+
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
@@ -25,8 +30,36 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {text}")
     return value
 
 
@@ -82,7 +115,95 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="on SIGTERM, wait at most this long for open streams before closing them",
     )
+    _add_protection_arguments(parser)
     return parser.parse_args(argv)
+
+
+def _add_protection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the protection against reconnection storms; the defaults leave it all off."""
+    group = parser.add_argument_group(
+        "reconnection-storm protection",
+        "Admission of new sessions (2026-07-28: new connections), deferral of expensive "
+        "tools during a storm, per-tool circuit breakers. All off by default.",
+    )
+    group.add_argument(
+        "--admission-rate",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="R",
+        help="new sessions admitted per second; 0 turns admission off (default 0)",
+    )
+    group.add_argument(
+        "--admission-burst",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="new sessions admitted at once before the rate applies (default 50)",
+    )
+    group.add_argument(
+        "--admission-queue",
+        type=_non_negative_int,
+        default=200,
+        metavar="N",
+        help="new sessions that may wait their turn; more are refused with 503 (default 200)",
+    )
+    group.add_argument(
+        "--admission-max-wait",
+        type=_non_negative_float,
+        default=2.0,
+        metavar="S",
+        help="longest wait for a turn; a later turn is refused at once with 503 (default 2.0)",
+    )
+    group.add_argument(
+        "--tool-concurrency",
+        type=_non_negative_int,
+        default=64,
+        metavar="N",
+        help="tool calls running at once (tools/list is not one); 0 means no limit (default 64)",
+    )
+    group.add_argument(
+        "--defer-expensive",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="during a storm, answer notes_report at once with a retryable tool error "
+        "(default off)",
+    )
+    group.add_argument(
+        "--storm-threshold",
+        type=_positive_float,
+        default=100.0,
+        metavar="R",
+        help="new sessions per second over the last 3 s that make a storm (default 100)",
+    )
+    group.add_argument(
+        "--breaker-error-rate",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="fraction of database failures that opens a tool's breaker; 0 turns breakers "
+        "off (default 0)",
+    )
+    group.add_argument(
+        "--breaker-window",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="sliding window of the breaker's error rate (default 10)",
+    )
+    group.add_argument(
+        "--breaker-min-calls",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="calls in the window before a breaker may open (default 20)",
+    )
+    group.add_argument(
+        "--breaker-cooldown",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="time an open breaker refuses calls before it lets a probe through (default 5)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from harness.server.app import ServerConfig, build_app
     from harness.server.notes import DbSettings
+    from harness.server.protection import ProtectionSettings
 
     config = ServerConfig(
         db=DbSettings(
@@ -130,6 +252,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         session_idle_timeout_s=args.session_idle_timeout if args.session_idle_timeout > 0 else None,
         max_sessions=args.max_sessions if args.max_sessions > 0 else None,
         host=args.host,
+        protection=ProtectionSettings(
+            admission_rate=args.admission_rate,
+            admission_burst=args.admission_burst,
+            admission_queue=args.admission_queue,
+            admission_max_wait_s=args.admission_max_wait,
+            tool_concurrency=args.tool_concurrency,
+            defer_expensive=args.defer_expensive,
+            storm_threshold=args.storm_threshold,
+            breaker_error_rate=args.breaker_error_rate,
+            breaker_window_s=args.breaker_window,
+            breaker_min_calls=args.breaker_min_calls,
+            breaker_cooldown_s=args.breaker_cooldown,
+            keep_alive_s=KEEP_ALIVE_S,
+        ),
     )
     app = build_app(config)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
@@ -147,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=args.shutdown_timeout,
+        timeout_keep_alive=int(KEEP_ALIVE_S),
     )
     return 0
 

@@ -4,8 +4,9 @@ The SDK builds the Starlette app (streamable HTTP, sessions, both protocol
 eras); this module adds what a production server would: one process-wide
 database pool opened in the app's lifespan (MCPServer's own `lifespan=` is not
 the place: it belongs to the MCP layer, not the process), /healthz, /metrics,
-and a middleware on the SDK's request chain that counts every JSON-RPC request
-of both the session and the sessionless path.
+a middleware on the SDK's request chain that counts every JSON-RPC request
+of both the session and the sessionless path, and the protection against
+reconnection storms (`shield.py`; all off unless configured).
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from mcp.types.methods import SPEC_CLIENT_METHODS
 from pydantic import Field
@@ -33,11 +33,12 @@ from harness.server.notes import (
     CreateResult,
     DbSettings,
     Note,
-    NotesError,
     NotesStore,
     Report,
     SearchResult,
 )
+from harness.server.protection import ProtectionSettings
+from harness.server.shield import AdmissionMiddleware, Protection, refusal_text_middleware
 
 SERVER_NAME = "mcp-harness-notes"
 SERVER_VERSION = "0.1.0"
@@ -61,10 +62,15 @@ class ServerConfig:
     session_idle_timeout_s: float | None = 1800.0
     max_sessions: int | None = 10_000
     host: str = "127.0.0.1"
+    protection: ProtectionSettings = field(default_factory=ProtectionSettings)
 
 
-def build_mcp_server(store: NotesStore) -> MCPServer[Any]:
-    """The MCP server and its four tools; tools/list is served from memory."""
+def build_mcp_server(store: NotesStore, protection: Protection) -> MCPServer[Any]:
+    """The MCP server and its four tools; tools/list is served from memory.
+
+    Every tool runs through `protection.call_tool`, which also turns a
+    database failure into a tool error; tools/list never does.
+    """
     server: MCPServer[Any] = MCPServer(
         SERVER_NAME,
         version=SERVER_VERSION,
@@ -78,24 +84,15 @@ def build_mcp_server(store: NotesStore) -> MCPServer[Any]:
         Returns {"id", "created"}: created is false when the id already existed,
         so a retried write is harmless and every write can be counted.
         """
-        try:
-            return await store.create_note(id, title, body)
-        except NotesError as exc:
-            raise ToolError(str(exc)) from exc
+        return await protection.call_tool("create_note", lambda: store.create_note(id, title, body))
 
     async def get_note(id: NoteId) -> Note:
         """Fetch one note by id; an unknown id is a tool error."""
-        try:
-            return await store.get_note(id)
-        except NotesError as exc:
-            raise ToolError(str(exc)) from exc
+        return await protection.call_tool("get_note", lambda: store.get_note(id))
 
     async def search_notes(query: Query, limit: Limit = 10) -> SearchResult:
         """Notes whose title contains the query (case-insensitive), newest first."""
-        try:
-            return await store.search_notes(query, limit)
-        except NotesError as exc:
-            raise ToolError(str(exc)) from exc
+        return await protection.call_tool("search_notes", lambda: store.search_notes(query, limit))
 
     async def notes_report() -> Report:
         """Totals and a digest over all notes.
@@ -104,10 +101,7 @@ def build_mcp_server(store: NotesStore) -> MCPServer[Any]:
         50 ms and scans, sorts and hashes the whole table, so a load test can
         put the database (and the pool) under pressure with one tool.
         """
-        try:
-            return await store.notes_report()
-        except NotesError as exc:
-            raise ToolError(str(exc)) from exc
+        return await protection.call_tool("notes_report", store.notes_report)
 
     read_only = ToolAnnotations(read_only_hint=True)
     tools: list[tuple[Callable[..., Any], ToolAnnotations]] = [
@@ -187,9 +181,14 @@ def sessions_open_reader(server: MCPServer[Any], stateless: bool) -> Callable[[]
 def build_app(config: ServerConfig) -> Starlette:
     """The ASGI app uvicorn serves."""
     store = NotesStore(config.db)
-    server = build_mcp_server(store)
+    protection = Protection(
+        config.protection, tools=TOOL_NAMES, lane_timeout_s=config.db.acquire_timeout_s
+    )
+    server = build_mcp_server(store, protection)
     metrics = Metrics(methods=SPEC_CLIENT_METHODS, tools=TOOL_NAMES)
+    protection.register_metrics(metrics)
     server.middleware.append(metrics_middleware(metrics))
+    server.middleware.append(refusal_text_middleware())
     metrics.add_gauge(
         "mcp_sessions_open",
         "Stateful MCP sessions currently open (2025-11-25 and earlier handshakes).",
@@ -229,7 +228,11 @@ def build_app(config: ServerConfig) -> Starlette:
             await store.close()
 
     app.router.lifespan_context = lifespan
+    if config.protection.watches_sessions:
+        # Added first, so it sits inside the status counter: its 503s are counted too.
+        app.add_middleware(AdmissionMiddleware, protection=protection, path=config.path)
     app.add_middleware(HTTPStatusCounter, metrics=metrics, path=config.path)
     app.state.store = store
     app.state.metrics = metrics
+    app.state.protection = protection
     return app

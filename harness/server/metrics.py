@@ -106,6 +106,51 @@ class _Gauge:
     read: Callable[[], float | None]
 
 
+Sample = tuple[str, Mapping[str, str], float]
+"""One sample of a family: (suffix after the family name, labels, value)."""
+
+
+@dataclass
+class _Family:
+    kind: str
+    help: str
+    read: Callable[[], Iterable[Sample]]
+
+
+class Histogram:
+    """A plain histogram of seconds, for families registered with `Metrics.add_family`."""
+
+    def __init__(self, buckets: Iterable[float] = DEFAULT_BUCKETS) -> None:
+        self._buckets = tuple(sorted(set(buckets)))
+        if not self._buckets or not all(math.isfinite(b) for b in self._buckets):
+            raise ValueError("buckets must be a non-empty set of finite bounds")
+        self._counts = [0] * (len(self._buckets) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        seconds = max(seconds, 0.0)
+        self.count += 1
+        self.sum += seconds
+        for i, bound in enumerate(self._buckets):
+            if seconds <= bound:
+                self._counts[i] += 1
+                return
+        self._counts[-1] += 1
+
+    def samples(self, labels: Mapping[str, str] | None = None) -> list[Sample]:
+        """Cumulative `_bucket` samples, then `_sum` and `_count`."""
+        base = dict(labels or {})
+        out: list[Sample] = []
+        cumulative = 0
+        for bound, count in zip((*self._buckets, math.inf), self._counts, strict=True):
+            cumulative += count
+            out.append(("_bucket", {**base, "le": format_value(float(bound))}, cumulative))
+        out.append(("_sum", base, self.sum))
+        out.append(("_count", base, self.count))
+        return out
+
+
 class Metrics:
     """Counters and histograms per (method, tool), HTTP statuses, and read-on-scrape gauges."""
 
@@ -124,6 +169,7 @@ class Metrics:
         self._series: dict[tuple[str, str], _Series] = {}
         self._http: dict[int, int] = {}
         self._gauges: dict[str, _Gauge] = {}
+        self._families: dict[str, _Family] = {}
 
     @property
     def buckets(self) -> tuple[float, ...]:
@@ -162,6 +208,18 @@ class Metrics:
     def add_gauge(self, name: str, help: str, read: Callable[[], float | None]) -> None:
         """Register a gauge read at scrape time; a None reading leaves it out of that scrape."""
         self._gauges[name] = _Gauge(help=help, read=read)
+
+    def add_family(
+        self, name: str, kind: str, help: str, read: Callable[[], Iterable[Sample]]
+    ) -> None:
+        """Register a family (counter, gauge, histogram) whose samples are read at scrape time.
+
+        Its owner keeps the numbers where they are produced; the registry only
+        formats them, so a scrape never waits on anything.
+        """
+        if kind not in ("counter", "gauge", "histogram"):
+            raise ValueError(f"unknown metric type {kind!r}")
+        self._families[name] = _Family(kind=kind, help=help, read=read)
 
     def requests(self, method: str, tool: str = "") -> int:
         """Requests counted for a (normalised) label pair, for tests and logs."""
@@ -217,4 +275,10 @@ class Metrics:
             lines.append(f"# HELP {name} {gauge.help}")
             lines.append(f"# TYPE {name} gauge")
             lines.append(f"{name} {format_value(value)}")
+        for name in sorted(self._families):
+            family = self._families[name]
+            lines.append(f"# HELP {name} {family.help}")
+            lines.append(f"# TYPE {name} {family.kind}")
+            for suffix, sample_labels, value in family.read():
+                lines.append(f"{name}{suffix}{format_labels(sample_labels)} {format_value(value)}")
         return "\n".join(lines) + "\n"

@@ -130,6 +130,29 @@ class NoteNotFound(NotesError):
     """get_note on an id that does not exist."""
 
 
+CALLER_SQLSTATE_CLASSES = frozenset({"22", "23"})
+"""SQLSTATE classes that blame the request, not the database: data exceptions
+(a value the column refuses) and integrity violations."""
+
+
+def is_infrastructure_failure(exc: NotesError) -> bool:
+    """Whether a tool failure says the database is unwell: what a circuit breaker counts.
+
+    An unknown note, or a value the database refuses, is the caller's problem
+    and says the database answered; counting it would let one client's bad
+    requests cut every client off.
+    """
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    if not isinstance(exc, DatabaseError):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, ValueError):
+        return False
+    sqlstate = getattr(cause, "sqlstate", None)
+    return not (isinstance(sqlstate, str) and sqlstate[:2] in CALLER_SQLSTATE_CLASSES)
+
+
 class Note(TypedDict):
     id: str
     title: str

@@ -11,14 +11,12 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.config import Scenario
+from harness.config import PROXY_NAMES, Scenario
 from harness.stack.postgres import KillResult, StackError
 from harness.stack.processes import ProcessRegistry
 from harness.stack.toxiproxy import ToxiproxyClient
 
-__all__ = ["Endpoints", "KillResult", "Stack", "StackError", "open_stack"]
-
-PROXY_NAMES = ("mcp", "pg-primary", "pg-replica", "pg-replication")
+__all__ = ["PROXY_NAMES", "Endpoints", "KillResult", "Stack", "StackError", "open_stack"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,19 @@ class Stack(abc.ABC):
         """Kill the current primary like a dead machine; confirmed when none of its processes remain."""
 
     @abc.abstractmethod
+    async def kill_server(self, instance: int = 0) -> KillResult:
+        """SIGKILL one MCP server instance; confirmed when it is gone. Refused for a server the
+        harness does not own (``server.url``)."""
+
+    @abc.abstractmethod
+    async def restart_server(self, instance: int = 0) -> None:
+        """Start that instance again on the same port and wait until it is ready."""
+
+    @abc.abstractmethod
+    def server_metrics_urls(self) -> list[str]:
+        """Each server instance's own /metrics (direct, not through a proxy or the balancer)."""
+
+    @abc.abstractmethod
     async def promote_replica(self) -> None:
         """Promote the standby; it becomes the current primary."""
 
@@ -103,10 +114,12 @@ class Stack(abc.ABC):
         await self.down()
 
 
-def open_stack(scenario: Scenario, *, pg_bin: str | None = None) -> Stack:
-    """The stack for ``scenario.backend``."""
+def open_stack(
+    scenario: Scenario, *, pg_bin: str | None = None, cpus: frozenset[int] | None = None
+) -> Stack:
+    """The stack for ``scenario.backend``; ``cpus`` pins its processes."""
     if scenario.backend == "local":
         from harness.stack.local import LocalStack
 
-        return LocalStack(scenario, pg_bin=pg_bin)
+        return LocalStack(scenario, pg_bin=pg_bin, cpus=cpus)
     raise StackError(f"backend {scenario.backend!r} is not available yet; use backend: local")

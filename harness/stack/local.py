@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 from harness.config import Scenario
 from harness.stack import Endpoints, Stack
+from harness.stack.haproxy import HaproxyBalancer
 from harness.stack.mcp_server import McpServerProcess
 from harness.stack.net import LOOPBACK, free_port
 from harness.stack.postgres import (
@@ -30,7 +32,13 @@ from harness.stack.postgres import (
     StackError,
 )
 from harness.stack.prerequisites import pg_bin_dir, pg_run_user, postgres_version, toxiproxy_server
-from harness.stack.processes import OwnedProcess, ProcessRegistry, become_subreaper, reap_stale_runs
+from harness.stack.processes import (
+    OwnedProcess,
+    ProcessRegistry,
+    become_subreaper,
+    reap_stale_runs,
+    wait_gone,
+)
 from harness.stack.toxiproxy import ToxiproxyClient, ToxiproxyError
 
 log = logging.getLogger(__name__)
@@ -41,19 +49,26 @@ START_ATTEMPTS = 3
 
 class LocalStack(Stack):
     def __init__(
-        self, scenario: Scenario, *, pg_bin: str | None = None, run_dir: Path | None = None
+        self,
+        scenario: Scenario,
+        *,
+        pg_bin: str | None = None,
+        run_dir: Path | None = None,
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.scenario = scenario
         self.bin_dir = pg_bin_dir(pg_bin)
         self.toxiproxy_bin = toxiproxy_server()
         self.run_user = pg_run_user()
         self._run_dir = run_dir
+        self.cpus = cpus
         self.passwords = {
             name: secrets.token_urlsafe(18) for name in ("postgres", APP_USER, REPLICATION_USER)
         }
         self.clusters: dict[str, PostgresCluster] = {}
         self.primary_name = "primary"
-        self.server: McpServerProcess | None = None
+        self.servers: list[McpServerProcess] = []
+        self.balancer: HaproxyBalancer | None = None
         self.toxiproxy_process: OwnedProcess | None = None
         self._versions: dict[str, Any] = {}
 
@@ -70,7 +85,7 @@ class LocalStack(Stack):
         if self._run_dir is None:
             self._run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX, dir=parent))
         self.run_dir.chmod(0o755)
-        self.registry = ProcessRegistry(self.run_dir)
+        self.registry = ProcessRegistry(self.run_dir, cpus=self.cpus)
         self.registry.save()
         await self._start_toxiproxy()
         primary = await self._start_primary()
@@ -226,25 +241,69 @@ class LocalStack(Stack):
         return self._app_dsn(self._proxy_port("pg-primary"), self._proxy_port("pg-replica"))
 
     async def _start_server(self) -> str:
+        """The MCP server instance(s); with several, HAProxy in front. Returns the URL the
+        ``mcp`` proxy forwards to."""
         config = self.scenario.server
         if config.url:
             return config.url
+        for index in range(config.instances):
+            self.servers.append(await self._start_instance(index))
+        if config.instances == 1:
+            return self.servers[0].url
         for attempt in range(START_ATTEMPTS):
-            self.server = McpServerProcess(config, free_port(), self.server_database_url)
-            self.server.start(self.registry)
+            balancer = HaproxyBalancer(free_port(), [s.port for s in self.servers], config.ready)
+            process = balancer.start(self.registry)
             try:
-                await self.server.wait_ready()
-                return self.server.url
+                await balancer.wait_ready()
             except StackError:
-                in_use = (
-                    "address already in use" in self.server.process.log_tail().lower()
-                    if self.server.process
-                    else False
-                )
-                self.server.stop()
-                if not in_use or attempt + 1 == START_ATTEMPTS:
+                process.stop(2)
+                if attempt + 1 == START_ATTEMPTS:
+                    raise
+                continue
+            self.balancer = balancer
+            return f"http://{LOOPBACK}:{balancer.port}{config.path}"
+        raise AssertionError("unreachable")
+
+    async def _start_instance(self, index: int) -> McpServerProcess:
+        """One server instance; a port taken meanwhile is retried on another."""
+        name = "mcp-server" if self.scenario.server.instances == 1 else f"mcp-server-{index}"
+        for attempt in range(START_ATTEMPTS):
+            server = McpServerProcess(self.scenario.server, free_port(), self.server_database_url)
+            server.start(self.registry, name=name)
+            try:
+                await server.wait_ready()
+                return server
+            except StackError:
+                log_tail = server.process.log_tail().lower() if server.process else ""
+                server.stop()
+                if "address already in use" not in log_tail or attempt + 1 == START_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
+
+    def _instance(self, instance: int) -> McpServerProcess:
+        if not self.servers:
+            raise StackError(
+                "the MCP server is not run by the harness (server.url): it cannot be killed or restarted"
+            )
+        return self.servers[instance]
+
+    async def kill_server(self, instance: int = 0) -> KillResult:
+        process = self._instance(instance).process
+        assert process is not None
+        await asyncio.to_thread(process.stop, 0, signal.SIGKILL)
+        confirmed = await asyncio.to_thread(wait_gone, [process.pid], 5.0)
+        return KillResult([process.pid], confirmed, time.monotonic())
+
+    async def restart_server(self, instance: int = 0) -> None:
+        server = self._instance(instance)
+        lives = sum(
+            1 for p in self.registry.processes if p.name.startswith(f"mcp-server-{instance}")
+        )
+        server.start(self.registry, name=f"mcp-server-{instance}-restart-{lives}")
+        await server.wait_ready()
+
+    def server_metrics_urls(self) -> list[str]:
+        return [f"http://{LOOPBACK}:{s.port}/metrics" for s in self.servers]
 
     async def kill_primary(self) -> KillResult:
         return await asyncio.to_thread(self.clusters[self.primary_name].kill)

@@ -23,6 +23,20 @@ def reference_server_command(config: ServerConfig) -> list[str]:
     argv += ["--max-sessions", str(config.max_sessions)]
     if config.json_response:
         argv.append("--json-response")
+    guard = config.protection
+    argv += [
+        "--admission-rate", f"{guard.admission.rate:g}",
+        "--admission-burst", str(guard.admission.burst),
+        "--admission-queue", str(guard.admission.queue),
+        "--admission-max-wait", f"{guard.admission.max_wait:g}",
+        "--tool-concurrency", str(guard.tool_concurrency),
+        "--defer-expensive" if guard.defer_expensive else "--no-defer-expensive",
+        "--storm-threshold", f"{guard.storm_threshold:g}",
+        "--breaker-error-rate", f"{guard.breaker.error_rate:g}",
+        "--breaker-window", f"{guard.breaker.window:g}",
+        "--breaker-min-calls", str(guard.breaker.min_calls),
+        "--breaker-cooldown", f"{guard.breaker.cooldown:g}",
+    ]  # fmt: skip
     return argv
 
 

@@ -168,6 +168,18 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
         checks.append(Check("toxiproxy-server", True, f"{toxiproxy_version(binary)} at {binary}"))
     except MissingPrerequisite as exc:
         checks.append(Check("toxiproxy-server", False, "missing", str(exc)))
+    haproxy = shutil.which("haproxy") or (
+        "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None
+    )
+    checks.append(
+        Check(
+            "haproxy",
+            haproxy is not None,
+            _version([haproxy, "-v"]) if haproxy else "missing",
+            "apt-get install haproxy (needed for server.instances > 1)",
+            required=False,
+        )
+    )
     go = shutil.which("go")
     checks.append(
         Check(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -140,6 +141,8 @@ class ProcessRegistry:
 
     run_dir: Path
     processes: list[OwnedProcess] = field(default_factory=list)
+    cpus: frozenset[int] | None = None
+    """CPUs the run's own processes are pinned to (None: wherever the kernel puts them)."""
 
     def start(
         self,
@@ -150,14 +153,20 @@ class ProcessRegistry:
         cwd: Path | None = None,
         user: str | None = None,
         log_name: str | None = None,
+        cpus: frozenset[int] | None = None,
     ) -> OwnedProcess:
-        """Start ``argv`` (no shell) with stdout and stderr in ``logs/<name>.log``."""
+        """Start ``argv`` (no shell) with stdout and stderr in ``logs/<name>.log``, on the
+        registry's CPUs when it has some (``taskset`` execs the command: the pid is the same)."""
         log_dir = self.run_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / (log_name or f"{name}.log")
+        command = list(argv)
+        pinned = cpus or self.cpus
+        if pinned and shutil.which("taskset"):
+            command = ["taskset", "-c", ",".join(str(c) for c in sorted(pinned)), *command]
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                list(argv),
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -210,8 +219,6 @@ def reap_stale_runs(parent: Path, prefix: str) -> list[Path]:
     Only pids recorded in a dead run's ``owner.json`` with a matching start time
     are signalled. Returns the directories removed.
     """
-    import shutil
-
     removed = []
     for run_dir in sorted(parent.glob(prefix + "*")):
         owner_path = run_dir / OWNER_FILE

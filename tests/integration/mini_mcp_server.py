@@ -3,15 +3,24 @@
 Its tools have the names and argument shapes of the reference server's, so the
 load user's whole mix runs against it. Run it with
 ``python tests/integration/mini_mcp_server.py --port N`` (binds 127.0.0.1).
+
+``--shed-flag PATH`` imitates admission control: while the file PATH exists,
+every initialize is answered ``503`` with ``Retry-After: <seconds>`` (a test
+creates and removes the file to shed for as long as it wants). The file holds
+the seconds (default 2), optionally followed by the methods to shed instead of
+initialize: ``"3 tools/list tools/call"``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # WARNING: at INFO the SDK logs every new session through rich, which slows a
 # restarted server that many clients reconnect to at once.
@@ -50,11 +59,70 @@ def notes_report() -> dict[str, int]:
 app = server.streamable_http_app()
 
 
+class ShedInitialize:
+    """ASGI middleware: 503 + Retry-After to every initialize while the flag file exists."""
+
+    def __init__(self, inner: ASGIApp, flag: Path) -> None:
+        self.inner = inner
+        self.flag = flag
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not self.flag.exists():
+            await self.inner(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        shed = self.shed()
+        if shed is not None and _method_of(body) in shed[1]:
+            retry_after = shed[0]
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [(b"retry-after", retry_after.encode()), (b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.inner(scope, replay, send)
+
+    def shed(self) -> tuple[str, set[str]] | None:
+        """(Retry-After, methods to shed) while the flag file exists, else None."""
+        try:
+            words = self.flag.read_text().split()
+        except FileNotFoundError:
+            return None
+        return (words[0] if words else "2"), set(words[1:]) or {"initialize"}
+
+
+def _method_of(body: bytes) -> str | None:
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    return message.get("method") if isinstance(message, dict) else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--shed-flag", type=Path, help="shed initialize while this file exists")
     args = parser.parse_args()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    served: ASGIApp = app if args.shed_flag is None else ShedInitialize(app, args.shed_flag)
+    uvicorn.run(served, host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -171,8 +171,7 @@ def test_a_taken_port_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
         asyncio.run(stack.up())
         assert calls["n"] == 8  # toxiproxy, primary, replica, server: each twice
         ports = [stack.clusters["primary"].port, stack.clusters["replica"].port]
-        assert stack.server is not None
-        assert taken_port not in ports + [stack.server.port]
+        assert taken_port not in ports + [stack.servers[0].port]
         assert fetchval(stack.endpoints.server_database_url, "SELECT 1") == 1
     finally:
         asyncio.run(stack.down())

@@ -72,3 +72,46 @@ def test_doctor_lists_every_part(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_report_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     assert main(["report", str(tmp_path / "nothing.json")]) == 2
+
+
+def test_set_overrides_any_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "run",
+                SCENARIO,
+                "--set",
+                "load.reconnect.policy=immediate",
+                "--set",
+                "windows.stability=3s",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "policy: immediate" in out and "stability: 3.0" in out
+    assert main(["run", SCENARIO, "--set", "load.users.deep=1", "--dry-run"]) == 2
+    assert main(["run", SCENARIO, "--set", "nonsense", "--dry-run"]) == 2
+    assert "nonsense" in capsys.readouterr().err
+
+
+def test_compare_shows_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from harness.report.compare import comparison
+
+    runs = []
+    for name, p99 in (("a", 100.0), ("b", 250.0)):
+        result = {
+            "run_id": name,
+            "verdict": "pass",
+            "metrics": {"tools_list_latency_ms": {"storm": {"p99": p99}}},
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(result))
+        runs.append(result)
+    row = next(r for r in comparison(runs) if r["metric"] == "tools_list_latency_ms.storm.p99")
+    assert row["values"] == [100.0, 250.0] and row["ratios"] == [1.0, 2.5]
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert "2.50" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "missing.json")]) == 2

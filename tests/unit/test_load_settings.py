@@ -24,6 +24,8 @@ def full_settings() -> LoadSettings:
         headers={"Authorization": "Bearer x"},
         id_prefix="run-42",
         seed=7,
+        protocol="2026-07-28",
+        hold_stream=True,
     )
 
 
@@ -57,13 +59,20 @@ def test_load_from_env_says_what_is_missing() -> None:
         ({"think_time_s": (2.0, 1.0)}, "think_time_s"),
         ({"reconnect_policy": "sometimes"}, "reconnect_policy"),
         ({"backoff_base_s": 5.0, "backoff_cap_s": 1.0}, "backoff"),
-        ({"protocol": "2026-07-28"}, "not supported"),
+        ({"protocol": "2024-11-05"}, "not supported"),
         ({"mcp_path": "mcp"}, "mcp_path"),
     ],
 )
 def test_invalid_settings_are_refused(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LoadSettings(records_path="r.jsonl", **change)
+
+
+def test_policy_follows_the_settings() -> None:
+    policy = full_settings().policy()
+    assert (policy.name, policy.base_s, policy.cap_s) == ("immediate", 0.2, 3.0)
+    assert policy.think_time_s == (0.5, 1.5)
+    assert LoadSettings(records_path="r.jsonl").policy().name == "backoff"
 
 
 def test_unknown_keys_are_refused() -> None:
@@ -74,6 +83,7 @@ def test_unknown_keys_are_refused() -> None:
 def test_harness_side_of_the_load_imports_neither_locust_nor_gevent() -> None:
     code = (
         "import sys, harness.load, harness.load.swarm, harness.load.settings, harness.load.wire\n"
+        "import harness.load.policy\n"
         "assert not {'locust', 'gevent'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -200,3 +200,48 @@ def test_timeline_rows() -> None:
     assert rows[0]["tools_list_p50_ms"] == pytest.approx(4, rel=0.01)
     assert rows[1]["errors_per_s"] == {"tool_error": 1} and rows[1]["events"] == ["kill_primary"]
     assert rows[2]["sessions_open"] == 0
+
+
+def test_reconnect_peaks_attempts_and_all_reconnected() -> None:
+    records = [
+        {"k": "req", "t_s": 10.1, "m": "initialize", "ok": False, "u": 1},
+        {"k": "req", "t_s": 10.2, "m": "initialize", "ok": True, "u": 2},
+        {"k": "req", "t_s": 10.9, "m": "initialize", "ok": True, "u": 1},
+        {"k": "req", "t_s": 11.5, "m": "initialize", "ok": True, "u": 3},
+        {"k": "reconnected", "t_s": 11.6, "u": 3, "duration_s": 1.5, "attempts": 7},
+        {"k": "broken", "t_s": 10.0, "u": 1},
+        {"k": "broken", "t_s": 10.0, "u": 3},
+        {"k": "reconnected", "t_s": 11.0, "u": 1, "duration_s": 1.0, "attempts": 2},
+    ]
+    figures = reconnect_metrics(records, t_fault_s=9.5, window_s=60.0)
+    assert figures["initialize_per_s_peak"] == 3
+    assert figures["all_reconnected_s"] == pytest.approx(1.5)
+    assert figures["attempts"] == {"mean": 4.5, "p50": 2, "p99": 7, "max": 7}
+    stateless = reconnect_metrics(records, t_fault_s=9.5, window_s=60.0, sessions=False)
+    assert stateless["initialize_per_s_peak"] is None
+    unfinished = reconnect_metrics(records + [{"k": "broken", "t_s": 12, "u": 4}], 9.5, 60.0)
+    assert unfinished["all_reconnected_s"] is None
+
+
+def test_resources_parsing_and_saturation_rule() -> None:
+    import os
+
+    from harness.measure.resources import cpu_seconds, generator_saturation, parse_prometheus
+
+    text = (
+        "# HELP mcp_sessions_open open sessions\n"
+        "mcp_sessions_open 42\n"
+        'mcp_admission_shed_total{reason="queue"} 3\n'
+        'mcp_admission_shed_total{reason="wait"} 4\n'
+        "mcp_other 1\n"
+    )
+    assert parse_prometheus(text, ("mcp_sessions_open", "mcp_admission_shed_total")) == {
+        "mcp_sessions_open": 42.0,
+        "mcp_admission_shed_total": 7.0,
+    }
+    assert generator_saturation([0.95] * 2 + [0.3] * 18, cores_available=1) == (False, 0.1)
+    assert generator_saturation([0.95] * 3 + [0.3] * 17, cores_available=1) == (True, 0.15)
+    assert generator_saturation([1.5] * 10, cores_available=2) == (False, 0.0)
+    assert generator_saturation([], cores_available=1) == (False, 0.0)
+    assert (cpu_seconds(os.getpid()) or 0) > 0
+    assert cpu_seconds(2**22 + 12345) is None

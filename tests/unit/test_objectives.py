@@ -62,3 +62,11 @@ def test_a_recovery_that_never_came_misses_when_the_run_watched_long_enough() ->
 def test_metrics_absent_from_a_partial_run_are_not_measured() -> None:
     judged = judge(Objective(metric="failover_s", max="10s"), {})
     assert judged.verdict == "not_measured"
+
+
+def test_a_doubt_makes_even_a_miss_inconclusive() -> None:
+    missed = judge_all([Objective(metric="failover_s", max="1s")], METRICS)
+    verdict = run_verdict(
+        missed, faults_confirmed=True, stack_up=True, complete=True, doubts=["generator saturated"]
+    )
+    assert verdict == "inconclusive"

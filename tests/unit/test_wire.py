@@ -9,16 +9,28 @@ import random
 import pytest
 
 from harness.load.wire import (
+    SESSION_BREAKING_KINDS,
     ErrorKind,
     McpOutcome,
     McpSession,
+    breaks_session,
+    encode_header_value,
     new_note,
     note_checksum,
     outcome_of,
     parse_messages,
+    parse_retry_after,
     sse_data,
     transport_failure,
+    transport_kind,
 )
+
+MODERN = "2026-07-28"
+ENVELOPE_KEYS = {
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/clientInfo",
+}
 
 
 def sse(*messages: dict) -> str:
@@ -78,9 +90,9 @@ def test_request_ids_increase_and_tool_calls_are_named_by_tool() -> None:
     assert json.loads(call.body)["params"] == {"name": "create_note", "arguments": {"id": "n1"}}
 
 
-def test_unsupported_protocol_is_refused() -> None:
-    with pytest.raises(ValueError, match="2026-07-28"):
-        McpSession(protocol="2026-07-28")
+def test_unsupported_protocol_is_refused_naming_the_supported_ones() -> None:
+    with pytest.raises(ValueError, match="2025-11-25, 2026-07-28"):
+        McpSession(protocol="2024-01-01")
 
 
 def test_plain_json_reply() -> None:
@@ -137,6 +149,7 @@ def test_cut_off_sse_event_is_skipped() -> None:
         (404, ErrorKind.HTTP_404, True),
         (500, ErrorKind.HTTP_5XX, True),
         (503, ErrorKind.HTTP_5XX, True),
+        (429, ErrorKind.HTTP_4XX, False),
         (400, ErrorKind.HTTP_4XX, False),
         (406, ErrorKind.HTTP_4XX, False),
         (421, ErrorKind.HTTP_4XX, False),
@@ -185,12 +198,227 @@ def test_notification_is_accepted_with_202_and_no_body() -> None:
     assert outcome_of(session.initialized(), 404, b"", None).error_kind is ErrorKind.HTTP_404
 
 
-def test_transport_failure_is_connect_and_breaks_the_session() -> None:
+def test_transport_failure_breaks_the_session_and_keeps_the_cause() -> None:
     outcome = transport_failure(ConnectionRefusedError(111, "Connection refused"))
-    assert outcome.error_kind is ErrorKind.CONNECT
+    assert outcome.error_kind is ErrorKind.CONNECT_REFUSED
     assert outcome.breaks_session
     assert "ConnectionRefusedError" in outcome.detail
     assert McpOutcome(None).ok and not McpOutcome(None).breaks_session
+    assert transport_failure("no response").error_kind is ErrorKind.CONNECT_RESET
+
+
+class HTTPConnectionClosed(Exception):
+    """Stands in for geventhttpclient's class of that name (matched by name)."""
+
+
+class HTTPParseError(Exception):
+    pass
+
+
+class RetriesExceeded(Exception):
+    """geventhttpclient's wrapper: it keeps the socket error in ``original``."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__("retries exceeded")
+        self.original = original
+
+
+class ConnectError(Exception):
+    """httpx's name for a connection that could not be opened."""
+
+
+class ReadTimeout(Exception):
+    pass
+
+
+def chained(outer: BaseException, cause: BaseException) -> BaseException:
+    outer.__cause__ = cause
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), ErrorKind.CONNECT_REFUSED),
+        (OSError(113, "No route to host"), ErrorKind.CONNECT_REFUSED),
+        (chained(ConnectError("x"), ConnectionRefusedError(111, "r")), ErrorKind.CONNECT_REFUSED),
+        (ConnectionResetError(104, "Connection reset by peer"), ErrorKind.CONNECT_RESET),
+        (BrokenPipeError(32, "Broken pipe"), ErrorKind.CONNECT_RESET),
+        (HTTPConnectionClosed("connection closed."), ErrorKind.CONNECT_RESET),
+        (chained(HTTPParseError("Incomplete"), AttributeError("x")), ErrorKind.CONNECT_RESET),
+        (TimeoutError("timed out"), ErrorKind.TIMEOUT),
+        (RetriesExceeded(TimeoutError("timed out")), ErrorKind.TIMEOUT),
+        (ReadTimeout("read"), ErrorKind.TIMEOUT),
+        (RuntimeError("something else"), ErrorKind.CONNECT_RESET),
+    ],
+)
+def test_transport_errors_are_told_apart(error: BaseException, kind: ErrorKind) -> None:
+    assert transport_kind(error) is kind
+    assert transport_failure(error).breaks_session
+
+
+def test_session_breaking_kinds() -> None:
+    assert SESSION_BREAKING_KINDS == {
+        ErrorKind.CONNECT_REFUSED,
+        ErrorKind.CONNECT_RESET,
+        ErrorKind.TIMEOUT,
+        ErrorKind.HTTP_404,
+        ErrorKind.HTTP_5XX,
+    }
+    for kind in (ErrorKind.HTTP_4XX, ErrorKind.RPC_ERROR, ErrorKind.TOOL_ERROR):
+        assert not breaks_session(kind, method="tools/list")
+    assert breaks_session(ErrorKind.SHED, method="initialize")
+    assert not breaks_session(ErrorKind.SHED, method="tools/list")
+    assert not breaks_session(ErrorKind.SHED, method="tools/list", sessionless=True)
+    assert not breaks_session(ErrorKind.HTTP_404, method="tools/list", sessionless=True)
+    assert breaks_session(ErrorKind.HTTP_5XX, method="tools/list", sessionless=True)
+    assert breaks_session(ErrorKind.TIMEOUT, method="tools/list", sessionless=True)
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_503_or_429_with_retry_after_is_shed(status: int) -> None:
+    session = McpSession()
+    init = session.initialize()
+    outcome = outcome_of(init, status, b"", None, retry_after="2")
+    assert outcome.error_kind is ErrorKind.SHED
+    assert outcome.retry_after_s == 2.0
+    assert outcome.detail == f"HTTP {status} (Retry-After 2s)"
+    assert outcome.breaks_session, "a shed initialize leaves the client without a session"
+    listed = outcome_of(session.tools_list(), status, b"", None, retry_after="2")
+    assert listed.error_kind is ErrorKind.SHED and not listed.breaks_session
+
+
+def test_retry_after_on_other_statuses_or_unparseable_is_not_shed() -> None:
+    request = McpSession().tools_list()
+    assert outcome_of(request, 500, b"", None, retry_after="2").error_kind is ErrorKind.HTTP_5XX
+    assert outcome_of(request, 503, b"", None, retry_after="soon").error_kind is ErrorKind.HTTP_5XX
+    assert outcome_of(request, 503, b"", None).retry_after_s is None
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("2", 2.0),
+        (" 120 ", 120.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+        ("Wed, 21 Oct 2015 07:28:10 -0000", 10.0),
+        ("-1", None),
+        ("nan", None),
+        ("inf", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert parse_retry_after(header, now=now) == seconds
+
+
+def test_sessionless_request_carries_the_envelope_in_headers_and_meta() -> None:
+    session = McpSession(protocol=MODERN, extra_headers={"Authorization": "Bearer t"})
+    request = session.tools_call("create_note", {"id": "n1"})
+    body = json.loads(request.body)
+    assert body["method"] == "tools/call"
+    assert body["params"]["name"] == "create_note"
+    assert body["params"]["arguments"] == {"id": "n1"}
+    meta = body["params"]["_meta"]
+    assert set(meta) == ENVELOPE_KEYS
+    assert meta["io.modelcontextprotocol/protocolVersion"] == MODERN
+    assert meta["io.modelcontextprotocol/clientCapabilities"] == {}
+    assert meta["io.modelcontextprotocol/clientInfo"]["name"] == "mcp-harness"
+    assert request.headers["MCP-Protocol-Version"] == MODERN
+    assert request.headers["Mcp-Method"] == "tools/call"
+    assert request.headers["Mcp-Name"] == "create_note"
+    assert request.headers["Authorization"] == "Bearer t"
+    assert request.headers["Accept"] == "application/json, text/event-stream"
+    assert "Mcp-Session-Id" not in request.headers
+    assert request.sessionless and request.stats_name == "tools/call:create_note"
+
+
+def test_sessionless_tools_list_has_method_header_and_no_name() -> None:
+    request = McpSession(protocol=MODERN).tools_list()
+    assert json.loads(request.body)["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"]
+    assert request.headers["Mcp-Method"] == "tools/list"
+    assert "Mcp-Name" not in request.headers
+
+
+def test_session_mode_has_neither_routing_headers_nor_meta() -> None:
+    request = McpSession().tools_call("get_note", {"id": "x"})
+    assert "Mcp-Method" not in request.headers and "Mcp-Name" not in request.headers
+    assert "_meta" not in json.loads(request.body)["params"]
+
+
+def test_sessionless_has_no_handshake_and_no_stream() -> None:
+    session = McpSession(protocol=MODERN)
+    for frame in (session.initialize, session.initialized, session.open_stream):
+        with pytest.raises(ValueError, match="sessionless"):
+            frame()
+
+
+def test_header_body_mismatch_is_an_http_4xx_that_breaks_nothing() -> None:
+    request = McpSession(protocol=MODERN).tools_list()
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "error": {
+                "code": -32020,
+                "message": "mcp-method header does not match the request body's method",
+            },
+        }
+    )
+    outcome = outcome_of(request, 400, body, "application/json")
+    assert outcome.error_kind is ErrorKind.HTTP_4XX
+    assert outcome.detail.startswith("HTTP 400: -32020 mcp-method header does not match")
+    assert not outcome.breaks_session
+
+
+def test_sessionless_404_is_an_unknown_method_not_a_lost_session() -> None:
+    request = McpSession(protocol=MODERN).tools_list()
+    body = '{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}'
+    outcome = outcome_of(request, 404, body, "application/json")
+    assert outcome.error_kind is ErrorKind.HTTP_404
+    assert not outcome.breaks_session
+    assert outcome_of(request, 502, b"", None).breaks_session
+
+
+def test_sessionless_json_reply_is_read() -> None:
+    request = McpSession(protocol=MODERN).tools_list()
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "result": {"resultType": "complete", "tools": []}}
+    )
+    assert outcome_of(request, 200, body, "application/json").result["tools"] == []
+
+
+def test_mcp_name_is_base64_wrapped_when_it_would_not_survive_a_header() -> None:
+    assert encode_header_value("create_note") == "create_note"
+    assert encode_header_value("notizen-übersicht") == "=?base64?bm90aXplbi3DvGJlcnNpY2h0?="
+    assert encode_header_value(" padded") == "=?base64?IHBhZGRlZA==?="
+    request = McpSession(protocol=MODERN).tools_call("é", {})
+    assert request.headers["Mcp-Name"] == "=?base64?w6k=?="
+
+
+def test_stream_get_carries_the_session_and_accepts_only_event_streams() -> None:
+    session = McpSession(extra_headers={"Authorization": "Bearer t"})
+    with pytest.raises(ValueError, match="initialize first"):
+        session.open_stream()
+    session.session_id = "abc"
+    request = session.open_stream()
+    assert request.http_method == "GET" and request.stats_name == "GET stream"
+    assert request.headers == {
+        "Authorization": "Bearer t",
+        "Accept": "text/event-stream",
+        "MCP-Protocol-Version": "2025-11-25",
+        "Mcp-Session-Id": "abc",
+    }
+    assert outcome_of(request, 200, None, "text/event-stream").ok
+    assert outcome_of(request, 200, None, "application/json").error_kind is ErrorKind.BAD_RESPONSE
+    assert outcome_of(request, 409, None, "application/json").error_kind is ErrorKind.HTTP_4XX
+    assert outcome_of(request, 404, None, None).breaks_session
 
 
 def test_note_checksum_is_sha256_of_title_newline_body() -> None:

@@ -1,0 +1,142 @@
+"""One function per fault kind, and the schedule step that fires, confirms and undoes it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.config import Fault, KillPrimary, KillServer, ProxyDown, Scenario, ToxicFault
+from harness.stack import Stack
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class FaultRecord:
+    """What a fault did: when it was confirmed (seconds from the start of the load)."""
+
+    kind: str
+    target: str
+    at_s: float
+    t_fault_s: float | None = None
+    confirmed: bool = False
+    t_end_s: float | None = None
+    detail: str = ""
+    killed_port: int | None = None
+
+    @classmethod
+    def planned(cls, fault: Fault) -> FaultRecord:
+        return cls(fault.kind, _target(fault), fault.at)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "at_s": self.at_s,
+            "t_fault_s": self.t_fault_s,
+            "confirmed": self.confirmed,
+            "t_end_s": self.t_end_s,
+            "detail": self.detail,
+        }
+
+
+def _target(fault: Fault) -> str:
+    if isinstance(fault, KillPrimary):
+        return "primary"
+    if isinstance(fault, KillServer):
+        return f"mcp-server[{fault.instance}]"
+    return fault.proxy
+
+
+async def run_fault(
+    fault: Fault,
+    index: int,
+    record: FaultRecord,
+    stack: Stack,
+    t0: float,
+    scenario: Scenario,
+    events: list[tuple[float, str]],
+    say: Say,
+) -> None:
+    """Wait for the fault's time, fire it, confirm it, and undo it when its window ends."""
+
+    def now_s() -> float:
+        return time.monotonic() - t0
+
+    def event(label: str) -> None:
+        events.append((now_s(), label))
+        say(f"t={now_s():.2f}s {label}")
+
+    await asyncio.sleep(max(0.0, t0 + fault.at - time.monotonic()))
+    if isinstance(fault, KillPrimary):
+        record.killed_port = stack.current_primary_port
+        killed = await stack.kill_primary()
+        record.t_fault_s, record.confirmed = killed.t_confirmed - t0, killed.confirmed
+        record.detail = (
+            f"SIGKILL to {len(killed.pids)} processes of the cluster on port {record.killed_port}"
+        )
+        event(f"kill_primary ({record.detail}; confirmed={killed.confirmed})")
+        if scenario.recovery.promote_after is not None:
+            await asyncio.sleep(scenario.recovery.promote_after)
+            started = now_s()
+            await stack.promote_replica()
+            event(f"replica promoted (took {now_s() - started:.2f} s)")
+        return
+    if isinstance(fault, KillServer):
+        instances = (
+            list(range(scenario.server.instances)) if fault.instance == "all" else [fault.instance]
+        )
+        kills = [await stack.kill_server(i) for i in instances]
+        record.t_fault_s = max(k.t_confirmed for k in kills) - t0
+        record.confirmed = all(k.confirmed for k in kills)
+        record.detail = (
+            f"SIGKILL to MCP server instance(s) {instances} (pids {[k.pids[0] for k in kills]})"
+        )
+        event(f"kill_server {instances} (confirmed={record.confirmed})")
+        if fault.restart_after is not None:
+            await asyncio.sleep(fault.restart_after)
+            started = now_s()
+            await asyncio.gather(*(stack.restart_server(i) for i in instances))
+            record.t_end_s = now_s()
+            event(f"server {instances} restarted and ready (took {record.t_end_s - started:.2f} s)")
+        return
+    toxiproxy = stack.toxiproxy
+    if isinstance(fault, ToxicFault):
+        name = f"{fault.type}-{fault.stream}-{index}"
+        await asyncio.to_thread(
+            toxiproxy.add_toxic,
+            fault.proxy,
+            fault.type,
+            name=name,
+            stream=fault.stream,
+            toxicity=fault.toxicity,
+            attributes=dict(fault.attributes),
+        )
+        listed = await asyncio.to_thread(toxiproxy.toxics, fault.proxy)
+        record.confirmed = any(t.name == name for t in listed)
+        record.t_fault_s = now_s()
+        record.detail = (
+            f"{fault.type} {fault.stream} {dict(fault.attributes)} toxicity {fault.toxicity:g}"
+        )
+        event(f"toxic {name} on {fault.proxy} (confirmed={record.confirmed})")
+        if fault.duration is not None:
+            await asyncio.sleep(max(0.0, t0 + fault.at + fault.duration - time.monotonic()))
+            await asyncio.to_thread(toxiproxy.remove_toxic, fault.proxy, name)
+            record.t_end_s = now_s()
+            event(f"toxic {name} removed from {fault.proxy}")
+        return
+    if isinstance(fault, ProxyDown):
+        await asyncio.to_thread(toxiproxy.update_proxy, fault.proxy, enabled=False)
+        state = await asyncio.to_thread(toxiproxy.proxy, fault.proxy)
+        record.confirmed = not state.enabled
+        record.t_fault_s = now_s()
+        record.detail = "proxy disabled: connections dropped, new ones refused"
+        event(f"proxy {fault.proxy} down (confirmed={record.confirmed})")
+        if fault.duration is not None:
+            await asyncio.sleep(max(0.0, t0 + fault.at + fault.duration - time.monotonic()))
+            await asyncio.to_thread(toxiproxy.update_proxy, fault.proxy, enabled=True)
+            record.t_end_s = now_s()
+            event(f"proxy {fault.proxy} up")

@@ -1,0 +1,155 @@
+"""Once a second, the state around the load: the database (connections against
+max_connections, replication lag), the server's own gauges (sessions open, admission),
+and the CPU the load generator burns, so a saturated generator is never mistaken for
+a slow server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_GAUGES = (
+    "mcp_sessions_open",
+    "mcp_admission_queue_depth",
+    "mcp_admission_shed_total",
+    "mcp_admission_admitted_total",
+    "mcp_storm_active",
+)
+SATURATION_CPU_FRACTION = 0.9
+SATURATION_TIME_FRACTION = 0.1
+SATURATION_RULE = (
+    f"load generator CPU at or above {SATURATION_CPU_FRACTION:.0%} of its cores "
+    f"for more than {SATURATION_TIME_FRACTION:.0%} of the sampled seconds"
+)
+
+DB_SQL = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+       current_setting('max_connections')::int,
+       (SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)) FROM pg_stat_replication),
+       (SELECT extract(epoch FROM max(replay_lag)) FROM pg_stat_replication)
+"""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` so far, from /proc."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def parse_prometheus(text: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Sum of every series of each metric in ``names`` (labels folded together)."""
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in names:
+            try:
+                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                continue
+    return totals
+
+
+def generator_saturation(cpu_cores: list[float], cores_available: int) -> tuple[bool, float]:
+    """Whether the generator was saturated by the rule above, and the fraction of seconds it was."""
+    if not cpu_cores or cores_available <= 0:
+        return False, 0.0
+    hot = sum(1 for c in cpu_cores if c >= SATURATION_CPU_FRACTION * cores_available)
+    fraction = hot / len(cpu_cores)
+    return fraction > SATURATION_TIME_FRACTION, fraction
+
+
+@dataclass
+class ResourceSampler:
+    """Samples every ``interval_s`` until stopped; a sample that fails leaves its fields None."""
+
+    primary_dsn: Callable[[], str]
+    metrics_urls: list[str]
+    generator_pids: Callable[[], list[int]]
+    t0: float
+    interval_s: float = 1.0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        last_cpu: dict[int, float] = {}
+        last_t = time.monotonic()
+        while not stop.is_set():
+            started = time.monotonic()
+            sample: dict[str, Any] = {"t_s": started - self.t0}
+            sample.update(await self._database())
+            sample.update(await asyncio.to_thread(self._server))
+            now = time.monotonic()
+            used = 0.0
+            for pid in self.generator_pids():
+                seconds = cpu_seconds(pid)
+                if seconds is None:
+                    continue
+                used += seconds - last_cpu.get(pid, seconds)
+                last_cpu[pid] = seconds
+            sample["generator_cpu_cores"] = used / (now - last_t) if self.samples else None
+            last_t = now
+            self.samples.append(sample)
+            try:
+                await asyncio.wait_for(
+                    stop.wait(), max(0.0, started + self.interval_s - time.monotonic())
+                )
+            except TimeoutError:
+                pass
+
+    async def _database(self) -> dict[str, Any]:
+        try:
+            conn = await asyncpg.connect(self.primary_dsn(), timeout=0.5)
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            return {"db_connections": None}
+        try:
+            row = await conn.fetchrow(DB_SQL, timeout=0.5)
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            return {"db_connections": None}
+        finally:
+            conn.terminate()
+        assert row is not None
+        return {
+            "db_connections": row[0],
+            "db_max_connections": row[1],
+            "replication_lag_bytes": None if row[2] is None else float(row[2]),
+            "replication_lag_s": None if row[3] is None else float(row[3]),
+        }
+
+    def _server(self) -> dict[str, Any]:
+        """The server gauges summed over every instance that answers (None if none does)."""
+        if not self.metrics_urls:
+            return {}
+        gauges: dict[str, float] = {}
+        answered = False
+        for url in self.metrics_urls:
+            try:
+                with urllib.request.urlopen(url, timeout=0.5) as response:
+                    text = response.read().decode(errors="replace")
+            except OSError:
+                continue
+            answered = True
+            for name, value in parse_prometheus(text, SERVER_GAUGES).items():
+                gauges[name] = gauges.get(name, 0.0) + value
+        if not answered:
+            return {"server_sessions_open": None}
+        return {
+            "server_sessions_open": gauges.get("mcp_sessions_open"),
+            **{
+                f"server_{name.removeprefix('mcp_')}": value
+                for name, value in gauges.items()
+                if name != "mcp_sessions_open"
+            },
+        }

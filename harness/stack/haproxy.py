@@ -1,0 +1,94 @@
+"""HAProxy in front of several MCP server instances, keeping each session on its instance.
+
+A session lives in one server process, so a request carrying ``Mcp-Session-Id`` must reach
+the instance that issued it: HAProxy learns the id from the initialize response
+(``stick store-response``) and routes on the request header (``stick on``). When an
+instance dies its health check fails, its sessions are redispatched to a survivor, which
+answers 404 for the unknown session: those clients, and only those, re-initialize.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.stack.net import LOOPBACK
+from harness.stack.postgres import StackError
+from harness.stack.processes import OwnedProcess, ProcessRegistry
+
+
+class MissingHaproxy(StackError):
+    pass
+
+
+def haproxy_binary() -> str:
+    found = shutil.which("haproxy") or next(
+        (str(p) for p in (Path("/usr/sbin/haproxy"),) if p.exists()), None
+    )
+    if not found:
+        raise MissingHaproxy(
+            "server.instances > 1 needs HAProxy as the load balancer: `apt-get install haproxy` "
+            "(or `make bootstrap` as root)"
+        )
+    return found
+
+
+def render_config(port: int, backends: list[int], health_path: str | None) -> str:
+    """haproxy.cfg: one frontend on ``port``, sticky sessions over ``backends`` (ports)."""
+    check = f"    option httpchk GET {health_path}\n" if health_path else ""
+    servers = "".join(
+        f"    server s{i} {LOOPBACK}:{p} check inter 500ms fall 2 rise 2\n"
+        for i, p in enumerate(backends)
+    )
+    return (
+        "global\n"
+        "    maxconn 50000\n"
+        "defaults\n"
+        "    mode http\n"
+        "    timeout connect 2s\n"
+        "    timeout client 120s\n"
+        "    timeout server 120s\n"
+        "    option redispatch\n"
+        "    retries 2\n"
+        "frontend mcp\n"
+        f"    bind {LOOPBACK}:{port}\n"
+        "    default_backend servers\n"
+        "backend servers\n"
+        "    balance roundrobin\n"
+        "    stick-table type string len 64 size 500k expire 30m\n"
+        "    stick on req.hdr(mcp-session-id)\n"
+        "    stick store-response res.hdr(mcp-session-id)\n"
+        f"{check}"
+        f"{servers}"
+    )
+
+
+@dataclass
+class HaproxyBalancer:
+    port: int
+    backends: list[int]
+    health_path: str | None
+    process: OwnedProcess | None = None
+
+    def start(self, registry: ProcessRegistry) -> OwnedProcess:
+        config = registry.run_dir / "haproxy.cfg"
+        config.write_text(render_config(self.port, self.backends, self.health_path))
+        self.process = registry.start("haproxy", [haproxy_binary(), "-db", "-f", str(config)])
+        return self.process
+
+    async def wait_ready(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and not self.process.running():
+                break
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, self.port), 1)
+                writer.close()
+                return
+            except (TimeoutError, OSError):
+                await asyncio.sleep(0.05)
+        tail = self.process.log_tail() if self.process else ""
+        raise StackError(f"haproxy did not come up on {LOOPBACK}:{self.port}. Log tail:\n{tail}")
