@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.config import Scenario, ScenarioError, load_objectives, load_scenario, parse_duration_s
@@ -128,11 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compare":
             return cmd_compare(args)
     except ScenarioError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     except MissingPrerequisite as exc:
         err_console.print(
-            f"[red]missing prerequisite:[/] {exc}\nRun `mcp-harness doctor` for the full list.",
+            f"[red]missing prerequisite:[/] {escape(str(exc))}\nRun `mcp-harness doctor` for the full list.",
             highlight=False,
         )
         return EXIT_INCONCLUSIVE
@@ -310,7 +311,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         result = read_result(path)
     except (OSError, ValueError) as exc:
-        err_console.print(f"[red]error:[/] cannot read {path}: {exc}")
+        err_console.print(f"[red]error:[/] cannot read {path}: {escape(str(exc))}")
         return EXIT_USAGE
     render(result, console)
     return exit_code([result.get("verdict", "inconclusive")])
@@ -326,7 +327,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         try:
             results.append(read_result(path))
         except (OSError, ValueError) as exc:
-            err_console.print(f"[red]error:[/] cannot read {path}: {exc}")
+            err_console.print(f"[red]error:[/] cannot read {path}: {escape(str(exc))}")
             return EXIT_USAGE
         labels.append(results[-1].get("run_id", path.name))
     render(results, labels, console)

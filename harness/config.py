@@ -172,9 +172,11 @@ class LoadConfig(Model):
     """Session mode: each client also holds the standalone GET SSE stream open."""
     request_timeout: PositiveDuration = 10.0
     workers: int = Field(default=1, ge=1, le=64)
-    cpu_split: Literal["auto", "off"] = "auto"
-    """auto: on a machine with 2+ cores, the stack's processes run on the first half of the
-    cores and the load generator on the rest, so neither steals the other's CPU."""
+    cpu_split: Literal["auto", "on", "off"] = "auto"
+    """on: the stack's processes run on the first half of the cores and the load generator
+    on the rest, so neither steals the other's CPU. auto: on with 4+ cores; off below (on 2
+    cores a split leaves the one-process server a single core shared with Postgres and
+    Toxiproxy, which measured 5x its unpinned tools/list p50)."""
 
     @model_validator(mode="after")
     def _check(self) -> LoadConfig:
@@ -322,6 +324,7 @@ METRIC_PATHS: tuple[str, ...] = (
     "generator.requests_per_s_mean",
     "generator.cpu_cores_mean",
     "generator.cpu_cores_max",
+    "generator.cpu_busiest_process_max",
     "generator.saturated_fraction",
 )
 """Every metric an objective may name (dotted paths into result.json's ``metrics``)."""

@@ -119,10 +119,14 @@ class RunRecord:
         }
 
 
+SPLIT_MIN_CORES_AUTO = 4
+
+
 def cpu_split(policy: str) -> tuple[frozenset[int] | None, frozenset[int] | None]:
     """(stack CPUs, load generator CPUs): halves of this process's CPUs, or no pinning."""
     cpus = sorted(os.sched_getaffinity(0))
-    if policy == "off" or len(cpus) < 2:
+    wanted = policy == "on" or (policy == "auto" and len(cpus) >= SPLIT_MIN_CORES_AUTO)
+    if not wanted or len(cpus) < 2:
         return None, None
     half = len(cpus) // 2
     return frozenset(cpus[:half]), frozenset(cpus[half:])
@@ -499,8 +503,11 @@ def _around_the_load(
         values = [r[key] for r in resources if r.get(key) is not None]
         return max(values) if values else None
 
-    cpu = [r["generator_cpu_cores"] for r in resources if r.get("generator_cpu_cores") is not None]
-    saturated, fraction = generator_saturation(cpu, cores)
+    measured = [r for r in resources if r.get("generator_cpu_cores") is not None]
+    cpu = [r["generator_cpu_cores"] for r in measured]
+    saturated, fraction = generator_saturation(
+        cpu, [r["generator_cpu_busiest_process"] for r in measured], cores
+    )
     span = (requests[-1]["t_s"] - requests[0]["t_s"]) if len(requests) > 1 else 0.0
     return {
         "database": {
@@ -515,6 +522,9 @@ def _around_the_load(
             "requests_per_s_mean": (len(requests) / span) if span > 0 else None,
             "cpu_cores_mean": (sum(cpu) / len(cpu)) if cpu else None,
             "cpu_cores_max": max(cpu) if cpu else None,
+            "cpu_busiest_process_max": max(
+                (r["generator_cpu_busiest_process"] for r in measured), default=None
+            ),
             "cores_available": cores,
             "saturated_fraction": fraction,
             "saturated": saturated,

@@ -26,8 +26,9 @@ SERVER_GAUGES = (
 SATURATION_CPU_FRACTION = 0.9
 SATURATION_TIME_FRACTION = 0.1
 SATURATION_RULE = (
-    f"load generator CPU at or above {SATURATION_CPU_FRACTION:.0%} of its cores "
-    f"for more than {SATURATION_TIME_FRACTION:.0%} of the sampled seconds"
+    f"a Locust process at or above {SATURATION_CPU_FRACTION:.0%} of one core (each is a single "
+    f"gevent thread), or the generator at or above {SATURATION_CPU_FRACTION:.0%} of the cores "
+    f"it is pinned to, for more than {SATURATION_TIME_FRACTION:.0%} of the sampled seconds"
 )
 
 DB_SQL = """
@@ -63,11 +64,18 @@ def parse_prometheus(text: str, names: tuple[str, ...]) -> dict[str, float]:
     return totals
 
 
-def generator_saturation(cpu_cores: list[float], cores_available: int) -> tuple[bool, float]:
-    """Whether the generator was saturated by the rule above, and the fraction of seconds it was."""
+def generator_saturation(
+    cpu_cores: list[float], busiest_process: list[float], cores_available: int
+) -> tuple[bool, float]:
+    """Whether the generator was saturated by the rule above, and the fraction of seconds
+    it was; ``cpu_cores`` and ``busiest_process`` are per-second samples."""
     if not cpu_cores or cores_available <= 0:
         return False, 0.0
-    hot = sum(1 for c in cpu_cores if c >= SATURATION_CPU_FRACTION * cores_available)
+    hot = sum(
+        1
+        for total, busiest in zip(cpu_cores, busiest_process, strict=True)
+        if busiest >= SATURATION_CPU_FRACTION or total >= SATURATION_CPU_FRACTION * cores_available
+    )
     fraction = hot / len(cpu_cores)
     return fraction > SATURATION_TIME_FRACTION, fraction
 
@@ -92,14 +100,19 @@ class ResourceSampler:
             sample.update(await self._database())
             sample.update(await asyncio.to_thread(self._server))
             now = time.monotonic()
-            used = 0.0
+            per_process = []
             for pid in self.generator_pids():
                 seconds = cpu_seconds(pid)
                 if seconds is None:
                     continue
-                used += seconds - last_cpu.get(pid, seconds)
+                per_process.append(seconds - last_cpu.get(pid, seconds))
                 last_cpu[pid] = seconds
-            sample["generator_cpu_cores"] = used / (now - last_t) if self.samples else None
+            elapsed = now - last_t
+            first = not self.samples
+            sample["generator_cpu_cores"] = None if first else sum(per_process) / elapsed
+            sample["generator_cpu_busiest_process"] = (
+                None if first else max(per_process, default=0.0) / elapsed
+            )
             last_t = now
             self.samples.append(sample)
             try:

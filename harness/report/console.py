@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow"}
@@ -42,7 +43,7 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
             f"fault {fault['kind']} on {fault['target']} at {_fmt(fault.get('t_fault_s'), ' s')}: {state}"
         )
     for note in result.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
     table = Table(title="Measurements", show_lines=False)
     table.add_column("metric")

@@ -35,7 +35,7 @@ class LiveProgress:
             self._live = None
 
     def event(self, message: str) -> None:
-        self.console.log(message)
+        self.console.log(message, markup=False, highlight=False)
 
     def tick(self, status: dict[str, Any]) -> None:
         total = f"/{self.total_s:.0f}" if self.total_s else ""

@@ -36,7 +36,18 @@ def haproxy_binary() -> str:
     return found
 
 
-def render_config(port: int, backends: list[int], health_path: str | None) -> str:
+def max_connections() -> int:
+    """What the open-file limit allows: HAProxy needs two descriptors per proxied connection."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = 100_000 if hard == resource.RLIM_INFINITY else hard
+    return max(256, min(50_000, (limit - 200) // 2))
+
+
+def render_config(
+    port: int, backends: list[int], health_path: str | None, maxconn: int = 10_000
+) -> str:
     """haproxy.cfg: one frontend on ``port``, sticky sessions over ``backends`` (ports)."""
     check = f"    option httpchk GET {health_path}\n" if health_path else ""
     servers = "".join(
@@ -45,7 +56,7 @@ def render_config(port: int, backends: list[int], health_path: str | None) -> st
     )
     return (
         "global\n"
-        "    maxconn 50000\n"
+        f"    maxconn {maxconn}\n"
         "defaults\n"
         "    mode http\n"
         "    timeout connect 2s\n"
@@ -75,7 +86,9 @@ class HaproxyBalancer:
 
     def start(self, registry: ProcessRegistry) -> OwnedProcess:
         config = registry.run_dir / "haproxy.cfg"
-        config.write_text(render_config(self.port, self.backends, self.health_path))
+        config.write_text(
+            render_config(self.port, self.backends, self.health_path, max_connections())
+        )
         self.process = registry.start("haproxy", [haproxy_binary(), "-db", "-f", str(config)])
         return self.process
 

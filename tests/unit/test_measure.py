@@ -239,9 +239,14 @@ def test_resources_parsing_and_saturation_rule() -> None:
         "mcp_sessions_open": 42.0,
         "mcp_admission_shed_total": 7.0,
     }
-    assert generator_saturation([0.95] * 2 + [0.3] * 18, cores_available=1) == (False, 0.1)
-    assert generator_saturation([0.95] * 3 + [0.3] * 17, cores_available=1) == (True, 0.15)
-    assert generator_saturation([1.5] * 10, cores_available=2) == (False, 0.0)
-    assert generator_saturation([], cores_available=1) == (False, 0.0)
+    cool = [0.3] * 17
+    assert generator_saturation([0.95] * 2 + cool + [0.3], [0.5] * 20, cores_available=1) == (
+        False,
+        0.1,
+    )
+    assert generator_saturation([0.95] * 3 + cool, [0.5] * 20, cores_available=1) == (True, 0.15)
+    assert generator_saturation([1.5] * 10, [0.75] * 10, cores_available=2) == (False, 0.0)
+    assert generator_saturation([1.5] * 10, [0.95] * 10, cores_available=2) == (True, 1.0)
+    assert generator_saturation([], [], cores_available=1) == (False, 0.0)
     assert (cpu_seconds(os.getpid()) or 0) > 0
     assert cpu_seconds(2**22 + 12345) is None

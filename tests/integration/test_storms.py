@@ -1,0 +1,92 @@
+"""Reconnection storms on the real stack, at reduced size: every client that loses its
+connection or session comes back and lists tools again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_scenario
+
+
+def assert_everyone_came_back(result: dict, at_least_broken: int) -> None:
+    reconnect = result["metrics"]["reconnect"]
+    assert reconnect["clients_broken"] >= at_least_broken, reconnect
+    assert reconnect["success_rate"] == 1.0, reconnect
+    assert reconnect["time_to_reconnect_s"]["p50"] is not None
+    end = int(result["scenario"]["load"]["run_time"])
+    last_seconds = [row for row in result["timeline"] if end - 5 <= row["t_s"] < end - 1]
+    assert len(last_seconds) == 4
+    assert all(row["tools_list_p50_ms"] is not None for row in last_seconds), last_seconds
+    assert result["faults"][0]["confirmed"] is True
+
+
+def test_all_connections_of_300_clients_dropped(tmp_path: Path) -> None:
+    code, result, output = run_scenario(
+        tmp_path,
+        """
+name: drop_all
+load: {users: 300, spawn_rate: 150, run_time: 24s, think_time: [500ms, 1s], reconnect: {policy: backoff, base: 100ms, cap: 2s}}
+faults: [{kind: proxy_down, at: 8s, duration: 2s, proxy: mcp}]
+objectives: [{metric: reconnect.success_rate, min: 100%}]
+""",
+    )
+    assert code == 0, output[-3000:]
+    assert_everyone_came_back(result, at_least_broken=250)
+    kinds = result["metrics"]["requests"]["errors_by_kind"]
+    assert set(kinds) & {"connect_refused", "connect_reset"}, kinds
+
+
+@pytest.mark.parametrize("protocol", ["2025-11-25", "2026-07-28"])
+def test_server_restart_in_both_protocol_eras(tmp_path: Path, protocol: str) -> None:
+    code, result, output = run_scenario(
+        tmp_path,
+        f"""
+name: restart_{protocol.replace("-", "_")}
+load: {{users: 150, spawn_rate: 150, run_time: 20s, think_time: [500ms, 1s], protocol: "{protocol}"}}
+faults: [{{kind: kill_server, at: 7s, restart_after: 1s}}]
+""",
+    )
+    assert code == 0, output[-3000:]
+    assert_everyone_came_back(result, at_least_broken=120)
+    initialize_peak = result["metrics"]["reconnect"]["initialize_per_s_peak"]
+    if protocol == "2026-07-28":
+        assert initialize_peak is None
+    else:
+        assert initialize_peak >= 50
+    assert result["metrics"]["server"]["sessions_open_peak"] is not None
+
+
+def test_killing_one_of_two_instances_storms_only_its_share(tmp_path: Path) -> None:
+    code, result, output = run_scenario(
+        tmp_path,
+        """
+name: one_of_two
+server: {instances: 2}
+load: {users: 200, spawn_rate: 200, run_time: 20s, think_time: [500ms, 1s]}
+faults: [{kind: kill_server, at: 7s, instance: 0, restart_after: null}]
+""",
+    )
+    assert code == 0, output[-3000:]
+    broken = result["metrics"]["reconnect"]["clients_broken"]
+    assert 50 <= broken <= 150, broken  # about half the sessions lived on instance 0
+    assert result["metrics"]["reconnect"]["success_rate"] == 1.0
+
+
+def test_an_overloaded_generator_makes_the_run_inconclusive(tmp_path: Path) -> None:
+    """300 clients with no think time on one pinned worker, hammering a proxy that refuses
+    every connection: the worker burns its whole core, and the run must say so."""
+    code, result, output = run_scenario(
+        tmp_path,
+        """
+name: overload
+load: {users: 300, spawn_rate: 300, run_time: 14s, think_time: [0s, 0s], tool_mix: {tools/list: 1}, reconnect: {policy: immediate}, cpu_split: "on"}
+faults: [{kind: proxy_down, at: 3s, proxy: mcp}]
+""",
+    )
+    assert code == 3, output[-3000:]
+    generator = result["metrics"]["generator"]
+    assert generator["saturated"] is True and generator["cores_available"] == 1
+    assert result["verdict"] == "inconclusive"
+    assert any("saturated" in doubt for doubt in result["doubts"])
