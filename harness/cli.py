@@ -80,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=int, help="random seed (overrides seed)")
     run.add_argument(
+        "--workers", type=int, help="local Locust worker processes (overrides load.workers)"
+    )
+    run.add_argument(
+        "--remote-workers",
+        type=int,
+        help="Locust workers you start on other machines; the run prints their command",
+    )
+    run.add_argument(
+        "--master-bind-host", help="address the Locust master listens on for remote workers"
+    )
+    run.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback load target or master address (off: everything stays on this machine)",
+    )
+    run.add_argument(
         "--set",
         action="append",
         default=[],
@@ -170,6 +186,9 @@ def _scenario_for(args: argparse.Namespace) -> Scenario:
         ("spawn_rate", "load.spawn_rate"),
         ("run_time", "load.run_time"),
         ("seed", "seed"),
+        ("workers", "load.workers"),
+        ("remote_workers", "load.remote_workers"),
+        ("master_bind_host", "load.master_bind_host"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -212,11 +231,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.stack.prerequisites import pg_bin_dir, pg_run_user, toxiproxy_server
 
     pg_bin_dir(args.pg_bin), toxiproxy_server(), pg_run_user()
-    result = asyncio.run(_run(scenario, Path(args.out), args.pg_bin))
+    result = asyncio.run(_run(scenario, Path(args.out), args.pg_bin, args.allow_remote))
     return exit_code([result["verdict"]], warn_only=args.warn_only)
 
 
-async def _run(scenario: Scenario, out: Path, pg_bin: str | None) -> dict[str, Any]:
+async def _run(
+    scenario: Scenario, out: Path, pg_bin: str | None, allow_remote: bool = False
+) -> dict[str, Any]:
     from harness.report.console import render
     from harness.report.live import LiveProgress
     from harness.report.result import environment, write_result
@@ -242,6 +263,7 @@ async def _run(scenario: Scenario, out: Path, pg_bin: str | None) -> dict[str, A
                 pg_bin=pg_bin,
                 observer=progress,
                 environment=environment,
+                allow_remote=allow_remote,
             )
         )
     judged = judge_all(scenario.objectives, record.metrics)
@@ -329,8 +351,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             err_console.print(f"[red]error:[/] cannot read {path}: {escape(str(exc))}")
             return EXIT_USAGE
-        labels.append(results[-1].get("run_id", path.name))
+        labels.append(f"run {len(labels) + 1}")
     render(results, labels, console)
+    for label, item in zip(labels, args.results, strict=True):
+        console.print(f"{label}: {item}", highlight=False)
     return 0
 
 

@@ -172,6 +172,10 @@ class LoadConfig(Model):
     """Session mode: each client also holds the standalone GET SSE stream open."""
     request_timeout: PositiveDuration = 10.0
     workers: int = Field(default=1, ge=1, le=64)
+    remote_workers: int = Field(default=0, ge=0, le=1000)
+    """Workers a user starts on other machines (the run prints their command)."""
+    master_bind_host: str = "127.0.0.1"
+    """Where the Locust master listens for workers; not loopback needs --allow-remote."""
     cpu_split: Literal["auto", "on", "off"] = "auto"
     """on: the stack's processes run on the first half of the cores and the load generator
     on the rest, so neither steals the other's CPU. auto: on with 4+ cores; off below (on 2
@@ -310,7 +314,11 @@ METRIC_PATHS: tuple[str, ...] = (
     "reconnect.all_reconnected_s",
     *(f"reconnect.attempts.{f}" for f in ("mean", "p50", "p99", "max")),
     "reconnect.initialize_per_s_peak",
-    *(f"tools_list_latency_ms.{ph}.{f}" for ph in (*PHASES, "all") for f in _LATENCY_FIGURES),
+    *(
+        f"tools_list_latency_ms.{ph}.{f}"
+        for ph in (*PHASES, "all", "fault_window")
+        for f in _LATENCY_FIGURES
+    ),
     *(f"writes.{f}" for f in _WRITE_FIGURES),
     "requests.total",
     "requests.errors",
@@ -336,7 +344,9 @@ class Objective(Model):
     metric: str
     max: float | None = None
     min: float | None = None
-    phase: Literal["baseline", "disruption", "storm", "recovered", "all"] | None = None
+    phase: Literal["baseline", "disruption", "storm", "recovered", "all", "fault_window"] | None = (
+        None
+    )
 
     @model_validator(mode="after")
     def _known_metric(self) -> Objective:

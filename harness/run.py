@@ -156,6 +156,7 @@ async def execute(
     pg_bin: str | None = None,
     observer: Observer | None = None,
     environment: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    allow_remote: bool = False,
 ) -> RunRecord:
     """Bring the stack up, run load + probes + faults, measure, bring it down."""
     observer = observer or _Quiet()
@@ -179,7 +180,9 @@ async def execute(
                 f"stack up in {time.monotonic() - wall_start:.1f} s; MCP at {stack.endpoints.mcp_url}"
             )
             live = _Live(stack, time.monotonic(), WriteLedger())
-            await _run_load(scenario, live, result_dir, record, observer, generator_cpus)
+            await _run_load(
+                scenario, live, result_dir, record, observer, generator_cpus, allow_remote
+            )
             record.complete = True
     except StackError as exc:
         record.notes.append(f"the stack did not come up or failed: {exc}")
@@ -210,6 +213,7 @@ async def _run_load(
     record: RunRecord,
     observer: Observer,
     generator_cpus: frozenset[int] | None,
+    allow_remote: bool,
 ) -> None:
     """Load, probes and faults until the load stops by itself; measured even when interrupted."""
     stack = live.stack
@@ -245,6 +249,9 @@ async def _run_load(
         run_time_s=load.run_time,
         workers=load.workers,
         worker_cpus=set(generator_cpus) if generator_cpus else None,
+        remote_workers=load.remote_workers,
+        master_bind_host=load.master_bind_host,
+        allow_remote=allow_remote,
     )
     tail = swarm.tail()
     stop = asyncio.Event()
@@ -252,6 +259,11 @@ async def _run_load(
     swarm.start()
     live.t0 = time.monotonic()
     record.notes.extend(swarm.affinity_notes)
+    if load.remote_workers:
+        observer.event(
+            f"waiting for {load.remote_workers} remote worker(s); on each machine run:\n"
+            f"  {swarm.remote_worker_command()}"
+        )
     write_probe = WriteProbe(
         endpoints.server_database_url,
         live.t0,
@@ -393,7 +405,9 @@ def _measure(
             scenario.windows.reconnect,
             sessions=scenario.load.protocol != "2026-07-28",
         ),
-        "tools_list_latency_ms": _latency_per_phase(record.phases, tools_list),
+        "tools_list_latency_ms": _latency_per_phase(
+            record.phases, tools_list, t_fault, scenario.windows.reconnect
+        ),
         "requests": _request_counts(requests),
         **_around_the_load(live, requests, samples.resources, generator_cores),
         "probes": {
@@ -480,17 +494,26 @@ def _service_recovery(
 
 
 def _latency_per_phase(
-    phases: list[Phase], tools_list: list[tuple[float, float]]
+    phases: list[Phase],
+    tools_list: list[tuple[float, float]],
+    t_fault: float | None,
+    fault_window_s: float,
 ) -> dict[str, dict[str, float | int | None]]:
+    """Per phase, for the whole run, and for ``fault_window`` = [t_fault, t_fault + the
+    reconnect window): the same span in every run of a scenario, so runs compare fairly
+    even when their phases (which follow what happened) differ in length."""
     per_phase = {name: LatencyHistogram() for name in PHASE_NAMES}
-    everything = LatencyHistogram()
+    everything, after_fault = LatencyHistogram(), LatencyHistogram()
     for t_s, ms in tools_list:
         everything.record_ms(ms)
         name = phase_of(phases, t_s)
         if name:
             per_phase[name].record_ms(ms)
+        if t_fault is not None and t_fault <= t_s < t_fault + fault_window_s:
+            after_fault.record_ms(ms)
     latency = {name: h.summary() for name, h in per_phase.items()}
     latency["all"] = everything.summary()
+    latency["fault_window"] = after_fault.summary()
     return latency
 
 

@@ -6,8 +6,9 @@ storm can be tested deterministically with a seeded RNG and a fake clock.
 
 Two policies, as in the scenario's ``load.reconnect``:
 
-- ``immediate``: the first attempt at once, then one per think time (what a
-  naive client does; the worst storm).
+- ``immediate``: the first attempt at once, then one every ``base`` seconds, with
+  no growth and no jitter (a naive client's retry loop: every client that broke at
+  the same instant retries in lockstep; the worst storm).
 - ``backoff``: exponential backoff with full jitter, each pause drawn from
   uniform(0, min(cap, base * 2**attempt)).
 
@@ -51,7 +52,7 @@ class ReconnectPolicy:
     base_s: float = 0.1
     cap_s: float = 5.0
     think_time_s: tuple[float, float] = (1.0, 2.0)
-    """``immediate`` retries once per think time, drawn uniformly from this range."""
+    """Kept for validation symmetry with the user's settings; pacing does not use it."""
     retry_after_cap_s: float = RETRY_AFTER_CAP_S
 
     def __post_init__(self) -> None:
@@ -84,10 +85,9 @@ class ReconnectPolicy:
         """
         if self.name == "backoff":
             delay = rng.uniform(0.0, self.backoff_ceiling_s(attempt))
-        elif attempt > 0:
-            delay = rng.uniform(*self.think_time_s)
         else:
-            delay = 0.0
+            rng.random()  # same draws under both policies: seeded runs stay comparable
+            delay = self.base_s if attempt > 0 else 0.0
         if retry_after_s is not None:
             delay = max(delay, self.retry_after_wait_s(retry_after_s))
         return delay

@@ -50,7 +50,7 @@ class LoadSettings:
     tool_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOOL_MIX))
     """Relative weight of each operation (keys from ``OPS``)."""
     reconnect_policy: PolicyName = "backoff"
-    """``immediate``: first attempt at once, then one per think time; ``backoff``: full jitter.
+    """``immediate``: first attempt at once, then one every ``backoff_base_s`` in lockstep; ``backoff``: full jitter.
 
     Under both a shed attempt waits out its ``Retry-After`` (see ``policy``)."""
     backoff_base_s: float = 0.1

@@ -20,6 +20,8 @@ COMPARED = (
     "reconnect.all_reconnected_s",
     "reconnect.attempts.p99",
     "reconnect.initialize_per_s_peak",
+    "tools_list_latency_ms.fault_window.p99",
+    "tools_list_latency_ms.fault_window.p50",
     "tools_list_latency_ms.storm.p99",
     "tools_list_latency_ms.recovered.p99",
     "tools_list_latency_ms.all.p99",
@@ -54,10 +56,11 @@ def render(
     results: list[dict[str, Any]], labels: list[str], console: Console | None = None
 ) -> None:
     console = console or Console()
+    console.width = max(console.width, 40 + 22 * len(results))
     table = Table(title="comparison (ratio to the first run)")
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for label in labels:
-        table.add_column(label, justify="right")
+        table.add_column(label, justify="right", no_wrap=True)
     table.add_row("verdict", *(r.get("verdict", "?") for r in results))
     for row in comparison(results):
         cells = []

@@ -137,3 +137,55 @@ def test_objectives_file(tmp_path: Path) -> None:
     bad = write(tmp_path, "- {metric: failover_s, max: soon}\n", "bad.yaml")
     with pytest.raises(ScenarioError, match="objectives.0"):
         load_objectives(bad)
+
+
+def test_any_toxic_on_any_proxy_with_its_attributes(tmp_path: Path) -> None:
+    scenario = load_scenario(
+        write(
+            tmp_path,
+            """
+load: {run_time: 60s}
+faults:
+  - {kind: toxic, at: 5s, duration: 10s, proxy: pg-replication, type: latency, stream: upstream, toxicity: 0.5, attributes: {latency: 200, jitter: 20}}
+  - {kind: toxic, at: 6s, proxy: mcp, type: slicer, attributes: {average_size: 64, size_variation: 8, delay: 100}}
+  - {kind: proxy_down, at: 7s, duration: 2s, proxy: pg-primary}
+  - {kind: kill_server, at: 8s}
+""",
+        )
+    )
+    latency, slicer, down, kill = scenario.faults
+    assert (latency.proxy, latency.type, latency.stream, latency.toxicity) == (
+        "pg-replication",
+        "latency",
+        "upstream",
+        0.5,
+    )
+    assert latency.duration == 10.0 and slicer.duration is None
+    assert down.proxy == "pg-primary" and kill.restart_after == 2.0 and kill.instance == 0
+
+
+@pytest.mark.parametrize(
+    "fault,key,expected",
+    [
+        (
+            "{kind: toxic, at: 5s, proxy: mcp, type: latency, attributes: {rate: 5}}",
+            "faults.0",
+            "rate not known for a latency toxic",
+        ),
+        ("{kind: toxic, at: 5s, proxy: nowhere, type: latency}", "faults.0.proxy", "mcp"),
+        ("{kind: toxic, at: 5s, proxy: mcp, type: earthquake}", "faults.0.type", "latency"),
+        (
+            "{kind: toxic, at: 5s, proxy: mcp, type: latency, toxicity: 2}",
+            "faults.0.toxicity",
+            "less than or equal to 1",
+        ),
+        ("{kind: kill_server, at: 5s, instance: 3}", "faults.0.instance", "server instance"),
+    ],
+)
+def test_bad_faults_are_refused_with_their_key(
+    tmp_path: Path, fault: str, key: str, expected: str
+) -> None:
+    path = write(tmp_path, f"faults: [{fault}]\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert key in str(info.value) and expected in str(info.value)

@@ -67,12 +67,12 @@ def test_backoff_ceiling_stops_at_the_cap_even_for_huge_attempt_numbers() -> Non
     assert max(delays) <= 5.0 and max(delays) > 4.9
 
 
-def test_immediate_first_attempt_at_once_then_one_per_think_time() -> None:
-    policy = ReconnectPolicy("immediate", think_time_s=(1.0, 2.0))
+def test_immediate_first_attempt_at_once_then_in_lockstep_every_base() -> None:
+    policy = ReconnectPolicy("immediate", base_s=0.25, think_time_s=(1.0, 2.0))
     rng = random.Random(3)
     assert policy.delay_s(0, rng) == 0.0
-    later = [policy.delay_s(n, rng) for n in range(1, SAMPLES)]
-    assert all(1.0 <= d <= 2.0 for d in later)
+    later = {policy.delay_s(n, rng) for n in range(1, SAMPLES)}
+    assert later == {0.25}  # no growth, no jitter
 
 
 @pytest.mark.parametrize("name", ["immediate", "backoff"])
@@ -127,19 +127,19 @@ def test_run_waits_out_a_shed_before_the_next_attempt() -> None:
     assert 0.0 <= third - second <= 0.4  # attempt 2: back to plain backoff, ceiling 0.4
 
 
-def test_run_immediate_reconnects_at_once_then_per_think_time_and_honours_a_shed() -> None:
+def test_run_immediate_reconnects_at_once_then_every_base_and_honours_a_shed() -> None:
     clock = FakeClock()
     server = ScriptedServer(
         clock,
         [Attempt(False), Attempt(False, retry_after_s=5.0), Attempt(False), Attempt(True)],
     )
-    policy = ReconnectPolicy("immediate", think_time_s=(1.0, 2.0))
+    policy = ReconnectPolicy("immediate", base_s=0.5)
     assert policy.run(server.attempt, random.Random(9), clock.sleep) == 4
     arrivals = server.arrivals
     assert arrivals[0] == 0.0
-    assert 1.0 <= arrivals[1] - arrivals[0] <= 2.0
-    assert arrivals[2] - arrivals[1] == 5.0  # max(think time, Retry-After)
-    assert 1.0 <= arrivals[3] - arrivals[2] <= 2.0
+    assert arrivals[1] - arrivals[0] == 0.5
+    assert arrivals[2] - arrivals[1] == 5.0  # max(base, Retry-After)
+    assert arrivals[3] - arrivals[2] == 0.5
 
 
 def test_run_first_success_is_one_attempt_without_sleeping_when_immediate() -> None:
