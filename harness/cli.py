@@ -343,7 +343,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.report.compare import render
     from harness.report.result import read_result
 
-    results, labels = [], []
+    results: list[dict[str, Any]] = []
+    labels: list[str] = []
     for item in args.results:
         path = Path(item)
         try:

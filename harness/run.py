@@ -12,7 +12,6 @@ facts of the record that make it inconclusive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -20,6 +19,7 @@ import os
 import secrets
 import shutil
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -192,16 +192,23 @@ async def execute(
     except (asyncio.CancelledError, KeyboardInterrupt):
         record.interrupted = True
         record.notes.append("interrupted before the end: partial result")
+    except Exception as exc:  # a failed run still reports, stops everything and says why
+        (logs_dir / "harness-error.log").write_text(traceback.format_exc())
+        record.notes.append(f"the run failed: {exc!r} (traceback in logs/harness-error.log)")
+        observer.event(f"run failed: {exc!r}")
     finally:
         if stack is not None:
             if live is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await _check_writes(scenario, live, record)
+                except Exception as exc:
+                    record.notes.append(f"the write ledger could not be checked: {exc!r}")
             record.environment = environment(stack.versions()) if environment else stack.versions()
             observer.event("bringing the stack down")
             await asyncio.shield(stack.down())
             _collect_logs(stack, logs_dir)
             (logs_dir / "processes.json").write_text(json.dumps(stack.inventory(), indent=1))
+            stack.remove_run_dir()
         record.duration_s = time.monotonic() - wall_start
     return record
 

@@ -99,6 +99,10 @@ class Stack(abc.ABC):
     def log_paths(self) -> list[str]: ...
 
     @abc.abstractmethod
+    def remove_run_dir(self) -> None:
+        """Remove what the stack left on disk (after its logs were collected)."""
+
+    @abc.abstractmethod
     def inventory(self) -> list[dict[str, object]]:
         """Every process the run started (name, pid, start time, exit code), for logs/processes.json."""
 
