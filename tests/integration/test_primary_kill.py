@@ -47,7 +47,7 @@ def test_kill_primary_then_promote(tmp_path: Path) -> None:
     assert phases[:2] == ["baseline", "disruption"]
     latency = metrics["tools_list_latency_ms"]
     assert latency["baseline"]["count"] > 100 and latency["baseline"]["p99"] is not None
-    assert set(latency) == {"baseline", "disruption", "storm", "recovered", "all"}
+    assert set(latency) == {"baseline", "disruption", "storm", "recovered", "all", "fault_window"}
     assert {o["verdict"] for o in result["objectives"]} <= {"met", "missed"}
     assert len(result["timeline"]) >= 32
     assert any(e.startswith("kill_primary") for row in result["timeline"] for e in row["events"])

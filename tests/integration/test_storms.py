@@ -75,13 +75,13 @@ faults: [{kind: kill_server, at: 7s, instance: 0, restart_after: null}]
 
 
 def test_an_overloaded_generator_makes_the_run_inconclusive(tmp_path: Path) -> None:
-    """300 clients with no think time on one pinned worker, hammering a proxy that refuses
+    """300 clients retrying every 10 ms on one pinned worker, hammering a proxy that refuses
     every connection: the worker burns its whole core, and the run must say so."""
     code, result, output = run_scenario(
         tmp_path,
         """
 name: overload
-load: {users: 300, spawn_rate: 300, run_time: 14s, think_time: [0s, 0s], tool_mix: {tools/list: 1}, reconnect: {policy: immediate}, cpu_split: "on"}
+load: {users: 300, spawn_rate: 300, run_time: 14s, think_time: [0s, 0s], tool_mix: {tools/list: 1}, reconnect: {policy: immediate, base: 10ms}, cpu_split: "on"}
 faults: [{kind: proxy_down, at: 3s, proxy: mcp}]
 """,
     )
