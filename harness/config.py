@@ -327,6 +327,7 @@ METRIC_PATHS: tuple[str, ...] = (
     "database.max_connections",
     "database.replication_lag_bytes_max",
     "database.replication_lag_s_max",
+    "database.pool_waiting_peak",
     "server.sessions_open_peak",
     "generator.users_peak",
     "generator.requests_per_s_mean",
@@ -499,11 +500,24 @@ def load_objectives(path: Path | str) -> list[Objective]:
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
+    """Set ``a.b.0.c`` in nested mappings and lists (a number indexes a list)."""
+    node: Any = data
     *parents, leaf = dotted.split(".")
     for depth, key in enumerate(parents):
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            where = ".".join(parents[: depth + 1])
-            raise ScenarioError(f"override {dotted}: {where} is not a mapping in the scenario")
-    node[leaf] = value
+        where = ".".join(parents[: depth + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ScenarioError(f"override {dotted}: {where} is not an item of the list")
+            node = node[int(key)]
+        elif isinstance(node, dict):
+            node = node.setdefault(key, {})
+        if not isinstance(node, dict | list):
+            raise ScenarioError(
+                f"override {dotted}: {where} is not a mapping or list in the scenario"
+            )
+    if isinstance(node, list):
+        if not leaf.isdigit() or int(leaf) >= len(node):
+            raise ScenarioError(f"override {dotted}: {leaf} is not an item of the list")
+        node[int(leaf)] = value
+    else:
+        node[leaf] = value

@@ -545,6 +545,7 @@ def _around_the_load(
             "max_connections": peak("db_max_connections"),
             "replication_lag_bytes_max": peak("replication_lag_bytes"),
             "replication_lag_s_max": peak("replication_lag_s"),
+            "pool_waiting_peak": peak("server_db_pool_waiting"),
         },
         "server": {"sessions_open_peak": peak("server_sessions_open")},
         "generator": {

@@ -22,6 +22,7 @@ SERVER_GAUGES = (
     "mcp_admission_shed_total",
     "mcp_admission_admitted_total",
     "mcp_storm_active",
+    "mcp_db_pool_waiting",
 )
 SATURATION_CPU_FRACTION = 0.9
 SATURATION_TIME_FRACTION = 0.1

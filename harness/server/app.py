@@ -195,6 +195,16 @@ def build_app(config: ServerConfig) -> Starlette:
         sessions_open_reader(server, config.stateless),
     )
     metrics.add_gauge(
+        "mcp_db_pool_waiting",
+        "Tool calls waiting for a pooled database connection right now.",
+        lambda: float(store.pool_waiting),
+    )
+    metrics.add_gauge(
+        "mcp_db_pool_wait_seconds_total",
+        "Time tool calls spent waiting for a pooled database connection.",
+        lambda: store.pool_wait_s_total,
+    )
+    metrics.add_gauge(
         "mcp_db_up",
         "1 when the last database operation succeeded, 0 when it failed, absent before any.",
         lambda: {"ok": 1.0, "unreachable": 0.0}.get(store.state),

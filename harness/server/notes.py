@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -290,6 +291,9 @@ class NotesStore:
             None if parsed.has_application_name else {"application_name": APPLICATION_NAME}
         )
         self._pool: Any = None
+        self.pool_waiting = 0
+        """Calls waiting for a pooled connection right now: a storm's pressure on the database."""
+        self.pool_wait_s_total = 0.0
         self._maintainer: asyncio.Task[None] | None = None
         self._schema_ready = False
         self._state: DbState = "unknown"
@@ -355,14 +359,22 @@ class NotesStore:
         if pool is None:
             raise DatabaseUnavailable("database unavailable: the server is not started")
         try:
-            async with pool.acquire(timeout=self._settings.acquire_timeout_s) as conn:
-                try:
-                    await self._ensure_schema(conn)
-                    result = await op(conn)
-                except Exception as exc:
-                    if is_connection_error(exc):
-                        conn.terminate()
-                    raise
+            self.pool_waiting += 1
+            waiting_since = time.perf_counter()
+            try:
+                conn = await pool.acquire(timeout=self._settings.acquire_timeout_s)
+            finally:
+                self.pool_waiting -= 1
+                self.pool_wait_s_total += time.perf_counter() - waiting_since
+            try:
+                await self._ensure_schema(conn)
+                result = await op(conn)
+            except Exception as exc:
+                if is_connection_error(exc):
+                    conn.terminate()
+                raise
+            finally:
+                await pool.release(conn)
         except Exception as exc:
             if is_connection_error(exc):
                 await self._on_connection_failure(exc)

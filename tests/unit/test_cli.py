@@ -91,6 +91,9 @@ def test_set_overrides_any_key(capsys: pytest.CaptureFixture[str]) -> None:
     )
     out = capsys.readouterr().out
     assert "policy: immediate" in out and "stability: 3.0" in out
+    assert main(["run", SCENARIO, "--set", "faults.0.at=7s", "--dry-run"]) == 0
+    assert "at: 7.0" in capsys.readouterr().out
+    assert main(["run", SCENARIO, "--set", "faults.5.at=7s", "--dry-run"]) == 2
     assert main(["run", SCENARIO, "--set", "load.users.deep=1", "--dry-run"]) == 2
     assert main(["run", SCENARIO, "--set", "nonsense", "--dry-run"]) == 2
     assert "nonsense" in capsys.readouterr().err
