@@ -24,6 +24,7 @@ from rich.table import Table
 
 from harness.config import Scenario, ScenarioError, load_objectives, load_scenario, parse_duration_s
 from harness.objectives import EXIT_INCONCLUSIVE, EXIT_USAGE, exit_code, judge_all, run_verdict
+from harness.stack.net import require_loopback
 from harness.stack.prerequisites import MissingPrerequisite, doctor_checks
 
 console = Console()
@@ -225,6 +226,11 @@ def _print_dry_run(scenario: Scenario) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = _scenario_for(args)
+    if scenario.server.url:
+        try:
+            require_loopback(scenario.server.url, allow_remote=args.allow_remote, what="server.url")
+        except ValueError as exc:
+            raise ScenarioError(f"{args.scenario}: {exc}") from None
     if args.dry_run:
         _print_dry_run(scenario)
         return 0
@@ -283,14 +289,21 @@ async def _run(
 
 
 async def _shielded(coro: Any) -> Any:
-    """Run the scenario so that Ctrl-C cancels it but still lets it clean up and return its record."""
+    """Run the scenario so that Ctrl-C cancels it once and still lets it clean up and return
+    its record; a second Ctrl-C during cleanup does not interrupt the cleanup."""
     inner = asyncio.ensure_future(coro)
-    while True:
+    cancelled = False
+    while not inner.done():
         try:
-            return await asyncio.shield(inner)
+            await asyncio.shield(inner)
         except asyncio.CancelledError:
-            inner.cancel()
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            if cancelled:
+                err_console.print("already stopping: the stack is being brought down")
+            else:
+                inner.cancel()
+                cancelled = True
+    return inner.result()
 
 
 def cmd_up(args: argparse.Namespace) -> int:

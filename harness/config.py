@@ -309,6 +309,7 @@ METRIC_PATHS: tuple[str, ...] = (
     "reconnect.clients_broken",
     "reconnect.clients_reconnected",
     "reconnect.clients_not_reconnected",
+    "reconnect.clients_unobserved",
     "reconnect.success_rate",
     *(f"reconnect.time_to_reconnect_s.{p}" for p in ("p50", "p95", "p99", "max")),
     "reconnect.all_reconnected_s",
@@ -428,6 +429,11 @@ class Scenario(Model):
     @model_validator(mode="after")
     def _faults_in_run(self) -> Scenario:
         for index, fault in enumerate(self.faults):
+            if isinstance(fault, KillServer) and self.server.url:
+                raise ValueError(
+                    f"faults.{index}: kill_server needs a server the harness runs; "
+                    "server.url names one you run yourself"
+                )
             if isinstance(fault, KillServer) and fault.instance != "all":
                 if not 0 <= fault.instance < self.server.instances:
                     raise ValueError(

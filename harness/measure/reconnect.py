@@ -26,12 +26,15 @@ def reconnect_metrics(
     window_s: float,
     *,
     sessions: bool = True,
+    run_end_s: float | None = None,
 ) -> dict[str, Any]:
     """``records`` are the load's records with ``t_s`` (relative seconds), in any order.
 
     A client counts once: its first break after the fault, and the first ``reconnected``
     after that break. Durations come from the worker (``duration_s``), never from
     instants across machines. Rates are None when no client broke (nothing to measure).
+    A client still out when the run ended before its reconnect window closed was not
+    observed long enough: it counts in ``clients_unobserved``, not against the rate.
     ``sessions`` is False in the sessionless revision: there is no initialize, and its
     figures are None.
     """
@@ -51,6 +54,13 @@ def reconnect_metrics(
         elif kind == "reconnected" and user in broken_at and user not in done:
             done[user] = (float(record["duration_s"]), int(record["attempts"]))
     within = {u: d for u, d in done.items() if d[0] <= window_s}
+    unobserved = {
+        u
+        for u, t in broken_at.items()
+        if u not in within and run_end_s is not None and t + window_s > run_end_s
+    }
+    for user in unobserved:
+        del broken_at[user]
     times = LatencyHistogram.of(d * 1000.0 for d, _ in within.values())
     attempts = [a for _, a in within.values()]
     broken = len(broken_at)
@@ -58,6 +68,7 @@ def reconnect_metrics(
         "clients_broken": broken,
         "clients_reconnected": len(within),
         "clients_not_reconnected": broken - len(within),
+        "clients_unobserved": len(unobserved),
         "success_rate": (len(within) / broken) if broken else None,
         "time_to_reconnect_s": {
             name: (None if value is None else value / 1000.0)

@@ -131,7 +131,10 @@ class OwnedProcess:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 signal_pid(self.pid, signal.SIGKILL)
-                self.popen.wait(5)
+                try:
+                    self.popen.wait(5)
+                except subprocess.TimeoutExpired:
+                    return None  # unkillable for now (D state); the next start reaps it
         return self.popen.returncode
 
 
@@ -210,7 +213,10 @@ class ProcessRegistry:
     def stop_all(self, timeout_s: float = 10.0) -> None:
         """Stop every recorded process, newest first."""
         for proc in reversed(self.processes):
-            proc.stop(timeout_s)
+            try:
+                proc.stop(timeout_s)
+            except OSError:
+                continue
 
 
 def reap_stale_runs(parent: Path, prefix: str) -> list[Path]:

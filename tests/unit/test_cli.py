@@ -118,3 +118,19 @@ def test_compare_shows_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     assert "2.50" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_remote_server_url_needs_allow_remote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "remote.yaml"
+    scenario.write_text("server: {url: 'http://10.1.2.3:8000/mcp'}\n")
+    assert main(["run", str(scenario), "--dry-run"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+    assert main(["run", str(scenario), "--dry-run", "--allow-remote"]) == 0
+    killing = tmp_path / "kill.yaml"
+    killing.write_text(
+        "server: {url: 'http://127.0.0.1:8000/mcp'}\nfaults: [{kind: kill_server, at: 5s}]\n"
+    )
+    assert main(["run", str(killing), "--dry-run"]) == 2
+    assert "kill_server needs a server the harness runs" in capsys.readouterr().err

@@ -250,3 +250,15 @@ def test_resources_parsing_and_saturation_rule() -> None:
     assert generator_saturation([], [], cores_available=1) == (False, 0.0)
     assert (cpu_seconds(os.getpid()) or 0) > 0
     assert cpu_seconds(2**22 + 12345) is None
+
+
+def test_clients_cut_off_by_the_end_of_the_run_are_unobserved_not_failed() -> None:
+    records = [
+        {"k": "broken", "t_s": 10.0, "u": 1},
+        {"k": "reconnected", "t_s": 11.0, "u": 1, "duration_s": 1.0, "attempts": 1},
+        {"k": "broken", "t_s": 10.0, "u": 2},  # never back, watched for 60 s: failed
+        {"k": "broken", "t_s": 55.0, "u": 3},  # never back, but the run ended 5 s later
+    ]
+    figures = reconnect_metrics(records, t_fault_s=9.0, window_s=30.0, run_end_s=60.0)
+    assert figures["clients_unobserved"] == 1
+    assert figures["clients_broken"] == 2 and figures["success_rate"] == 0.5
