@@ -33,7 +33,9 @@ objectives: [{metric: reconnect.success_rate, min: 100%}]
 """,
     )
     assert code == 0, output[-3000:]
-    assert_everyone_came_back(result, at_least_broken=250)
+    assert_everyone_came_back(
+        result, at_least_broken=200
+    )  # a client in think time may miss the 2 s
     kinds = result["metrics"]["requests"]["errors_by_kind"]
     assert set(kinds) & {"connect_refused", "connect_reset"}, kinds
 
