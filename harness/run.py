@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from harness.chaos import FaultRecord, run_fault
-from harness.config import Scenario
+from harness.config import PHASES, Scenario
 from harness.load.settings import LoadSettings
 from harness.load.swarm import Swarm
 from harness.load.wire import note_checksum
@@ -46,7 +46,7 @@ from harness.measure.failover import (
 )
 from harness.measure.histogram import LatencyHistogram
 from harness.measure.ledger import WriteLedger
-from harness.measure.phases import PHASE_NAMES, Phase, compute_phases, phase_of
+from harness.measure.phases import Phase, compute_phases, phase_of
 from harness.measure.probes import CREATE_PROBE_TABLE, PROBE_TABLE, ServiceProbe, WriteProbe
 from harness.measure.reconnect import reconnect_metrics
 from harness.measure.resources import SATURATION_RULE, ResourceSampler, generator_saturation
@@ -567,7 +567,7 @@ def _latency_per_phase(
     """Per phase, for the whole run, and for ``fault_window`` = [t_fault, t_fault + the
     reconnect window): the same span in every run of a scenario, so runs compare fairly
     even when their phases (which follow what happened) differ in length."""
-    per_phase = {name: LatencyHistogram() for name in PHASE_NAMES}
+    per_phase = {name: LatencyHistogram() for name in PHASES}
     everything, after_fault = LatencyHistogram(), LatencyHistogram()
     for t_s, ms in tools_list:
         everything.record_ms(ms)

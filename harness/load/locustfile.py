@@ -37,6 +37,7 @@ from locust.env import Environment
 from locust.rpc import Message
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness.load.settings import FINAL_BATCH_GRACE_S
 from harness.load.user import USER_CONTEXT_KEY, McpUser, Record
 from harness.load.wire import ErrorKind, transport_kind
 
@@ -45,8 +46,6 @@ __all__ = ["McpUser"]
 RECORDS_MESSAGE = "mcp_harness_records"
 FINAL_BATCH_REQUEST = "mcp_harness_final_batch"
 BATCH_INTERVAL_S = 0.25
-FINAL_BATCH_GRACE_S = 5.0
-"""How long the master waits for workers' final batches beyond the stop timeout."""
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 

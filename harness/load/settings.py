@@ -18,6 +18,9 @@ from harness.load.wire import PROTOCOL_2025_11_25, SUPPORTED_PROTOCOLS
 
 SETTINGS_ENV = "MCP_HARNESS_LOAD"
 
+FINAL_BATCH_GRACE_S = 5.0
+"""How long the master waits for workers' final batches of records beyond the stop timeout."""
+
 RECONNECT_POLICIES: tuple[PolicyName, ...] = POLICY_NAMES
 
 USER_ID_STRIDE = 1_000_000

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.load.settings import SETTINGS_ENV, LoadSettings
+from harness.load.settings import FINAL_BATCH_GRACE_S, SETTINGS_ENV, LoadSettings
 from harness.stack.net import LOOPBACK, free_port, is_loopback_host, require_loopback
 from harness.stack.processes import OwnedProcess, ProcessRegistry
 
@@ -26,8 +26,6 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SETTINGS_FILE = "load-settings.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-FINAL_BATCH_GRACE_S = 5
-"""Matches the locustfile: how long the master waits for workers' last records after stop."""
 
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})
 

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-PHASE_NAMES = ("baseline", "disruption", "storm", "recovered")
 MIN_STORM_THRESHOLD_PER_S = 1.0
 
 

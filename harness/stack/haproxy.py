@@ -24,10 +24,15 @@ class MissingHaproxy(StackError):
     pass
 
 
-def haproxy_binary() -> str:
-    found = shutil.which("haproxy") or next(
+def find_haproxy() -> str | None:
+    """HAProxy on PATH, or where Debian installs it (/usr/sbin is not on every PATH)."""
+    return shutil.which("haproxy") or next(
         (str(p) for p in (Path("/usr/sbin/haproxy"),) if p.exists()), None
     )
+
+
+def haproxy_binary() -> str:
+    found = find_haproxy()
     if not found:
         raise MissingHaproxy(
             "server.instances > 1 needs HAProxy as the load balancer: `apt-get install haproxy` "

@@ -168,9 +168,9 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
         checks.append(Check("toxiproxy-server", True, f"{toxiproxy_version(binary)} at {binary}"))
     except MissingPrerequisite as exc:
         checks.append(Check("toxiproxy-server", False, "missing", str(exc)))
-    haproxy = shutil.which("haproxy") or (
-        "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None
-    )
+    from harness.stack.haproxy import find_haproxy
+
+    haproxy = find_haproxy()
     checks.append(
         Check(
             "haproxy",
