@@ -8,6 +8,7 @@ refused before anything starts, naming the file and the key.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -130,6 +131,8 @@ class ServerConfig(Model):
     protection: ProtectionConfig = ProtectionConfig()
     instances: int = Field(default=1, ge=1, le=16)
     """More than one: HAProxy balances them, keeping each session on its instance."""
+    fault_mode: Literal["none", "write-garbage", "corrupt-state"] = "none"
+    """The reference server started as a faulty release (README, "Fault modes")."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ServerConfig:
@@ -269,16 +272,167 @@ class ProxyDown(Model):
     proxy: ProxyName
 
 
-Fault = Annotated[KillPrimary | KillServer | ToxicFault | ProxyDown, Field(discriminator="kind")]
-FAULT_KINDS = ("kill_primary", "kill_server", "toxic", "proxy_down")
+class BadDeployment(Model):
+    """Every server instance replaced by a faulty release for ``duration`` (``null``: to the
+    end), then the good release put back. The reference server's faulty release is its
+    ``fault_mode``; a user's is ``command`` (argv, same placeholders as ``server.command``)."""
+
+    kind: Literal["bad_deployment"]
+    at: Duration
+    duration: PositiveDuration | None = 10.0
+    fault_mode: Literal["write-garbage", "corrupt-state"] = "write-garbage"
+    command: list[str] | None = None
+
+
+class CallTool(Model):
+    """One tools/call through MCP that damages data: a tool handler that corrupts shared
+    state (the reference server's ``compact_notes`` in fault mode ``corrupt-state``).
+    Confirmed when the call succeeds."""
+
+    kind: Literal["call_tool"]
+    at: Duration
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+Fault = Annotated[
+    KillPrimary | KillServer | ToxicFault | ProxyDown | BadDeployment | CallTool,
+    Field(discriminator="kind"),
+]
+FAULT_KINDS = ("kill_primary", "kill_server", "toxic", "proxy_down", "bad_deployment", "call_tool")
 """Tags of the fault union; pydantic puts them in error locations, messages leave them out."""
 
 
+RestoreTargetKind = Literal["restore_point", "earliest_damage", "time", "lsn"]
+
+
+class RestoreConfig(Model):
+    """Point-in-time restore from the base backup + WAL archive into a fresh cluster.
+
+    ``target``: ``restore_point`` (one the harness creates just before the first fault),
+    ``earliest_damage`` (just before the first damaging commit the integrity checker
+    and the ledger find), ``time`` (``target_time``: ISO 8601 with a zone, or a duration
+    from the start of the load) or ``lsn`` (``target_lsn``). The restore starts
+    ``after_detection`` once the integrity checker sees damage, or at ``at`` (from the
+    start of the load) when given.
+    """
+
+    target: RestoreTargetKind = "restore_point"
+    target_time: str | None = None
+    target_lsn: str | None = None
+    at: Duration | None = None
+    after_detection: Duration = 1.0
+    timeout: PositiveDuration = 300.0
+    rebuild_replica: bool = True
+
+    @model_validator(mode="after")
+    def _target_given(self) -> RestoreConfig:
+        if self.target == "time":
+            if self.target_time is None:
+                raise ValueError("target_time: needed for target: time")
+            restore_target_time(self.target_time)
+        if self.target == "lsn" and not re.fullmatch(
+            r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", self.target_lsn or ""
+        ):
+            raise ValueError("target_lsn: needed for target: lsn, like 0/3000060")
+        return self
+
+
+def restore_target_time(text: str) -> float | dt.datetime:
+    """``target_time``: seconds from the start of the load, or an aware wall-clock time."""
+    try:
+        return parse_duration_s(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"target_time: expected a duration from the start of the load (30s) or an "
+            f"ISO 8601 time with a zone, got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"target_time: {text!r} has no time zone (add Z or +00:00)")
+    return moment
+
+
 class RecoveryConfig(Model):
-    """The scripted fix: promote the replica after a detection delay (a runbook's fix step)."""
+    """The scripted fixes: promote the replica after a detection delay (a runbook's fix
+    step); restore from backup when the data itself is damaged."""
 
     promote_after: Duration | None = 2.0
     promote_timeout: PositiveDuration = 30.0
+    restore: RestoreConfig | None = None
+
+
+class IntegrityCheck(Model):
+    """An invariant as SQL that selects the violating rows: first column the row id,
+    optional second column ``changed_at`` (timestamptz of the change, for
+    ``earliest_damage``)."""
+
+    name: str
+    sql: str
+
+
+REFERENCE_INTEGRITY_CHECKS = (
+    IntegrityCheck(
+        name="checksum",
+        sql="SELECT id, pg_xact_commit_timestamp(xmin) AS changed_at FROM notes "
+        "WHERE checksum IS NOT NULL "
+        "AND checksum <> encode(sha256(convert_to(title || E'\\n' || body, 'UTF8')), 'hex')",
+    ),
+    IntegrityCheck(
+        name="title_not_blank",
+        sql="SELECT id, pg_xact_commit_timestamp(xmin) AS changed_at FROM notes "
+        "WHERE btrim(title) = ''",
+    ),
+    IntegrityCheck(
+        name="parent_exists",
+        sql="SELECT n.id, pg_xact_commit_timestamp(n.xmin) AS changed_at FROM notes n "
+        "WHERE n.parent_id IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM notes p WHERE p.id = n.parent_id)",
+    ),
+)
+"""The reference data's invariants: the per-row checksum the client computed matches the
+content (a checksum rule), no blank title (a domain rule, also enforced by a trigger
+that a corrupting tool can bypass), every parent exists (a reference, kept by the
+application, not by a foreign key)."""
+
+
+class IntegrityConfig(Model):
+    """The integrity checker: run every ``interval`` during the run (time to detect) and
+    after it; each query is bounded by ``timeout``. ``checks: null`` means the reference
+    server's invariants for the reference server and none for a user's server."""
+
+    checks: list[IntegrityCheck] | None = None
+    interval: PositiveDuration = 2.0
+    timeout: PositiveDuration = 5.0
+
+
+class LedgerConfig(Model):
+    """How writes are made and read back, so lost-write accounting works for any server.
+
+    ``arguments`` is the write tool's arguments with placeholders ``{id}`` (unique per
+    write), ``{title}``, ``{body}``, ``{checksum}`` (sha256 hex of ``content``) and
+    ``{parent_id}`` (an earlier write of the same client; an argument that is exactly
+    ``"{parent_id}"`` is left out when there is none). ``content`` is what the checksum
+    covers. ``read_sql`` returns ``(id, content)`` for the ids in ``$1`` (a text[]);
+    ``all_ids_sql`` returns every row's id (for phantoms; ``null``: not counted).
+    """
+
+    tool: str = "create_note"
+    arguments: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "id": "{id}",
+            "title": "{title}",
+            "body": "{body}",
+            "checksum": "{checksum}",
+            "parent_id": "{parent_id}",
+        }
+    )
+    content: str = "{title}\n{body}"
+    read_sql: str = "SELECT id, title || E'\\n' || body FROM notes WHERE id = ANY($1::text[])"
+    all_ids_sql: str | None = "SELECT id FROM notes"
 
 
 class WindowsConfig(Model):
@@ -422,6 +576,8 @@ class Scenario(Model):
     probes: ProbeConfig = ProbeConfig()
     faults: list[Fault] = Field(default_factory=list)
     recovery: RecoveryConfig = RecoveryConfig()
+    integrity: IntegrityConfig = IntegrityConfig()
+    ledger: LedgerConfig = LedgerConfig()
     windows: WindowsConfig = WindowsConfig()
     objectives: list[Objective] = Field(default_factory=list)
     wall_time_cap: PositiveDuration | None = None
@@ -429,10 +585,15 @@ class Scenario(Model):
     @model_validator(mode="after")
     def _faults_in_run(self) -> Scenario:
         for index, fault in enumerate(self.faults):
-            if isinstance(fault, KillServer) and self.server.url:
+            if isinstance(fault, (KillServer, BadDeployment)) and self.server.url:
                 raise ValueError(
-                    f"faults.{index}: kill_server needs a server the harness runs; "
+                    f"faults.{index}: {fault.kind} needs a server the harness runs; "
                     "server.url names one you run yourself"
+                )
+            if isinstance(fault, BadDeployment) and self.server.command and not fault.command:
+                raise ValueError(
+                    f"faults.{index}.command: your server (server.command) has no fault modes; "
+                    "give the argv of its faulty release"
                 )
             if isinstance(fault, KillServer) and fault.instance != "all":
                 if not 0 <= fault.instance < self.server.instances:
@@ -447,10 +608,37 @@ class Scenario(Model):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _reference_only(self) -> Scenario:
+        if self.server.fault_mode != "none" and (self.server.command or self.server.url):
+            raise ValueError(
+                "server.fault_mode: only the reference server has fault modes "
+                "(remove server.command / server.url, or fault_mode)"
+            )
+        restore = self.recovery.restore
+        if restore is not None and restore.target == "restore_point" and not self.faults:
+            raise ValueError(
+                "recovery.restore.target: restore_point is created just before the first "
+                "fault, and this scenario has none"
+            )
+        if restore is not None and restore.at is not None and restore.at >= self.load.run_time:
+            raise ValueError("recovery.restore.at: not before the end of the run (load.run_time)")
+        return self
+
+    @property
+    def integrity_checks(self) -> list[IntegrityCheck]:
+        """The invariants checked: the scenario's, or the reference server's for it."""
+        if self.integrity.checks is not None:
+            return list(self.integrity.checks)
+        if self.server.command or self.server.url:
+            return []
+        return list(REFERENCE_INTEGRITY_CHECKS)
+
     @property
     def hard_cap_s(self) -> float:
         """Wall-time cap of the whole run, stack start and teardown included."""
-        return self.wall_time_cap or (self.load.run_time + 180.0)
+        restore = self.recovery.restore.timeout if self.recovery.restore else 0.0
+        return self.wall_time_cap or (self.load.run_time + 180.0 + restore)
 
 
 def _format_errors(path: Path | str, exc: ValidationError) -> str:
