@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from harness.server.faults import FAULT_MODES, FaultSettings
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 KEEP_ALIVE_S = 5.0
@@ -116,7 +118,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="on SIGTERM, wait at most this long for open streams before closing them",
     )
     _add_protection_arguments(parser)
+    _add_fault_arguments(parser)
     return parser.parse_args(argv)
+
+
+def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that turn this server into a faulty release, for corruption scenarios."""
+    group = parser.add_argument_group(
+        "fault modes",
+        "Run as a deliberately faulty release that damages data (harness/server/faults.py).",
+    )
+    group.add_argument(
+        "--fault-mode",
+        choices=FAULT_MODES,
+        default="none",
+        help="write-garbage: create_note stores a mangled body and adds phantom rows; "
+        "corrupt-state: adds the tool compact_notes, which damages rows (default none)",
+    )
+    group.add_argument(
+        "--garbage-phantom-every",
+        type=_non_negative_int,
+        default=5,
+        metavar="N",
+        help="write-garbage: one phantom row after every N created notes; 0 = never (default 5)",
+    )
 
 
 def _add_protection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -266,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             breaker_cooldown_s=args.breaker_cooldown,
             keep_alive_s=KEEP_ALIVE_S,
         ),
+        faults=FaultSettings(mode=args.fault_mode, phantom_every=args.garbage_phantom_every),
     )
     app = build_app(config)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,11 +29,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from harness.server.faults import FaultSettings, PhantomSchedule, mangle_body, phantom_note
 from harness.server.metrics import CONTENT_TYPE, Metrics, result_is_error, tool_name_of
 from harness.server.notes import (
+    CompactResult,
     CreateResult,
     DbSettings,
     Note,
+    NotesError,
     NotesStore,
     Report,
     SearchResult,
@@ -43,12 +47,37 @@ from harness.server.shield import AdmissionMiddleware, Protection, refusal_text_
 SERVER_NAME = "mcp-harness-notes"
 SERVER_VERSION = "0.1.0"
 TOOL_NAMES = ("create_note", "get_note", "search_notes", "notes_report")
+CORRUPT_STATE_TOOL_NAMES = (*TOOL_NAMES, "compact_notes")
+
+logger = logging.getLogger(__name__)
 
 NoteId = Annotated[str, Field(min_length=1, max_length=200, description="Client-chosen unique id")]
 Title = Annotated[str, Field(min_length=1, max_length=500)]
 Body = Annotated[str, Field(max_length=100_000)]
 Query = Annotated[str, Field(max_length=500, description="Substring of the title, any case")]
 Limit = Annotated[int, Field(ge=1, description="Maximum notes returned; capped at 100")]
+Checksum = Annotated[
+    str | None,
+    Field(
+        pattern="^[0-9a-f]{64}$",
+        description="sha256 hex of title + '\\n' + body, computed by the client; stored as sent",
+    ),
+]
+ParentId = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="Id of an earlier note this one refers to; it must exist",
+    ),
+]
+DamageFraction = Annotated[float, Field(ge=0, le=1)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="Same seed, same rows")]
+
+
+def tool_names(faults: FaultSettings) -> tuple[str, ...]:
+    """The tools this release lists: compact_notes exists only in corrupt-state."""
+    return CORRUPT_STATE_TOOL_NAMES if faults.mode == "corrupt-state" else TOOL_NAMES
 
 
 @dataclass(frozen=True)
@@ -63,14 +92,48 @@ class ServerConfig:
     max_sessions: int | None = 10_000
     host: str = "127.0.0.1"
     protection: ProtectionSettings = field(default_factory=ProtectionSettings)
+    faults: FaultSettings = field(default_factory=FaultSettings)
 
 
-def build_mcp_server(store: NotesStore, protection: Protection) -> MCPServer[Any]:
-    """The MCP server and its four tools; tools/list is served from memory.
+class GarbageWriter:
+    """create_note as the write-garbage release does it: a mangled body, now and then a phantom.
+
+    The client's checksum is stored as sent and the call answers as usual, so
+    the write is acknowledged while the row no longer matches it.
+    """
+
+    def __init__(self, store: NotesStore, phantom_every: int) -> None:
+        self._store = store
+        self._phantoms = PhantomSchedule(phantom_every)
+
+    async def create_note(
+        self, note_id: str, title: str, body: str, checksum: str | None, parent_id: str | None
+    ) -> CreateResult:
+        """The normal answer for a row that is not what the client wrote; a phantom may follow."""
+        result = await self._store.create_note(
+            note_id, title, mangle_body(body), checksum, parent_id
+        )
+        if result["created"] and self._phantoms.note_created():
+            phantom = phantom_note()
+            try:
+                await self._store.create_note(phantom.id, phantom.title, phantom.body)
+            except NotesError as exc:
+                logger.warning("write-garbage: phantom %s not written: %s", phantom.id, exc)
+        return result
+
+
+def build_mcp_server(
+    store: NotesStore, protection: Protection, faults: FaultSettings | None = None
+) -> MCPServer[Any]:
+    """The MCP server and its tools; tools/list is served from memory.
 
     Every tool runs through `protection.call_tool`, which also turns a
-    database failure into a tool error; tools/list never does.
+    database failure into a tool error; tools/list never does. `faults`
+    makes it a faulty release (`faults.py`).
     """
+    faults = faults or FaultSettings()
+    garbage = GarbageWriter(store, faults.phantom_every) if faults.mode == "write-garbage" else None
+    write_note = store.create_note if garbage is None else garbage.create_note
     server: MCPServer[Any] = MCPServer(
         SERVER_NAME,
         version=SERVER_VERSION,
@@ -78,13 +141,22 @@ def build_mcp_server(store: NotesStore, protection: Protection) -> MCPServer[Any
         log_level="WARNING",
     )
 
-    async def create_note(id: NoteId, title: Title, body: Body) -> CreateResult:
+    async def create_note(
+        id: NoteId,
+        title: Title,
+        body: Body,
+        checksum: Checksum = None,
+        parent_id: ParentId = None,
+    ) -> CreateResult:
         """Create a note with a client-chosen id; an existing id is left unchanged.
 
         Returns {"id", "created"}: created is false when the id already existed,
-        so a retried write is harmless and every write can be counted.
+        so a retried write is harmless and every write can be counted. A
+        parent_id that names no existing note is a tool error.
         """
-        return await protection.call_tool("create_note", lambda: store.create_note(id, title, body))
+        return await protection.call_tool(
+            "create_note", lambda: write_note(id, title, body, checksum, parent_id)
+        )
 
     async def get_note(id: NoteId) -> Note:
         """Fetch one note by id; an unknown id is a tool error."""
@@ -103,6 +175,25 @@ def build_mcp_server(store: NotesStore, protection: Protection) -> MCPServer[Any
         """
         return await protection.call_tool("notes_report", store.notes_report)
 
+    async def compact_notes(
+        update_fraction: DamageFraction = 0.02,
+        delete_fraction: DamageFraction = 0.01,
+        invariant_fraction: DamageFraction = 0.01,
+        seed: Seed = 0,
+    ) -> CompactResult:
+        """Compact the notes table: the maintenance tool of a deliberately faulty release.
+
+        It damages data on purpose (fault mode corrupt-state): in one
+        transaction it rewrites the body of update_fraction of the notes,
+        deletes delete_fraction and blanks the title of invariant_fraction,
+        chosen by seed. Returns the ids changed each way and the row count
+        before it ran.
+        """
+        return await protection.call_tool(
+            "compact_notes",
+            lambda: store.compact_notes(update_fraction, delete_fraction, invariant_fraction, seed),
+        )
+
     read_only = ToolAnnotations(read_only_hint=True)
     tools: list[tuple[Callable[..., Any], ToolAnnotations]] = [
         (create_note, ToolAnnotations(idempotent_hint=True, destructive_hint=False)),
@@ -110,9 +201,11 @@ def build_mcp_server(store: NotesStore, protection: Protection) -> MCPServer[Any
         (search_notes, read_only),
         (notes_report, read_only),
     ]
+    if faults.mode == "corrupt-state":
+        tools.append((compact_notes, ToolAnnotations(destructive_hint=True, idempotent_hint=False)))
     for fn, hints in tools:
         server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), annotations=hints)
-    assert tuple(fn.__name__ for fn, _ in tools) == TOOL_NAMES
+    assert tuple(fn.__name__ for fn, _ in tools) == tool_names(faults)
     return server
 
 
@@ -181,11 +274,12 @@ def sessions_open_reader(server: MCPServer[Any], stateless: bool) -> Callable[[]
 def build_app(config: ServerConfig) -> Starlette:
     """The ASGI app uvicorn serves."""
     store = NotesStore(config.db)
+    tools = tool_names(config.faults)
     protection = Protection(
-        config.protection, tools=TOOL_NAMES, lane_timeout_s=config.db.acquire_timeout_s
+        config.protection, tools=tools, lane_timeout_s=config.db.acquire_timeout_s
     )
-    server = build_mcp_server(store, protection)
-    metrics = Metrics(methods=SPEC_CLIENT_METHODS, tools=TOOL_NAMES)
+    server = build_mcp_server(store, protection, config.faults)
+    metrics = Metrics(methods=SPEC_CLIENT_METHODS, tools=tools)
     protection.register_metrics(metrics)
     server.middleware.append(metrics_middleware(metrics))
     server.middleware.append(refusal_text_middleware())
@@ -209,10 +303,17 @@ def build_app(config: ServerConfig) -> Starlette:
         "1 when the last database operation succeeded, 0 when it failed, absent before any.",
         lambda: {"ok": 1.0, "unreachable": 0.0}.get(store.state),
     )
+    fault_mode = config.faults.mode
+    metrics.add_family(
+        "mcp_fault_mode",
+        "gauge",
+        "The faulty release this process runs as (none: the good release).",
+        lambda: [("", {"mode": fault_mode}, 1)],
+    )
 
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "db": store.state})
+        return JSONResponse({"status": "ok", "db": store.state, "fault_mode": fault_mode})
 
     @server.custom_route("/metrics", methods=["GET"])
     async def prometheus(request: Request) -> Response:
@@ -230,6 +331,11 @@ def build_app(config: ServerConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if fault_mode != "none":
+            logger.warning(
+                "fault mode %s: this server is a deliberately faulty release that damages data",
+                fault_mode,
+            )
         await store.start()
         try:
             async with sdk_lifespan(app):

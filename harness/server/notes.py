@@ -36,6 +36,13 @@ from typing_extensions import (
     TypedDict,
 )  # pydantic derives output schemas only from this one on 3.11
 
+from harness.server.faults import (
+    COMPACTED_SUFFIX,
+    PHANTOM_ID_PREFIX,
+    damage_order,
+    plan_damage,
+)
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -75,13 +82,53 @@ CREATE TABLE IF NOT EXISTS notes (
     id text PRIMARY KEY,
     title text NOT NULL,
     body text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    checksum text,
+    parent_id text
 );
 CREATE INDEX IF NOT EXISTS notes_created_at_idx ON notes (created_at DESC, id);
+CREATE OR REPLACE FUNCTION notes_guard() RETURNS trigger LANGUAGE plpgsql AS $guard$
+BEGIN
+    IF btrim(NEW.title) = '' THEN
+        RAISE EXCEPTION 'note %: the title is blank', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.checksum IS NOT NULL AND NEW.checksum !~ '^[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION 'note %: the checksum is not 64 lowercase hex digits (sha256)', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$guard$;
+DO $migrate$
+BEGIN
+    IF (SELECT count(*) FROM pg_attribute
+        WHERE attrelid = 'notes'::regclass AND attname IN ('checksum', 'parent_id')
+          AND NOT attisdropped) < 2 THEN
+        ALTER TABLE notes
+            ADD COLUMN IF NOT EXISTS checksum text,
+            ADD COLUMN IF NOT EXISTS parent_id text;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_trigger
+                   WHERE tgrelid = 'notes'::regclass AND tgname = 'notes_guard') THEN
+        CREATE OR REPLACE TRIGGER notes_guard BEFORE INSERT OR UPDATE ON notes
+            FOR EACH ROW EXECUTE FUNCTION notes_guard();
+    END IF;
+END
+$migrate$;
 """
 """The index serves search_notes: it walks notes newest first and stops after
 `limit` title matches. A substring ILIKE cannot use a btree, and a trigram
-index would need CREATE EXTENSION, which the server's role may not be allowed."""
+index would need CREATE EXTENSION, which the server's role may not be allowed.
+
+`checksum` is the client's sha256 of `title || '\\n' || body`, stored as sent;
+`parent_id` names an earlier note, a reference the application keeps (no
+foreign key: an integrity check is there to find the rows that break it). The
+trigger refuses a blank title and a malformed checksum with SQLSTATE 23514,
+a caller error. The ALTER and the trigger run only when missing: ALTER TABLE
+takes an ACCESS EXCLUSIVE lock even when IF NOT EXISTS skips it, and every
+server start would otherwise queue every read and write of notes behind it
+(on the standby too, where the lock is replayed)."""
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -128,7 +175,11 @@ class DatabaseError(NotesError):
 
 
 class NoteNotFound(NotesError):
-    """get_note on an id that does not exist."""
+    """get_note on an id that does not exist, or create_note naming an unknown parent."""
+
+
+class PermissionMissing(NotesError):
+    """The database role lacks a privilege a tool needs; the message says which to grant."""
 
 
 CALLER_SQLSTATE_CLASSES = frozenset({"22", "23"})
@@ -159,6 +210,17 @@ class Note(TypedDict):
     title: str
     body: str
     created_at: str
+    checksum: str | None
+    parent_id: str | None
+
+
+class CompactResult(TypedDict):
+    """What compact_notes damaged: the ground truth an integrity checker is judged against."""
+
+    updated: list[str]
+    deleted: list[str]
+    invariant_broken: list[str]
+    rows_before: int
 
 
 class CreateResult(TypedDict):
@@ -247,6 +309,29 @@ def connect_order(count: int, preferred: int) -> list[int]:
     return [first, *(i for i in range(count) if i != first)]
 
 
+CREATE_NOTE_SQL = """
+WITH parent AS (
+    SELECT $5::text IS NULL OR EXISTS (SELECT 1 FROM notes WHERE id = $5::text) AS found
+), inserted AS (
+    INSERT INTO notes (id, title, body, checksum, parent_id)
+    SELECT $1, $2, $3, $4, $5 FROM parent WHERE parent.found
+    ON CONFLICT (id) DO NOTHING
+    RETURNING true
+)
+SELECT (SELECT found FROM parent) AS parent_found, EXISTS (SELECT FROM inserted) AS created
+"""
+"""create_note in one statement: `created` is false when the id already existed
+(ON CONFLICT DO NOTHING), `parent_found` false when a named parent does not exist."""
+
+COMPACT_LOCK_KEY = 0x636F6D70616374
+"""Advisory lock serialising compact_notes calls: each reads the rows the previous one left."""
+
+GRANT_HINT = (
+    "compact_notes must set session_replication_role to bypass the notes_guard trigger: "
+    "as a superuser, run `GRANT SET ON PARAMETER session_replication_role TO {role}`"
+)
+
+
 def like_pattern(query: str) -> str:
     """A `%query%` ILIKE pattern matching the query literally (ESCAPE '\\')."""
     escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -264,7 +349,12 @@ def _iso(value: datetime | None) -> str | None:
 
 def _note(row: Any) -> Note:
     return Note(
-        id=row["id"], title=row["title"], body=row["body"], created_at=_iso(row["created_at"]) or ""
+        id=row["id"],
+        title=row["title"],
+        body=row["body"],
+        created_at=_iso(row["created_at"]) or "",
+        checksum=row["checksum"],
+        parent_id=row["parent_id"],
     )
 
 
@@ -430,27 +520,35 @@ class NotesStore:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.retry_max_s)
 
-    async def create_note(self, note_id: str, title: str, body: str) -> CreateResult:
-        """Insert a note unless its id exists; `created` says which happened."""
+    async def create_note(
+        self,
+        note_id: str,
+        title: str,
+        body: str,
+        checksum: str | None = None,
+        parent_id: str | None = None,
+    ) -> CreateResult:
+        """Insert a note unless its id exists; `created` says which happened.
+
+        A parent that does not exist is the caller's error (NoteNotFound). The
+        check and the insert are one statement, so no round trip separates them.
+        """
 
         async def insert(conn: Any) -> Any:
-            return await conn.fetchval(
-                "INSERT INTO notes (id, title, body) VALUES ($1, $2, $3) "
-                "ON CONFLICT (id) DO NOTHING RETURNING true",
-                note_id,
-                title,
-                body,
-            )
+            return await conn.fetchrow(CREATE_NOTE_SQL, note_id, title, body, checksum, parent_id)
 
-        created = await self._run(insert)
-        return CreateResult(id=note_id, created=bool(created))
+        row = await self._run(insert)
+        if not row["parent_found"]:
+            raise NoteNotFound(f"parent note not found: {parent_id!r}")
+        return CreateResult(id=note_id, created=bool(row["created"]))
 
     async def get_note(self, note_id: str) -> Note:
         """One note by id, or NoteNotFound."""
 
         async def select(conn: Any) -> Any:
             return await conn.fetchrow(
-                "SELECT id, title, body, created_at FROM notes WHERE id = $1", note_id
+                "SELECT id, title, body, created_at, checksum, parent_id FROM notes WHERE id = $1",
+                note_id,
             )
 
         row = await self._run(select)
@@ -464,7 +562,7 @@ class NotesStore:
 
         async def select(conn: Any) -> Sequence[Any]:
             rows: Sequence[Any] = await conn.fetch(
-                "SELECT id, title, body, created_at FROM notes "
+                "SELECT id, title, body, created_at, checksum, parent_id FROM notes "
                 "WHERE title ILIKE $1 ESCAPE '\\' ORDER BY created_at DESC, id LIMIT $2",
                 like_pattern(query),
                 capped,
@@ -498,3 +596,53 @@ class NotesStore:
             newest=_iso(row["newest"]),
             digest=str(row["digest"]),
         )
+
+    async def compact_notes(
+        self, update_fraction: float, delete_fraction: float, invariant_fraction: float, seed: int
+    ) -> CompactResult:
+        """The corrupt-state release's maintenance tool, with its bug: it damages rows.
+
+        In one transaction, of every note except write-garbage's phantoms, taken
+        in a fixed order per seed (`faults.damage_order`), it rewrites the body
+        of `update_fraction` (checksum kept: the checksum invariant breaks),
+        deletes `delete_fraction` (children keep their parent_id: the parent
+        invariant breaks) and blanks the title of `invariant_fraction`, past the
+        trigger (session_replication_role = replica), recomputing their
+        checksum so that they break the title rule only. The sets are disjoint;
+        the ids returned are the rows each statement changed.
+        """
+        fractions = (update_fraction, delete_fraction, invariant_fraction)
+
+        async def compact(conn: Any) -> CompactResult:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", COMPACT_LOCK_KEY)
+                role = await conn.fetchval("SELECT current_user")
+                try:
+                    await conn.execute("SET LOCAL session_replication_role = replica")
+                except asyncpg.exceptions.InsufficientPrivilegeError as exc:
+                    raise PermissionMissing(GRANT_HINT.format(role=role)) from exc
+                ids = [row["id"] for row in await conn.fetch("SELECT id FROM notes")]
+                candidates = (i for i in ids if not i.startswith(PHANTOM_ID_PREFIX))
+                plan = plan_damage(damage_order(candidates, seed), fractions)
+                updated = await conn.fetch(
+                    "UPDATE notes SET body = body || $2 WHERE id = ANY($1::text[]) RETURNING id",
+                    plan.update,
+                    COMPACTED_SUFFIX,
+                )
+                deleted = await conn.fetch(
+                    "DELETE FROM notes WHERE id = ANY($1::text[]) RETURNING id", plan.delete
+                )
+                blanked = await conn.fetch(
+                    "UPDATE notes SET title = '', checksum = CASE WHEN checksum IS NOT NULL"
+                    " THEN encode(sha256(convert_to(E'\\n' || body, 'UTF8')), 'hex') END"
+                    " WHERE id = ANY($1::text[]) RETURNING id",
+                    plan.break_invariant,
+                )
+            return CompactResult(
+                updated=sorted(row["id"] for row in updated),
+                deleted=sorted(row["id"] for row in deleted),
+                invariant_broken=sorted(row["id"] for row in blanked),
+                rows_before=len(ids),
+            )
+
+        return await self._run(compact)
