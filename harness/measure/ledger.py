@@ -2,13 +2,18 @@
 
 A client that got an acknowledgement believes its write is durable. After
 recovery the table on the final primary is read and every ledger entry is
-classified; the rows nobody acknowledged are accounted for too.
+classified; the rows nobody acknowledged are accounted for too. Everything here
+is pure: the caller reads the database and hands over what it read.
+
+Times are seconds on the run's monotonic axis. A write's attempt time is taken
+before its request is sent and its ack time when the reply arrived, so the
+commit happened in between: that is what makes the restore-point test exact.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 
 
@@ -19,69 +24,236 @@ class AckedWrite:
     t_ack_s: float
 
 
+def _samples(sets: Mapping[str, Set[str] | None], sample: int) -> dict[str, list[str]]:
+    """The first ``sample`` ids (sorted) of every non-empty set, for a person to look up."""
+    return {name: sorted(ids)[:sample] for name, ids in sets.items() if ids}
+
+
+@dataclass(frozen=True)
+class LedgerClassification:
+    """The exact id sets of each class (see ``WriteLedger.classify``)."""
+
+    acknowledged: int
+    attempted: int
+    rows_read: int
+    intact: frozenset[str]
+    altered: frozenset[str]
+    lost: frozenset[str]
+    lost_after_incident: frozenset[str]
+    altered_after_incident: frozenset[str]
+    phantom: frozenset[str] | None
+    unacknowledged_present: frozenset[str]
+    duplicate: frozenset[str]
+    rpo_s: float
+
+    @property
+    def rpo_rows(self) -> int:
+        """Lost + altered among writes acknowledged before the incident."""
+        return len(self.lost - self.lost_after_incident) + len(
+            self.altered - self.altered_after_incident
+        )
+
+    def summary(self, sample: int = 10) -> dict[str, object]:
+        """Counts for result.json, and a few ids of every bad class to look up."""
+        bad = {
+            "altered": self.altered,
+            "lost": self.lost,
+            "phantom": self.phantom,
+            "unacknowledged_present": self.unacknowledged_present,
+            "duplicate": self.duplicate,
+        }
+        return {
+            "acknowledged": self.acknowledged,
+            "attempted": self.attempted,
+            "intact": len(self.intact),
+            "altered": len(self.altered),
+            "altered_after_incident": len(self.altered_after_incident),
+            "lost": len(self.lost),
+            "lost_after_incident": len(self.lost_after_incident),
+            "phantom": None if self.phantom is None else len(self.phantom),
+            "unacknowledged_present": len(self.unacknowledged_present),
+            "duplicate": len(self.duplicate),
+            "rows_read": self.rows_read,
+            "rpo_rows": self.rpo_rows,
+            "rpo_s": self.rpo_s,
+            "samples": _samples(bad, sample),
+        }
+
+
+@dataclass(frozen=True)
+class RestoreBoundary:
+    """How a restore to a restore point matches the ledger (``WriteLedger.restore_boundary``)."""
+
+    acked_before: int
+    started_after: int
+    in_flight: int
+    acked_before_missing: frozenset[str]
+    started_after_present: frozenset[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.acked_before_missing and not self.started_after_present
+
+    def summary(self, sample: int = 10) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "acked_before": self.acked_before,
+            "acked_before_missing": len(self.acked_before_missing),
+            "started_after": self.started_after,
+            "started_after_present": len(self.started_after_present),
+            "in_flight": self.in_flight,
+            "samples": _samples(
+                {
+                    "acked_before_missing": self.acked_before_missing,
+                    "started_after_present": self.started_after_present,
+                },
+                sample,
+            ),
+        }
+
+
 @dataclass
 class WriteLedger:
-    """Acknowledged writes by id, and the ids of every write attempted."""
+    """Acknowledged writes by id, the ids of every write attempted, and when each write
+    was first attempted (where the caller said)."""
 
     acked: dict[str, AckedWrite] = field(default_factory=dict)
     attempted: set[str] = field(default_factory=set)
+    first_attempt_s: dict[str, float] = field(default_factory=dict)
 
-    def attempt(self, write_id: str) -> None:
+    def attempt(self, write_id: str, t_s: float | None = None) -> None:
+        """A write is about to be sent; ``t_s`` is taken before sending. The earliest
+        attempt time of a retried write is kept. Without ``t_s`` the write's start stays
+        unknown, which only the restore-point test needs (such a write is never taken
+        for one that started after the restore point)."""
         self.attempted.add(write_id)
+        if t_s is not None:
+            known = self.first_attempt_s.get(write_id)
+            if known is None or t_s < known:
+                self.first_attempt_s[write_id] = t_s
+
+    def attempt_time(self, write_id: str) -> float | None:
+        """When the write was first attempted, or ``None`` when nobody said."""
+        return self.first_attempt_s.get(write_id)
 
     def ack(self, write_id: str, checksum: str, t_ack_s: float) -> None:
+        """A write was acknowledged: it was attempted too. A retried write keeps its
+        first acknowledgement. An ack does not stand in for an unknown attempt time: the
+        write began at some moment before it, which is all that is known."""
         self.attempted.add(write_id)
         if write_id not in self.acked:
             self.acked[write_id] = AckedWrite(write_id, checksum, t_ack_s)
 
     def classify(
-        self, rows: Iterable[tuple[str, str]], t_incident_s: float | None
-    ) -> dict[str, object]:
-        """Compare with ``rows`` = (id, checksum of content) read from the final primary.
+        self,
+        rows: Iterable[tuple[str, str]],
+        t_incident_s: float | None,
+        *,
+        all_ids: Iterable[str] | None = None,
+        restore_target_s: float | None = None,
+    ) -> LedgerClassification:
+        """Compare with ``rows`` = (id, checksum of content) read back from the final primary
+        for the ledger's ids (others may come along) and ``all_ids`` = every id in the
+        table. ``rows`` decide what became of each acknowledged write (an id that
+        ``all_ids`` lists but ``rows`` do not could not be read back: lost); any of the two
+        shows an id present, for the unacknowledged, phantom and duplicate classes.
 
-        intact: acknowledged and present unchanged; altered: present with other
-        content; lost: acknowledged and absent; phantom: present but never
-        attempted by any client; unacknowledged_present: attempted, never
-        acknowledged, yet committed (a reply lost in the outage); duplicate: ids
-        present more than once. ``rpo_rows`` counts lost + altered among writes
-        acknowledged before the incident, ``rpo_s`` the age of the oldest of
-        them at the incident.
+        intact: acknowledged and every copy read has its checksum; altered: present with
+        other content; lost: acknowledged and absent; phantom: present but never
+        attempted by any client (``None`` without ``all_ids``: not measured);
+        unacknowledged_present: attempted, never acknowledged, yet committed (a reply
+        lost in the outage); duplicate: ids present more than once. ``lost_after_incident``
+        and ``altered_after_incident`` are those acknowledged at or after the incident.
+        Without an incident time every write counts as before it.
+
+        ``rpo_s`` is the age at the incident of the oldest write acknowledged before it
+        and then lost or altered (0 when none). For a point-in-time restore
+        (``restore_target_s``), the restore discarded the committed history between its
+        target and the incident by design, so ``rpo_s`` is ``t_incident - restore_target_s``
+        (0 for a target at or after the incident), or the ledger's figure above when that
+        is larger: a restore that lost even older writes lost more than its window.
         """
-        counts = Counter(row_id for row_id, _ in rows)
-        present = {row_id: checksum for row_id, checksum in rows}
-        intact = altered = lost = 0
-        before_incident_bad: list[AckedWrite] = []
-        lost_after = 0
+        row_counts: Counter[str] = Counter()
+        checksums: dict[str, set[str]] = {}
+        for row_id, checksum in rows:
+            row_counts[row_id] += 1
+            checksums.setdefault(row_id, set()).add(checksum)
+        duplicate = {i for i, n in row_counts.items() if n > 1}
+        present = set(row_counts)
+        phantom: frozenset[str] | None = None
+        if all_ids is not None:
+            id_counts = Counter(all_ids)
+            duplicate |= {i for i, n in id_counts.items() if n > 1}
+            present |= set(id_counts)
+            phantom = frozenset(present - self.attempted)
+
+        intact: set[str] = set()
+        altered: set[str] = set()
+        lost: set[str] = set()
+        after_incident: set[str] = set()
+        oldest_bad_ack_s: float | None = None
         for write in self.acked.values():
             before = t_incident_s is None or write.t_ack_s < t_incident_s
-            if write.id not in present:
-                lost += 1
-                if before:
-                    before_incident_bad.append(write)
-                else:
-                    lost_after += 1
-            elif present[write.id] != write.checksum:
-                altered += 1
-                if before:
-                    before_incident_bad.append(write)
+            if not before:
+                after_incident.add(write.id)
+            if write.id not in checksums:
+                lost.add(write.id)
+            elif checksums[write.id] != {write.checksum}:
+                altered.add(write.id)
             else:
-                intact += 1
-        unacked_present = sum(1 for i in present if i in self.attempted and i not in self.acked)
-        phantom = sum(1 for i in present if i not in self.attempted)
+                intact.add(write.id)
+            if before and write.id not in intact:
+                if oldest_bad_ack_s is None or write.t_ack_s < oldest_bad_ack_s:
+                    oldest_bad_ack_s = write.t_ack_s
+
         rpo_s = 0.0
-        if before_incident_bad and t_incident_s is not None:
-            rpo_s = t_incident_s - min(w.t_ack_s for w in before_incident_bad)
-        return {
-            "acknowledged": len(self.acked),
-            "attempted": len(self.attempted),
-            "intact": intact,
-            "altered": altered,
-            "lost": lost,
-            "lost_after_incident": lost_after,
-            "phantom": phantom,
-            "unacknowledged_present": unacked_present,
-            "duplicate": sum(1 for c in counts.values() if c > 1),
-            "rows_read": sum(counts.values()),
-            "rpo_rows": len(before_incident_bad),
-            "rpo_s": rpo_s,
+        if t_incident_s is not None:
+            if oldest_bad_ack_s is not None:
+                rpo_s = t_incident_s - oldest_bad_ack_s
+            if restore_target_s is not None:
+                rpo_s = max(rpo_s, t_incident_s - restore_target_s)
+        return LedgerClassification(
+            acknowledged=len(self.acked),
+            attempted=len(self.attempted),
+            rows_read=sum(row_counts.values()),
+            intact=frozenset(intact),
+            altered=frozenset(altered),
+            lost=frozenset(lost),
+            lost_after_incident=frozenset(lost & after_incident),
+            altered_after_incident=frozenset(altered & after_incident),
+            phantom=phantom,
+            unacknowledged_present=frozenset(
+                i for i in present if i in self.attempted and i not in self.acked
+            ),
+            duplicate=frozenset(duplicate),
+            rpo_s=rpo_s,
+        )
+
+    def restore_boundary(
+        self, present_ids: Iterable[str], t_start_s: float, t_end_s: float
+    ) -> RestoreBoundary:
+        """The exact test of a restore to a restore point created during
+        [``t_start_s``, ``t_end_s``], given the ids present after the restore.
+
+        A write acknowledged at or before ``t_start_s`` committed before the restore point
+        existed: it must be present. A write first attempted at or after ``t_end_s``
+        committed after it: it must be absent. Every other write was in flight at that
+        instant (started before ``t_end_s``, or at an unknown time, and acknowledged after
+        ``t_start_s`` or never) and may be either; they are only counted.
+        """
+        if t_end_s < t_start_s:
+            raise ValueError(
+                f"restore point window ends ({t_end_s}) before it starts ({t_start_s})"
+            )
+        present = set(present_ids)
+        acked_before = {w.id for w in self.acked.values() if w.t_ack_s <= t_start_s}
+        started_after = {
+            i for i, t_s in self.first_attempt_s.items() if t_s >= t_end_s and i not in acked_before
         }
+        return RestoreBoundary(
+            acked_before=len(acked_before),
+            started_after=len(started_after),
+            in_flight=len(self.attempted) - len(acked_before) - len(started_after),
+            acked_before_missing=frozenset(acked_before - present),
+            started_after_present=frozenset(started_after & present),
+        )

@@ -13,7 +13,6 @@ from harness.measure.failover import (
     rto_s,
 )
 from harness.measure.histogram import LatencyHistogram
-from harness.measure.ledger import WriteLedger
 from harness.measure.phases import baseline_session_rate, compute_phases, phase_of, storm_end_s
 from harness.measure.reconnect import reconnect_metrics
 from harness.measure.timeline import build_timeline
@@ -123,35 +122,6 @@ def test_baseline_rate_excludes_spawning_and_storm_end_needs_a_full_window() -> 
         storm_end_s([10.5] * 30 + [14.2] * 3, 10.0, 16.0, threshold_per_s=1.0, window_s=5.0) is None
     )
     assert storm_end_s([10.5] * 30, 10.0, 30.0, threshold_per_s=1.0, window_s=5.0) == 11.0
-
-
-def test_ledger_classifies_every_kind_and_rpo() -> None:
-    ledger = WriteLedger()
-    ledger.ack("a", "sum-a", 1.0)
-    ledger.ack("b", "sum-b", 2.0)
-    ledger.ack("c", "sum-c", 3.0)
-    ledger.ack("d", "sum-d", 12.0)  # after the incident
-    ledger.attempt("e")  # never acknowledged
-    rows = [("a", "sum-a"), ("b", "tampered"), ("e", "sum-e"), ("x", "sum-x"), ("x", "sum-x")]
-    report = ledger.classify(rows, t_incident_s=10.0)
-    assert report["acknowledged"] == 4
-    assert report["intact"] == 1
-    assert report["altered"] == 1
-    assert report["lost"] == 2  # c before the incident, d after
-    assert report["lost_after_incident"] == 1
-    assert report["unacknowledged_present"] == 1
-    assert report["phantom"] == 1
-    assert report["duplicate"] == 1
-    assert report["rpo_rows"] == 2  # b altered + c lost
-    assert report["rpo_s"] == pytest.approx(8.0)  # incident 10 s - oldest bad ack 2 s
-
-
-def test_ledger_without_losses_has_zero_rpo() -> None:
-    ledger = WriteLedger()
-    ledger.ack("a", "s", 1.0)
-    ledger.ack("a", "s", 1.5)  # an idempotent retry keeps the first ack
-    report = ledger.classify([("a", "s")], t_incident_s=5.0)
-    assert (report["acknowledged"], report["rpo_rows"], report["rpo_s"]) == (1, 0, 0.0)
 
 
 def test_reconnect_metrics() -> None:
