@@ -455,7 +455,19 @@ _WRITE_FIGURES = (
     "rows_read",
     "rpo_rows",
     "rpo_s",
+    "altered_after_incident",
+    "restore_boundary.violations",
 )
+RESTORE_STEPS = (
+    "stop",
+    "restore_base_backup",
+    "replay_wal",
+    "promote",
+    "reattach_server",
+    "first_good_write",
+    "rebuild_replica",
+)
+"""A restore's timed steps, in order (README, "The restore procedure")."""
 METRIC_PATHS: tuple[str, ...] = (
     "db_failover_s",
     "failover_s",
@@ -475,6 +487,12 @@ METRIC_PATHS: tuple[str, ...] = (
         for f in _LATENCY_FIGURES
     ),
     *(f"writes.{f}" for f in _WRITE_FIGURES),
+    "time_to_detect_s",
+    "integrity.before.violations",
+    "integrity.after.violations",
+    "integrity.missed",
+    "restore.total_s",
+    *(f"restore.steps.{step}_s" for step in RESTORE_STEPS),
     "requests.total",
     "requests.errors",
     "requests.error_rate",

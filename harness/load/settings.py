@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from harness.load.policy import POLICY_NAMES, PolicyName, ReconnectPolicy
-from harness.load.wire import PROTOCOL_2025_11_25, SUPPORTED_PROTOCOLS
+from harness.load.wire import PROTOCOL_2025_11_25, SUPPORTED_PROTOCOLS, WriteTemplate
 
 SETTINGS_ENV = "MCP_HARNESS_LOAD"
 
@@ -67,6 +67,12 @@ class LoadSettings:
     hold_stream: bool = False
     """2025-11-25: each user also holds its session's standalone GET SSE stream open, so a
     storm includes those connections. No effect in 2026-07-28, which has no such stream."""
+    write_tool: str = "create_note"
+    """The tool a ``create_note`` operation calls (the scenario's ``ledger.tool``)."""
+    write_arguments: dict[str, Any] = field(default_factory=lambda: dict(WriteTemplate.arguments))
+    write_content: str = WriteTemplate.content
+    parent_probability: float = 0.5
+    """How often a write names one of the client's earlier writes as its parent."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -95,6 +101,11 @@ class LoadSettings:
             problems.append(f"mcp_path {self.mcp_path!r} must start with '/'")
         if problems:
             raise ValueError("invalid load settings: " + "; ".join(problems))
+
+    def write_template(self) -> WriteTemplate:
+        return WriteTemplate(
+            self.write_tool, tuple(self.write_arguments.items()), self.write_content
+        )
 
     def policy(self) -> ReconnectPolicy:
         """The reconnect pacing these settings describe."""

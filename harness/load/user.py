@@ -34,7 +34,6 @@ from harness.load.wire import (
     McpRequest,
     McpSession,
     new_note,
-    note_checksum,
     note_search_term,
     outcome_of,
     transport_failure,
@@ -88,6 +87,7 @@ class McpUser(FastHttpUser):
         self.rng = random.Random(f"{self.load.seed}:{self.user_id}")
         self.session = McpSession(self.load.protocol, self.load.headers)
         self.policy = self.load.policy()
+        self.write_template = self.load.write_template()
         self.note_prefix = f"{self.load.id_prefix}-{self.user_id}"
         self.written_note_ids: deque[str] = deque(maxlen=MAX_REMEMBERED_NOTES)
         self.ops = list(self.load.tool_mix)
@@ -149,12 +149,14 @@ class McpUser(FastHttpUser):
     def create_note(self) -> McpOutcome:
         """Write one note, recording the attempt before and the acknowledgement after."""
         note_id, title, body = new_note(self.note_prefix, self.rng)
+        parent = None
+        if self.written_note_ids and self.rng.random() < self.load.parent_probability:
+            parent = self.rng.choice(self.written_note_ids)
+        arguments, checksum = self.write_template.render(note_id, title, body, parent)
         self.emit({"k": "write_attempt", "t": time.monotonic(), "id": note_id, "u": self.user_id})
-        arguments = {"id": note_id, "title": title, "body": body}
-        outcome = self.send(self.session.tools_call("create_note", arguments))
+        outcome = self.send(self.session.tools_call(self.write_template.tool, arguments))
         if outcome.ok:
             acked_at = time.monotonic()
-            checksum = note_checksum(title, body)
             self.emit(
                 {"k": "write", "t": acked_at, "id": note_id, "sum": checksum, "u": self.user_id}
             )

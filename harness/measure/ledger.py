@@ -97,6 +97,7 @@ class RestoreBoundary:
     def summary(self, sample: int = 10) -> dict[str, object]:
         return {
             "ok": self.ok,
+            "violations": len(self.acked_before_missing) + len(self.started_after_present),
             "acked_before": self.acked_before,
             "acked_before_missing": len(self.acked_before_missing),
             "started_after": self.started_after,

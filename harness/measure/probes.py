@@ -17,15 +17,12 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx2
 
+from harness.load.async_client import open_session, send
 from harness.load.wire import (
     PROTOCOL_2025_11_25,
-    McpOutcome,
-    McpRequest,
     McpSession,
+    WriteTemplate,
     new_note,
-    note_checksum,
-    outcome_of,
-    transport_failure,
 )
 from harness.measure.failover import ServiceProbeSample, WriteProbeSample
 from harness.measure.ledger import WriteLedger
@@ -88,7 +85,8 @@ class WriteProbe:
 
 @dataclass
 class ServiceProbe:
-    """Calls ``create_note`` through MCP at a fixed pace, re-initializing a broken session."""
+    """Calls the write tool through MCP at a fixed pace, re-initializing a broken session;
+    every write goes into the ledger like a client's."""
 
     url: str
     t0: float
@@ -98,6 +96,7 @@ class ServiceProbe:
     headers: dict[str, str] = field(default_factory=dict)
     seed: int = 0
     protocol: str = PROTOCOL_2025_11_25
+    write: WriteTemplate = field(default_factory=WriteTemplate)
     samples: list[ServiceProbeSample] = field(default_factory=list)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,47 +109,24 @@ class ServiceProbe:
                     await self._handshake(client, session)
                 if session.sessionless or session.session_id is not None:
                     note_id, title, body = new_note("probe", rng)
-                    self.ledger.attempt(note_id)
-                    call = session.tools_call(
-                        "create_note", {"id": note_id, "title": title, "body": body}
-                    )
-                    outcome, _ = await _send(client, self.url, call)
+                    arguments, checksum = self.write.render(note_id, title, body)
+                    self.ledger.attempt(note_id, time.monotonic() - self.t0)
+                    call = session.tools_call(self.write.tool, arguments)
+                    outcome, _ = await send(client, self.url, call)
                     t_s = time.monotonic() - self.t0
                     if outcome.ok:
-                        self.ledger.ack(note_id, note_checksum(title, body), t_s)
+                        self.ledger.ack(note_id, checksum, t_s)
                     self.samples.append(ServiceProbeSample(t_s, outcome.ok, outcome.error_kind))
                     if outcome.breaks_session:
                         session.reset()
                 await _sleep_until(stop, started + self.interval_s)
 
     async def _handshake(self, client: httpx2.AsyncClient, session: McpSession) -> None:
-        request = session.initialize()
-        outcome, session_id = await _send(client, self.url, request)
-        outcome = session.accept_initialize(outcome, session_id)
+        outcome = await open_session(client, self.url, session)
         if not outcome.ok:
             self.samples.append(
                 ServiceProbeSample(time.monotonic() - self.t0, False, outcome.error_kind)
             )
-            session.reset()
-            return
-        await _send(client, self.url, session.initialized())
-
-
-async def _send(
-    client: httpx2.AsyncClient, url: str, request: McpRequest
-) -> tuple[McpOutcome, str | None]:
-    try:
-        response = await client.post(url, content=request.body, headers=request.headers)
-    except httpx2.HTTPError as exc:
-        return transport_failure(exc), None
-    outcome = outcome_of(
-        request,
-        response.status_code,
-        response.content,
-        response.headers.get("content-type"),
-        retry_after=response.headers.get("retry-after"),
-    )
-    return outcome, response.headers.get("mcp-session-id")
 
 
 async def _sleep_until(stop: asyncio.Event, deadline: float) -> None:

@@ -93,11 +93,51 @@ def test_defaults_fill_what_is_missing(tmp_path: Path) -> None:
         ("probes: {write_interval: 200ms}\n", "probes.write_interval", "0.05"),
         ("objectives: [{metric: nonsense_s, max: 1s}]\n", "objectives.0", "known metrics"),
         ("objectives: [{metric: failover_s}]\n", "objectives.0", "exactly one of max or min"),
+        (
+            "recovery: {restore: {target: time}}\nfaults: [{kind: kill_server, at: 5s}]\n",
+            "recovery.restore",
+            "target_time: needed",
+        ),
+        (
+            "recovery: {restore: {target: time, target_time: '2026-11-25 10:00'}}\n",
+            "recovery.restore",
+            "no time zone",
+        ),
+        (
+            "recovery: {restore: {target: time, target_time: yesterday}}\n",
+            "recovery.restore",
+            "ISO 8601",
+        ),
+        ("recovery: {restore: {target: lsn, target_lsn: '12'}}\n", "recovery.restore", "0/3000060"),
+        ("recovery: {restore: {target: restore_point}}\n", "", "this scenario has none"),
+        ("recovery: {restore: {target: nearest}}\n", "recovery.restore.target", "restore_point"),
+        (
+            "server: {command: [my-server], fault_mode: write-garbage}\n",
+            "",
+            "only the reference server has fault modes",
+        ),
+        (
+            "server: {command: [srv]}\nfaults: [{kind: bad_deployment, at: 5s}]\n",
+            "faults.0.command",
+            "faulty release",
+        ),
+        (
+            "server: {url: 'http://127.0.0.1:1/mcp'}\nfaults: [{kind: bad_deployment, at: 5s}]\n",
+            "faults.0",
+            "needs a server the harness runs",
+        ),
+        ("faults: [{kind: call_tool, at: 5s}]\n", "faults.0.tool", "Field required"),
+        ("integrity: {checks: [{name: x}]}\n", "integrity.checks.0.sql", "Field required"),
+        ("ledger: {tool: w, extra: 1}\n", "ledger.extra", "unknown key"),
     ],
 )
 def test_invalid_scenarios_name_file_and_key(
     tmp_path: Path, text: str, key: str, expected: str
 ) -> None:
+    assert_refused(tmp_path, text, key, expected)
+
+
+def assert_refused(tmp_path: Path, text: str, key: str, expected: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
@@ -189,3 +229,31 @@ def test_bad_faults_are_refused_with_their_key(
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
     assert key in str(info.value) and expected in str(info.value)
+
+
+def test_restore_target_time_is_run_relative_or_zoned() -> None:
+    import datetime as dt
+
+    from harness.config import restore_target_time
+
+    assert restore_target_time("30s") == 30.0
+    moment = restore_target_time("2026-11-25T10:00:00+00:00")
+    assert isinstance(moment, dt.datetime) and moment.tzinfo is not None
+
+
+def test_integrity_checks_default_to_the_reference_invariants_only_for_the_reference_server(
+    tmp_path: Path,
+) -> None:
+    reference = load_scenario(write(tmp_path, "name: a\n"))
+    assert [c.name for c in reference.integrity_checks] == [
+        "checksum",
+        "title_not_blank",
+        "parent_exists",
+    ]
+    theirs = load_scenario(write(tmp_path, "server: {command: [srv, '{port}']}\n", "b.yaml"))
+    assert theirs.integrity_checks == []
+    own = load_scenario(
+        write(tmp_path, "integrity: {checks: [{name: c, sql: 'SELECT 1'}]}\n", "c.yaml")
+    )
+    assert [c.name for c in own.integrity_checks] == ["c"]
+    assert reference.hard_cap_s < load_scenario(REPO / "scenarios/pitr_restore.yaml").hard_cap_s

@@ -199,6 +199,7 @@ def test_restore_boundary_exact() -> None:
     assert summary["ok"] is False
     assert summary["acked_before_missing"] == 1
     assert summary["started_after_present"] == 2
+    assert summary["violations"] == 3
     assert summary["in_flight"] == 3
     assert summary["samples"] == {
         "acked_before_missing": ["before"],

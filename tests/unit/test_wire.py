@@ -434,3 +434,29 @@ def test_new_note_ids_carry_the_prefix_and_repeat_with_the_seed() -> None:
     ids = {new_note("run7-3", rng)[0] for _ in range(1000)}
     assert len(ids) == 1000
     assert all(note_id.startswith("run7-3-") for note_id in ids)
+
+
+def test_write_template_fills_placeholders_and_checksums_the_content() -> None:
+    from harness.load.wire import WriteTemplate, content_checksum, note_checksum
+
+    template = WriteTemplate()
+    arguments, checksum = template.render("n-1", "a title", "the {id} body", parent_id="n-0")
+    assert arguments == {
+        "id": "n-1",
+        "title": "a title",
+        "body": "the {id} body",
+        "checksum": note_checksum("a title", "the {id} body"),
+        "parent_id": "n-0",
+    }
+    assert checksum == arguments["checksum"]
+    without_parent, _ = template.render("n-2", "t", "b")
+    assert "parent_id" not in without_parent
+
+    theirs = WriteTemplate(
+        "put_item",
+        (("key", "item:{id}"), ("payload", "{title}|{body}"), ("ttl", 60), ("ref", "{parent_id}")),
+        content="{id}={body}",
+    )
+    arguments, checksum = theirs.render("x", "T", "B")
+    assert arguments == {"key": "item:x", "payload": "T|B", "ttl": 60}
+    assert checksum == content_checksum("x=B")
