@@ -184,6 +184,8 @@ class LocalStack(Stack):
             f"CREATE ROLE {APP_USER} WITH LOGIN PASSWORD '{self.passwords[APP_USER]}'"
         )
         await primary.execute(f"CREATE DATABASE {APP_DATABASE} OWNER {APP_USER}")
+        # The reference server's corrupting tool bypasses a trigger with it.
+        await primary.execute(f"GRANT SET ON PARAMETER session_replication_role TO {APP_USER}")
         self.clusters["primary"] = primary
         return primary
 

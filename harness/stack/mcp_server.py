@@ -37,6 +37,8 @@ def reference_server_command(config: ServerConfig) -> list[str]:
         "--breaker-min-calls", str(guard.breaker.min_calls),
         "--breaker-cooldown", f"{guard.breaker.cooldown:g}",
     ]  # fmt: skip
+    if config.fault_mode != "none":
+        argv += ["--fault-mode", config.fault_mode]
     return argv
 
 

@@ -33,6 +33,7 @@ BASE_SETTINGS: dict[str, str] = {
     "max_wal_senders": "10",
     "hot_standby": "on",
     "archive_mode": "on",
+    "track_commit_timestamp": "on",  # when each row was committed: finds the earliest damage
     "shared_buffers": "'64MB'",
     "max_connections": "200",
     "log_min_messages": "warning",
