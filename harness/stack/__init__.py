@@ -12,11 +12,34 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.config import PROXY_NAMES, Scenario
+from harness.stack.backup import (
+    RESTORE_STEPS,
+    BaseBackup,
+    RestoreFailed,
+    RestorePoint,
+    RestoreReport,
+    RestoreStep,
+    RestoreTarget,
+)
 from harness.stack.postgres import KillResult, StackError
 from harness.stack.processes import ProcessRegistry
 from harness.stack.toxiproxy import ToxiproxyClient
 
-__all__ = ["PROXY_NAMES", "Endpoints", "KillResult", "Stack", "StackError", "open_stack"]
+__all__ = [
+    "PROXY_NAMES",
+    "RESTORE_STEPS",
+    "BaseBackup",
+    "Endpoints",
+    "KillResult",
+    "RestoreFailed",
+    "RestorePoint",
+    "RestoreReport",
+    "RestoreStep",
+    "RestoreTarget",
+    "Stack",
+    "StackError",
+    "open_stack",
+]
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,8 @@ class Stack(abc.ABC):
     toxiproxy: ToxiproxyClient
     registry: ProcessRegistry
     """The run's processes; the load's Locust processes are started through it too."""
+    base_backups: list[BaseBackup]
+    """Base backups taken so far, oldest first; a restore starts from the last one."""
 
     @abc.abstractmethod
     async def up(self) -> Endpoints: ...
@@ -80,6 +105,38 @@ class Stack(abc.ABC):
     @abc.abstractmethod
     async def promote_replica(self) -> None:
         """Promote the standby; it becomes the current primary."""
+
+    @abc.abstractmethod
+    async def deploy_release(
+        self, command: list[str] | None = None, fault_mode: str | None = None
+    ) -> float:
+        """Rolling redeploy of every server instance on its own port, one after the other
+        (each stopped gracefully, started, ready), to the argv ``command`` (placeholders as
+        ``server.command``) or the reference server in ``fault_mode``; neither: the
+        scenario's own release. Returns the seconds it took. Refused for ``server.url``."""
+
+    @abc.abstractmethod
+    async def take_base_backup(self) -> BaseBackup:
+        """A base backup of the current primary, out of band (not through a proxy); with
+        the WAL archive it is what a restore starts from."""
+
+    @abc.abstractmethod
+    async def create_restore_point(self, name: str) -> RestorePoint:
+        """A named point in the current primary's WAL, for a restore to stop at."""
+
+    @abc.abstractmethod
+    async def restore(self, target: RestoreTarget, timeout_s: float) -> RestoreReport:
+        """Point-in-time restore into a fresh cluster that becomes the primary, behind the
+        same proxies (the server's DSN does not change). Timed steps, in order: ``stop``
+        (servers, then the clusters once the primary's WAL is archived),
+        ``restore_base_backup``, ``replay_wal`` (to the target, paused), ``promote``,
+        ``reattach_server`` (proxies repointed, servers started and ready). Raises
+        RestoreFailed (a StackError) naming the step, with the steps finished."""
+
+    @abc.abstractmethod
+    async def rebuild_replica(self) -> float:
+        """A new streaming replica of the current primary (after a restore), behind the
+        ``pg-replication`` and ``pg-replica`` proxies. Returns the seconds it took."""
 
     @property
     @abc.abstractmethod

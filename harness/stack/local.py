@@ -8,18 +8,32 @@ the MCP server, all in a private run directory under the system temp dir.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import secrets
 import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
-from harness.config import Scenario
+import asyncpg
+
+from harness.config import Scenario, ServerConfig
 from harness.stack import Endpoints, Stack
+from harness.stack.backup import (
+    BaseBackup,
+    RestoreClock,
+    RestorePoint,
+    RestoreReport,
+    RestoreTarget,
+    backup_start_lsn,
+    recovery_settings,
+    replay_failure_hint,
+)
 from harness.stack.haproxy import HaproxyBalancer
 from harness.stack.mcp_server import McpServerProcess
 from harness.stack.net import LOOPBACK, free_port
@@ -45,6 +59,7 @@ log = logging.getLogger(__name__)
 
 RUN_DIR_PREFIX = "mcp-harness-"
 START_ATTEMPTS = 3
+FAULT_MODES: tuple[str, ...] = get_args(ServerConfig.model_fields["fault_mode"].annotation)
 
 
 class LocalStack(Stack):
@@ -66,7 +81,11 @@ class LocalStack(Stack):
             name: secrets.token_urlsafe(18) for name in ("postgres", APP_USER, REPLICATION_USER)
         }
         self.clusters: dict[str, PostgresCluster] = {}
+        """Every cluster of the run by name, stopped ones too (their data stays until down)."""
         self.primary_name = "primary"
+        self.replica_name = "replica"
+        self.base_backups: list[BaseBackup] = []
+        self.restore_count = 0
         self.servers: list[McpServerProcess] = []
         self.balancer: HaproxyBalancer | None = None
         self.toxiproxy_process: OwnedProcess | None = None
@@ -93,7 +112,7 @@ class LocalStack(Stack):
         replication = self._proxy("pg-replication", primary.port)
         replica = await self._start_replica(replication)
         self._proxy("pg-replica", replica.port)
-        await self._wait_streaming(primary)
+        await self._wait_streaming(primary, replica)
         server_url = await self._start_server()
         mcp_proxy = self._proxy_to_url("mcp", server_url)
         path = urlsplit(server_url).path
@@ -108,6 +127,8 @@ class LocalStack(Stack):
             toxiproxy_api=self.toxiproxy.base_url,
             run_dir=str(self.run_dir),
         )
+        if self.scenario.recovery.restore is not None:
+            await self.take_base_backup()
         return self.endpoints
 
     async def _start_toxiproxy(self) -> None:
@@ -134,7 +155,8 @@ class LocalStack(Stack):
         raise StackError(f"toxiproxy-server did not come up. Log tail:\n{proc.log_tail()}")
 
     def _cluster(self, name: str) -> PostgresCluster:
-        return PostgresCluster(
+        """A new cluster in ``run_dir/name``, known to the run at once so down() removes it."""
+        cluster = PostgresCluster(
             name=name,
             data_dir=self.run_dir / name,
             bin_dir=self.bin_dir,
@@ -143,21 +165,27 @@ class LocalStack(Stack):
             run_user=self.run_user,
             superuser_password=self.passwords["postgres"],
         )
+        self.clusters[name] = cluster
+        return cluster
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.run_dir / "wal-archive"
 
     def _prepare_shared_dirs(self) -> Path:
-        archive = self.run_dir / "wal-archive"
+        archive = self.archive_dir
         for directory in (archive, self.run_dir / "sock"):
             directory.mkdir(exist_ok=True)
             if self.run_user:
                 shutil.chown(directory, self.run_user, self.run_user)
         return archive
 
-    async def _start_cluster(self, cluster: PostgresCluster) -> None:
+    async def _start_cluster(self, cluster: PostgresCluster, ready_timeout_s: float = 30) -> None:
         """Start; a port taken meanwhile is not an error: pick another and retry."""
         for attempt in range(START_ATTEMPTS):
             cluster.start(self.registry)
             try:
-                await cluster.wait_ready(30)
+                await cluster.wait_ready(ready_timeout_s)
                 return
             except StackError:
                 in_use = "already in use" in (cluster.process.log_tail() if cluster.process else "")
@@ -165,11 +193,14 @@ class LocalStack(Stack):
                 if not in_use or attempt + 1 == START_ATTEMPTS:
                     raise
                 cluster.port = free_port()
-                cluster.write_settings(self.run_dir / "wal-archive", self._settings(cluster.name))
+                cluster.write_settings(self.archive_dir, self._settings(cluster.name))
 
     def _settings(self, name: str) -> dict[str, str]:
+        """The scenario's settings for a cluster; replicas (``replica``, ``replica-r<n>``)
+        get ``replica_settings`` on top."""
         pg = self.scenario.postgres
-        return {**pg.settings, **(pg.replica_settings if name == "replica" else {})}
+        replica = name.startswith("replica")
+        return {**pg.settings, **(pg.replica_settings if replica else {})}
 
     async def _start_primary(self) -> PostgresCluster:
         archive = self._prepare_shared_dirs()
@@ -186,24 +217,27 @@ class LocalStack(Stack):
         await primary.execute(f"CREATE DATABASE {APP_DATABASE} OWNER {APP_USER}")
         # The reference server's corrupting tool bypasses a trigger with it.
         await primary.execute(f"GRANT SET ON PARAMETER session_replication_role TO {APP_USER}")
-        self.clusters["primary"] = primary
         return primary
 
-    async def _start_replica(self, replication_proxy_port: int) -> PostgresCluster:
-        replica = self._cluster("replica")
+    async def _start_replica(
+        self, replication_proxy_port: int, name: str = "replica"
+    ) -> PostgresCluster:
+        """A hot standby cloned and streaming through the ``pg-replication`` proxy."""
+        replica = self._cluster(name)
         await asyncio.to_thread(
             replica.basebackup_from,
             LOOPBACK,
             replication_proxy_port,
             self.passwords[REPLICATION_USER],
-            self._settings("replica"),
-            self.run_dir / "wal-archive",
+            self._settings(name),
+            self.archive_dir,
         )
         await self._start_cluster(replica)
-        self.clusters["replica"] = replica
         return replica
 
-    async def _wait_streaming(self, primary: PostgresCluster, timeout_s: float = 30) -> None:
+    async def _wait_streaming(
+        self, primary: PostgresCluster, replica: PostgresCluster, timeout_s: float = 30
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             streaming = await primary.fetchval(
@@ -212,7 +246,6 @@ class LocalStack(Stack):
             if streaming:
                 return
             await asyncio.sleep(0.05)
-        replica = self.clusters["replica"]
         tail = replica.process.log_tail() if replica.process else ""
         raise StackError(
             f"the replica did not start streaming from the primary within {timeout_s:g}s. Replica log:\n{tail}"
@@ -231,6 +264,13 @@ class LocalStack(Stack):
 
     def _proxy_port(self, name: str) -> int:
         return self.toxiproxy.proxy(name).listen_port
+
+    async def _repoint(self, proxy: str, upstream_port: int) -> None:
+        """Send a proxy to another cluster; it keeps its listen port (and toxics), and the
+        connections open through it are dropped."""
+        await asyncio.to_thread(
+            self.toxiproxy.update_proxy, proxy, upstream=f"{LOOPBACK}:{upstream_port}"
+        )
 
     def _app_dsn(self, *ports: int) -> str:
         hosts = ",".join(f"{LOOPBACK}:{p}" for p in ports)
@@ -268,7 +308,7 @@ class LocalStack(Stack):
 
     async def _start_instance(self, index: int) -> McpServerProcess:
         """One server instance; a port taken meanwhile is retried on another."""
-        name = "mcp-server" if self.scenario.server.instances == 1 else f"mcp-server-{index}"
+        name = self._instance_name(index)
         for attempt in range(START_ATTEMPTS):
             server = McpServerProcess(self.scenario.server, free_port(), self.server_database_url)
             server.start(self.registry, name=name)
@@ -282,12 +322,19 @@ class LocalStack(Stack):
                     raise
         raise AssertionError("unreachable")
 
-    def _instance(self, instance: int) -> McpServerProcess:
+    def _instance_name(self, index: int) -> str:
+        return "mcp-server" if self.scenario.server.instances == 1 else f"mcp-server-{index}"
+
+    def _owned_servers(self) -> list[McpServerProcess]:
         if not self.servers:
             raise StackError(
-                "the MCP server is not run by the harness (server.url): it cannot be killed or restarted"
+                "the MCP server is not run by the harness (server.url): it cannot be killed, "
+                "restarted or redeployed"
             )
-        return self.servers[instance]
+        return self.servers
+
+    def _instance(self, instance: int) -> McpServerProcess:
+        return self._owned_servers()[instance]
 
     async def kill_server(self, instance: int = 0) -> KillResult:
         process = self._instance(instance).process
@@ -297,12 +344,60 @@ class LocalStack(Stack):
         return KillResult([process.pid], confirmed, time.monotonic())
 
     async def restart_server(self, instance: int = 0) -> None:
+        await self._relaunch(instance, "restart")
+
+    async def _relaunch(
+        self, instance: int, event: str, release: ServerConfig | None = None
+    ) -> None:
+        """Start this (stopped) instance again on its port, in ``release`` if given, else in
+        the release it ran; it is ready when this returns."""
         server = self._instance(instance)
-        lives = sum(
-            1 for p in self.registry.processes if p.name.startswith(f"mcp-server-{instance}")
-        )
-        server.start(self.registry, name=f"mcp-server-{instance}-restart-{lives}")
+        if release is not None:
+            server.config = release
+        server.start(self.registry, name=self._life_name(instance, event))
         await server.wait_ready()
+
+    def _life_name(self, instance: int, event: str) -> str:
+        """``mcp-server-<i>-<event>-<n>``, n counting the instance's earlier lives: every
+        start of an instance has its own process name and log file."""
+        first = self._instance_name(instance)
+        lives = sum(
+            1
+            for p in self.registry.processes
+            if p.name == first or p.name.startswith(f"mcp-server-{instance}-")
+        )
+        return f"mcp-server-{instance}-{event}-{lives}"
+
+    async def deploy_release(
+        self, command: list[str] | None = None, fault_mode: str | None = None
+    ) -> float:
+        release = self._release(command, fault_mode)
+        started = time.monotonic()
+        for index, server in enumerate(self._owned_servers()):
+            await asyncio.to_thread(server.stop)
+            await self._relaunch(index, "release", release)
+        return time.monotonic() - started
+
+    def _release(self, command: list[str] | None, fault_mode: str | None) -> ServerConfig:
+        """The server settings of a release: the user's argv, the reference server in a
+        fault mode, or (neither) the scenario's own."""
+        config = self.scenario.server
+        if command is not None and fault_mode is not None:
+            raise StackError("deploy_release: give the release as command or fault_mode, not both")
+        if command is not None:
+            return config.model_copy(update={"command": list(command), "fault_mode": "none"})
+        if fault_mode is None:
+            return config
+        if fault_mode not in FAULT_MODES:
+            raise StackError(
+                f"deploy_release: unknown fault mode {fault_mode!r}; known: {', '.join(FAULT_MODES)}"
+            )
+        if config.command:
+            raise StackError(
+                "deploy_release: fault modes belong to the reference server; for your server "
+                "(server.command) give the argv of its faulty release as command"
+            )
+        return config.model_copy(update={"fault_mode": fault_mode})
 
     def server_metrics_urls(self) -> list[str]:
         return [f"http://{LOOPBACK}:{s.port}/metrics" for s in self.servers]
@@ -311,9 +406,137 @@ class LocalStack(Stack):
         return await asyncio.to_thread(self.clusters[self.primary_name].kill)
 
     async def promote_replica(self) -> None:
-        standby = "replica" if self.primary_name == "primary" else "primary"
-        await self.clusters[standby].promote(self.scenario.recovery.promote_timeout)
-        self.primary_name = standby
+        standby = self.clusters.get(self.replica_name)
+        if standby is None or standby.process is None or not standby.process.running():
+            raise StackError(
+                "no standby is running to promote (after a restore, rebuild_replica() first)"
+            )
+        await standby.promote(self.scenario.recovery.promote_timeout)
+        self.primary_name, self.replica_name = self.replica_name, self.primary_name
+
+    async def take_base_backup(self) -> BaseBackup:
+        primary = self.clusters[self.primary_name]
+        number = len(self.base_backups) + 1
+        path = self.run_dir / f"base-backup-{number}"
+        label = f"mcp-harness base backup {number}"
+        shutil.rmtree(path, ignore_errors=True)  # what a failed attempt left
+        started = time.monotonic()
+        await asyncio.to_thread(primary.backup_to, path, label, self.passwords[REPLICATION_USER])
+        done = time.monotonic()
+        start_lsn = backup_start_lsn((path / "backup_label").read_text())
+        backup = BaseBackup(path, label, start_lsn, dt.datetime.now(dt.UTC), done, done - started)
+        self.base_backups.append(backup)
+        return backup
+
+    async def create_restore_point(self, name: str) -> RestorePoint:
+        primary = self.clusters[self.primary_name]
+        wall, t_start = dt.datetime.now(dt.UTC), time.monotonic()
+        try:
+            lsn = await primary.fetchval("SELECT pg_create_restore_point($1)::text", name)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StackError(
+                f"could not create restore point {name!r} on {primary.name}: {exc}"
+            ) from None
+        return RestorePoint(name, str(lsn), t_start, time.monotonic(), wall)
+
+    async def restore(self, target: RestoreTarget, timeout_s: float) -> RestoreReport:
+        if not self.base_backups:
+            raise StackError(
+                "no base backup to restore from: the stack takes one at up() when "
+                "recovery.restore is set, or call take_base_backup() first"
+            )
+        backup = self.base_backups[-1]
+        deadline = time.monotonic() + timeout_s
+
+        def remaining_s() -> float:
+            return max(0.5, deadline - time.monotonic() - 0.5)
+
+        clock = RestoreClock()
+        try:
+            async with asyncio.timeout(timeout_s):
+                with clock.step("stop"):
+                    await self._stop_for_restore(min(60.0, remaining_s()))
+                with clock.step("restore_base_backup"):
+                    self.restore_count += 1
+                    cluster = self._cluster(f"primary-r{self.restore_count}")
+                    await asyncio.to_thread(
+                        cluster.restore_from,
+                        backup.path,
+                        self.archive_dir,
+                        self._settings(cluster.name),
+                        recovery_settings(target, self.archive_dir),
+                    )
+                with clock.step("replay_wal"):
+                    await self._replay_to_target(cluster, backup, remaining_s)
+                    stopped_at_lsn = await cluster.fetchval("SELECT pg_last_wal_replay_lsn()::text")
+                    last_commit = await cluster.fetchval("SELECT pg_last_xact_replay_timestamp()")
+                with clock.step("promote"):
+                    await cluster.end_recovery(60)
+                    await asyncio.to_thread(cluster.drop_recovery_settings)
+                    self.primary_name = cluster.name
+                with clock.step("reattach_server"):
+                    await self._reattach(cluster)
+        except TimeoutError:
+            raise clock.timed_out(timeout_s) from None
+        return RestoreReport(
+            steps=clock.steps,
+            target=target,
+            stopped_at_lsn=str(stopped_at_lsn),
+            last_replayed_commit=(
+                last_commit.isoformat() if isinstance(last_commit, dt.datetime) else None
+            ),
+            base_backup=backup.label,
+            new_primary_port=cluster.port,
+        )
+
+    async def _stop_for_restore(self, archive_timeout_s: float) -> None:
+        """Servers first (no write lands after the last archived WAL), then the primary's
+        current WAL into the archive, then every cluster (their data stays for forensics)."""
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in self.servers))
+        primary = self.clusters[self.primary_name]
+        if primary.process is not None and primary.process.running():
+            await primary.archive_current_wal(self.archive_dir, archive_timeout_s)
+        await asyncio.gather(*(asyncio.to_thread(c.stop) for c in self.clusters.values()))
+
+    async def _replay_to_target(
+        self, cluster: PostgresCluster, backup: BaseBackup, remaining_s: Callable[[], float]
+    ) -> None:
+        """Start the restored cluster and wait until replay pauses at the target."""
+        try:
+            await self._start_cluster(cluster, ready_timeout_s=remaining_s())
+            await cluster.wait_replay_paused(remaining_s())
+        except StackError as exc:
+            tail = cluster.process.log_tail() if cluster.process else ""
+            raise StackError(f"{exc}\n{replay_failure_hint(tail, backup)}") from None
+
+    async def _reattach(self, cluster: PostgresCluster) -> None:
+        """The proxies to the restored primary (pg-replica too, until a replica is rebuilt:
+        the read-write target picks the primary anyway), then every server instance in
+        the scenario's own release, started together."""
+        await self._repoint("pg-primary", cluster.port)
+        await self._repoint("pg-replica", cluster.port)
+        await asyncio.gather(
+            *(
+                self._relaunch(index, "restore", self.scenario.server)
+                for index in range(len(self.servers))
+            )
+        )
+
+    async def rebuild_replica(self) -> float:
+        started = time.monotonic()
+        primary = self.clusters[self.primary_name]
+        previous = self.clusters.get(self.replica_name)
+        if previous is not None:
+            await asyncio.to_thread(previous.stop)
+        await self._repoint("pg-replication", primary.port)
+        number = sum(1 for name in self.clusters if name.startswith("replica-r")) + 1
+        replica = await self._start_replica(
+            self._proxy_port("pg-replication"), f"replica-r{number}"
+        )
+        await self._wait_streaming(primary, replica)
+        await self._repoint("pg-replica", replica.port)
+        self.replica_name = replica.name
+        return time.monotonic() - started
 
     @property
     def current_primary_dsn(self) -> str:
@@ -341,8 +564,10 @@ class LocalStack(Stack):
         for cluster in self.clusters.values():
             await asyncio.to_thread(cluster.stop)
         await asyncio.to_thread(self.registry.stop_all)
-        for name in ("primary", "replica", "wal-archive", "sock"):
-            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+        data = [c.data_dir for c in self.clusters.values()]
+        for path in (*data, *self.run_dir.glob("base-backup-*"), self.archive_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(self.run_dir / "sock", ignore_errors=True)
         (self.run_dir / "owner.json").unlink(missing_ok=True)
 
     def remove_run_dir(self) -> None:

@@ -44,7 +44,8 @@ def reference_server_command(config: ServerConfig) -> list[str]:
 
 @dataclass
 class McpServerProcess:
-    """One MCP server instance: command, environment, port and readiness check."""
+    """One MCP server instance: command, environment, port and readiness check. ``config``
+    is the release it runs (a redeploy swaps it; the port stays)."""
 
     config: ServerConfig
     port: int
@@ -93,9 +94,10 @@ class McpServerProcess:
             f"MCP server did not become ready at {ready_url} ({last}). Log tail:\n{tail}"
         )
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10) -> None:
+        """SIGTERM (a graceful shutdown), SIGKILL after ``timeout_s``."""
         if self.process is not None:
-            self.process.stop(10)
+            self.process.stop(timeout_s)
 
 
 def _http_status(url: str) -> int | None:

@@ -26,6 +26,21 @@ REPLICATION_USER = "replicator"
 APP_USER = "mcp_app"
 APP_DATABASE = "mcp"
 
+RECOVERY_CONF = "harness-recovery.conf"
+"""The recovery target of a restore, in its own file: dropped after promotion, so a
+replica cloned from the restored primary does not stop at the same target."""
+BACKUP_LEFTOVERS = (
+    "backup_label.old",
+    "postmaster.pid",
+    "postmaster.opts",
+    "backup_manifest",
+    "standby.signal",
+    "recovery.signal",
+    RECOVERY_CONF,
+)
+"""Files a copied base backup must not carry into a fresh cluster: state of the cluster
+it was taken from (or of an earlier restore of it)."""
+
 # Settings that make the topology work; scenario settings are applied after these.
 BASE_SETTINGS: dict[str, str] = {
     "listen_addresses": "'127.0.0.1'",
@@ -75,15 +90,20 @@ class PostgresCluster:
         self, argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 120
     ) -> None:
         """Run a Postgres tool as the run user; raise with its output on failure."""
-        result = subprocess.run(
-            argv,
-            user=self.run_user,
-            env={**os.environ, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            cwd="/",
-        )
+        try:
+            result = subprocess.run(
+                argv,
+                user=self.run_user,
+                env={**os.environ, **(env or {})},
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                cwd="/",
+            )
+        except subprocess.TimeoutExpired:
+            raise StackError(
+                f"{self.name}: {' '.join(argv[:2])} did not finish within {timeout_s:g}s"
+            ) from None
         if result.returncode != 0:
             raise StackError(
                 f"{self.name}: {' '.join(argv[:2])} failed ({result.returncode}):\n"
@@ -130,7 +150,18 @@ class PostgresCluster:
         archive_dir: Path,
     ) -> None:
         """Clone a primary into this (empty) data directory as a streaming hot standby."""
-        self._own(self.data_dir)
+        self._basebackup(host, port, replication_password, self.data_dir, "-R")
+        self.write_settings(archive_dir, scenario_settings)
+
+    def backup_to(self, target: Path, label: str, replication_password: str) -> None:
+        """A plain-format base backup of this cluster (with its manifest) into ``target``,
+        straight from its own port: a backup is out of band, no proxy or toxic in its way."""
+        self._basebackup("127.0.0.1", self.port, replication_password, target, "-l", label)
+
+    def _basebackup(
+        self, host: str, port: int, replication_password: str, target: Path, *extra: str
+    ) -> None:
+        self._own(target)
         conninfo = f"host={host} port={port} user={REPLICATION_USER}"
         self._run(
             [
@@ -138,16 +169,61 @@ class PostgresCluster:
                 "-d",
                 conninfo,
                 "-D",
-                str(self.data_dir),
-                "-R",
+                str(target),
+                "-F",
+                "p",
                 "-X",
                 "stream",
                 "-c",
                 "fast",
+                *extra,
             ],
             env={"PGPASSWORD": replication_password},
         )
+
+    def restore_from(
+        self,
+        backup: Path,
+        archive_dir: Path,
+        scenario_settings: dict[str, str],
+        recovery_settings: dict[str, str],
+    ) -> None:
+        """Make this (new) data directory a copy of a verified base backup that, once
+        started, replays the WAL archive up to the target in ``recovery_settings``."""
+        try:
+            self._run([self._bin("pg_verifybackup"), str(backup)])
+        except StackError as exc:
+            raise StackError(
+                f"base backup {backup} does not verify, so it cannot be restored: {exc}\n"
+                "Take a new base backup (Stack.take_base_backup) and restore from that."
+            ) from None
+        self._own(self.data_dir)
+        self._run(["cp", "-a", f"{backup}/.", str(self.data_dir)])
+        self.data_dir.chmod(0o700)
+        for leftover in BACKUP_LEFTOVERS:
+            (self.data_dir / leftover).unlink(missing_ok=True)
         self.write_settings(archive_dir, scenario_settings)
+        self._write_owned(RECOVERY_CONF, _render_conf(recovery_settings))
+        self._include(RECOVERY_CONF)
+        self._write_owned("recovery.signal", "")
+
+    def drop_recovery_settings(self) -> None:
+        """After promotion: the recovery target is spent (and must not reach a clone)."""
+        (self.data_dir / RECOVERY_CONF).unlink(missing_ok=True)
+
+    def _write_owned(self, name: str, text: str) -> None:
+        path = self.data_dir / name
+        path.write_text(text)
+        if self.run_user:
+            shutil.chown(path, self.run_user, self.run_user)
+
+    def _include(self, conf_name: str) -> None:
+        """Make postgresql.conf read ``conf_name`` (once; later lines win)."""
+        main_conf = self.data_dir / "postgresql.conf"
+        line = f"include_if_exists = '{conf_name}'"
+        text = main_conf.read_text()
+        if line not in text:
+            main_conf.write_text(text + f"\n{line}\n")
 
     def write_settings(self, archive_dir: Path, scenario_settings: dict[str, str]) -> None:
         archive = str(archive_dir)
@@ -159,14 +235,8 @@ class PostgresCluster:
             **{k: _quote(v) for k, v in scenario_settings.items()},
         }
         self.settings = settings
-        conf = self.data_dir / "harness.conf"
-        conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-        main_conf = self.data_dir / "postgresql.conf"
-        text = main_conf.read_text()
-        if "include_if_exists = 'harness.conf'" not in text:
-            main_conf.write_text(text + "\ninclude_if_exists = 'harness.conf'\n")
-        if self.run_user:
-            shutil.chown(conf, self.run_user, self.run_user)
+        self._write_owned("harness.conf", _render_conf(settings))
+        self._include("harness.conf")
 
     def start(self, registry: ProcessRegistry) -> OwnedProcess:
         stale = self.data_dir / "postmaster.pid"
@@ -206,6 +276,59 @@ class PostgresCluster:
         raise StackError(
             f"postgres {self.name} did not come up on 127.0.0.1:{self.port} ({last}). Log tail:\n{tail}"
         )
+
+    async def wait_replay_paused(self, timeout_s: float) -> None:
+        """Until recovery has reached its target and paused there (``recovery_target_action =
+        pause``); raises with the log tail if the postmaster exits or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        state: object = None
+        while time.monotonic() < deadline:
+            if self.process is not None and not self.process.running():
+                raise StackError(
+                    f"postgres {self.name} exited during recovery "
+                    f"({self.process.popen.returncode}). Log tail:\n{self.process.log_tail()}"
+                )
+            try:
+                state = await self.fetchval(
+                    "SELECT CASE WHEN pg_is_in_recovery() "
+                    "THEN pg_get_wal_replay_pause_state() ELSE 'promoted' END",
+                    timeout_s=2,
+                )
+            except (OSError, asyncpg.PostgresError):
+                state = None
+            if state == "paused":
+                return
+            if state == "promoted":
+                raise StackError(
+                    f"postgres {self.name} ended recovery without pausing at the target "
+                    "(recovery_target_action was overridden?)"
+                )
+            await asyncio.sleep(0.05)
+        tail = self.process.log_tail() if self.process else ""
+        raise StackError(
+            f"postgres {self.name} did not reach the recovery target within {timeout_s:g}s "
+            f"(replay state: {state}). Log tail:\n{tail}"
+        )
+
+    async def archive_current_wal(self, archive_dir: Path, timeout_s: float) -> str:
+        """Close the current WAL file and wait until the archiver has copied it, so the
+        archive holds every commit made so far (all a restore can replay). Returns its name."""
+        walfile = str(await self.fetchval("SELECT pg_walfile_name(pg_switch_wal())"))
+        deadline = time.monotonic() + timeout_s
+        while not (archive_dir / walfile).exists():
+            if time.monotonic() >= deadline:
+                archiver = await self.fetchval(
+                    "SELECT format('last archived %s, %s failures, last failed %s', "
+                    "last_archived_wal, failed_count, last_failed_wal) FROM pg_stat_archiver"
+                )
+                raise StackError(
+                    f"WAL file {walfile} of {self.name} did not reach the archive {archive_dir} "
+                    f"within {timeout_s:g}s ({archiver}); a restore would lose the commits in "
+                    f"it. Check archive_command errors in the log of postgres-{self.name} and "
+                    "the free disk space, then restore again."
+                )
+            await asyncio.sleep(0.05)
+        return walfile
 
     async def execute(self, sql: str, *args: object, timeout_s: float = 10) -> str:
         conn = await asyncpg.connect(self.dsn(), timeout=timeout_s)
@@ -248,6 +371,20 @@ class PostgresCluster:
         if ok is not True:
             raise StackError(f"pg_promote on {self.name} did not finish within {timeout_s}s")
 
+    async def end_recovery(self, timeout_s: float = 60) -> None:
+        """Promote a cluster paused at its recovery target and wait until it takes writes.
+
+        ``pg_wal_replay_resume()`` ends a recovery paused at its target (documented for
+        ``recovery_target_action = pause``) and wakes the startup process at once;
+        ``pg_promote()`` would wait for its next one-second check of the pause.
+        """
+        await self.execute("SELECT pg_wal_replay_resume()")
+        deadline = time.monotonic() + timeout_s
+        while await self.fetchval("SELECT pg_is_in_recovery()"):
+            if time.monotonic() >= deadline:
+                raise StackError(f"{self.name} was still in recovery {timeout_s:g}s after resume")
+            await asyncio.sleep(0.01)
+
     def stop(self, timeout_s: float = 10) -> None:
         """Fast shutdown (SIGINT), then SIGKILL."""
         if self.process is not None:
@@ -263,4 +400,13 @@ def _quote(value: str) -> str:
         or text in ("on", "off", "true", "false")
     ):
         return text
-    return "'" + text.replace("'", "''") + "'"
+    return conf_string(text)
+
+
+def conf_string(text: str) -> str:
+    """A postgresql.conf string literal (its parser reads backslash escapes too)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _render_conf(settings: dict[str, str]) -> str:
+    return "".join(f"{k} = {v}\n" for k, v in settings.items())
