@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import Fault, KillPrimary, KillServer, ProxyDown, Scenario, ToxicFault
+from harness.config import (
+    BadDeployment,
+    CallTool,
+    Fault,
+    KillPrimary,
+    KillServer,
+    ProxyDown,
+    Scenario,
+    ToxicFault,
+)
+from harness.load.async_client import call_tool_once
 from harness.stack import Stack
 
 Say = Callable[[str], None]
@@ -26,6 +36,9 @@ class FaultRecord:
     t_end_s: float | None = None
     detail: str = ""
     killed_port: int | None = None
+    damage: dict[str, list[str]] | None = None
+    """What a damaging tool call says it did (id lists by kind): the ground truth the
+    integrity checker's findings are compared with."""
 
     @classmethod
     def planned(cls, fault: Fault) -> FaultRecord:
@@ -40,6 +53,11 @@ class FaultRecord:
             "confirmed": self.confirmed,
             "t_end_s": self.t_end_s,
             "detail": self.detail,
+            **(
+                {"damage": {kind: len(ids) for kind, ids in self.damage.items()}}
+                if self.damage is not None
+                else {}
+            ),
         }
 
 
@@ -48,6 +66,10 @@ def _target(fault: Fault) -> str:
         return "primary"
     if isinstance(fault, KillServer):
         return f"mcp-server[{fault.instance}]"
+    if isinstance(fault, BadDeployment):
+        return "mcp-server[all]"
+    if isinstance(fault, CallTool):
+        return f"tool {fault.tool}"
     return fault.proxy
 
 
@@ -60,8 +82,10 @@ async def run_fault(
     scenario: Scenario,
     events: list[tuple[float, str]],
     say: Say,
+    before: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Wait for the fault's time, fire it, confirm it, and undo it when its window ends."""
+    """Wait for the fault's time, fire it, confirm it, and undo it when its window ends.
+    ``before`` runs just before the fault fires (the restore point of a PITR drill)."""
 
     def now_s() -> float:
         return time.monotonic() - t0
@@ -71,6 +95,14 @@ async def run_fault(
         say(f"t={now_s():.2f}s {label}")
 
     await asyncio.sleep(max(0.0, t0 + fault.at - time.monotonic()))
+    if before is not None:
+        await before()
+    if isinstance(fault, BadDeployment):
+        await _bad_deployment(fault, record, stack, t0, event)
+        return
+    if isinstance(fault, CallTool):
+        await _call_tool(fault, record, stack, scenario, now_s, event)
+        return
     if isinstance(fault, KillPrimary):
         record.killed_port = stack.current_primary_port
         killed = await stack.kill_primary()
@@ -140,3 +172,58 @@ async def run_fault(
             await asyncio.to_thread(toxiproxy.update_proxy, fault.proxy, enabled=True)
             record.t_end_s = now_s()
             event(f"proxy {fault.proxy} up")
+
+
+async def _bad_deployment(
+    fault: BadDeployment, record: FaultRecord, stack: Stack, t0: float, event: Say
+) -> None:
+    """Roll every instance to the faulty release; confirmed when all of them serve it.
+    ``t_fault`` is when its first process started: it can damage data from then on, and
+    an incident time any later would count its first bad writes as before the incident.
+    After ``duration`` the good release is rolled back in."""
+    release = " ".join(fault.command) if fault.command else f"--fault-mode {fault.fault_mode}"
+    rollout = await stack.deploy_release(
+        command=fault.command, fault_mode=None if fault.command else fault.fault_mode
+    )
+    record.t_fault_s, record.confirmed = rollout.first_started - t0, True
+    record.detail = (
+        f"faulty release ({release}) started at t={record.t_fault_s:.2f}s, serving on every "
+        f"instance {rollout.duration_s:.2f} s later"
+    )
+    event(f"bad_deployment: {record.detail}")
+    if fault.duration is not None:
+        await asyncio.sleep(max(0.0, t0 + fault.at + fault.duration - time.monotonic()))
+        rollout = await stack.deploy_release()
+        record.t_end_s = time.monotonic() - t0
+        event(f"good release back on every instance (rollout {rollout.duration_s:.2f} s)")
+
+
+async def _call_tool(
+    fault: CallTool,
+    record: FaultRecord,
+    stack: Stack,
+    scenario: Scenario,
+    now_s: Callable[[], float],
+    event: Say,
+) -> None:
+    """One tools/call through the ``mcp`` proxy; confirmed when it succeeds. A result
+    with id lists (the reference server's compact_notes) is kept as the damage done."""
+    outcome = await call_tool_once(
+        stack.endpoints.mcp_url,
+        fault.tool,
+        dict(fault.arguments),
+        protocol=scenario.load.protocol,
+        headers=scenario.server.headers,
+    )
+    record.t_fault_s, record.confirmed = now_s(), outcome.ok
+    structured = outcome.result.get("structuredContent")
+    if isinstance(structured, dict):
+        record.damage = {
+            kind: [str(i) for i in ids] for kind, ids in structured.items() if isinstance(ids, list)
+        } or None
+    if outcome.ok:
+        done = ", ".join(f"{k} {len(v)}" for k, v in (record.damage or {}).items())
+        record.detail = f"{fault.tool} returned" + (f": {done}" if done else "")
+    else:
+        record.detail = f"{fault.tool} failed: {outcome.error_kind} {outcome.detail}"
+    event(f"call_tool {record.detail} (confirmed={record.confirmed})")

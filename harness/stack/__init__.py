@@ -21,6 +21,7 @@ from harness.stack.backup import (
     RestoreStep,
     RestoreTarget,
 )
+from harness.stack.mcp_server import Rollout
 from harness.stack.postgres import KillResult, StackError
 from harness.stack.processes import ProcessRegistry
 from harness.stack.toxiproxy import ToxiproxyClient
@@ -36,6 +37,7 @@ __all__ = [
     "RestoreReport",
     "RestoreStep",
     "RestoreTarget",
+    "Rollout",
     "Stack",
     "StackError",
     "open_stack",
@@ -109,11 +111,11 @@ class Stack(abc.ABC):
     @abc.abstractmethod
     async def deploy_release(
         self, command: list[str] | None = None, fault_mode: str | None = None
-    ) -> float:
+    ) -> Rollout:
         """Rolling redeploy of every server instance on its own port, one after the other
         (each stopped gracefully, started, ready), to the argv ``command`` (placeholders as
         ``server.command``) or the reference server in ``fault_mode``; neither: the
-        scenario's own release. Returns the seconds it took. Refused for ``server.url``."""
+        scenario's own release. Refused for ``server.url``."""
 
     @abc.abstractmethod
     async def take_base_backup(self) -> BaseBackup:

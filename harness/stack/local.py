@@ -35,7 +35,7 @@ from harness.stack.backup import (
     replay_failure_hint,
 )
 from harness.stack.haproxy import HaproxyBalancer
-from harness.stack.mcp_server import McpServerProcess
+from harness.stack.mcp_server import McpServerProcess, Rollout
 from harness.stack.net import LOOPBACK, free_port
 from harness.stack.postgres import (
     APP_DATABASE,
@@ -348,14 +348,16 @@ class LocalStack(Stack):
 
     async def _relaunch(
         self, instance: int, event: str, release: ServerConfig | None = None
-    ) -> None:
+    ) -> float:
         """Start this (stopped) instance again on its port, in ``release`` if given, else in
-        the release it ran; it is ready when this returns."""
+        the release it ran; it is ready when this returns. Returns when it was started."""
         server = self._instance(instance)
         if release is not None:
             server.config = release
         server.start(self.registry, name=self._life_name(instance, event))
+        started = time.monotonic()
         await server.wait_ready()
+        return started
 
     def _life_name(self, instance: int, event: str) -> str:
         """``mcp-server-<i>-<event>-<n>``, n counting the instance's earlier lives: every
@@ -370,13 +372,15 @@ class LocalStack(Stack):
 
     async def deploy_release(
         self, command: list[str] | None = None, fault_mode: str | None = None
-    ) -> float:
+    ) -> Rollout:
         release = self._release(command, fault_mode)
-        started = time.monotonic()
+        first_started: float | None = None
         for index, server in enumerate(self._owned_servers()):
             await asyncio.to_thread(server.stop)
-            await self._relaunch(index, "release", release)
-        return time.monotonic() - started
+            started = await self._relaunch(index, "release", release)
+            first_started = first_started if first_started is not None else started
+        assert first_started is not None, "_owned_servers refuses a stack without servers"
+        return Rollout(first_started, time.monotonic())
 
     def _release(self, command: list[str] | None, fault_mode: str | None) -> ServerConfig:
         """The server settings of a release: the user's argv, the reference server in a

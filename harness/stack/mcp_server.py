@@ -42,6 +42,19 @@ def reference_server_command(config: ServerConfig) -> list[str]:
     return argv
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """A rolling redeploy on CLOCK_MONOTONIC: when the first process of the new release
+    was started (it cannot have served anything before) and when every instance was ready."""
+
+    first_started: float
+    done: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.done - self.first_started
+
+
 @dataclass
 class McpServerProcess:
     """One MCP server instance: command, environment, port and readiness check. ``config``

@@ -180,15 +180,16 @@ def test_restore_to_an_lsn(stack: LocalStack) -> None:
 
 def test_deploy_release_swaps_every_instance_in_place(stack: LocalStack) -> None:
     port = stack.servers[0].port
-    took = run(stack.deploy_release(fault_mode="write-garbage"))
-    print(f"\ndeploy_release(fault_mode=write-garbage): {took:.2f}s")
+    rollout = run(stack.deploy_release(fault_mode="write-garbage"))
+    print(f"\ndeploy_release(fault_mode=write-garbage): {rollout.duration_s:.2f}s")
+    assert 0 < rollout.duration_s < 30
     assert healthz(stack)["fault_mode"] == "write-garbage"
     faulty_argv = [*reference_server_command(ServerConfig()), "--fault-mode", "corrupt-state"]
-    took = run(stack.deploy_release(command=faulty_argv))
-    print(f"deploy_release(command=...): {took:.2f}s")
+    rollout = run(stack.deploy_release(command=faulty_argv))
+    print(f"deploy_release(command=...): {rollout.duration_s:.2f}s")
     assert healthz(stack)["fault_mode"] == "corrupt-state"
-    took = run(stack.deploy_release())
-    print(f"deploy_release(): {took:.2f}s")
+    rollout = run(stack.deploy_release())
+    print(f"deploy_release(): {rollout.duration_s:.2f}s")
     assert healthz(stack)["fault_mode"] == "none"
     assert stack.servers[0].port == port
     names = [p.name for p in stack.registry.processes if p.name.startswith("mcp-server")]
