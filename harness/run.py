@@ -33,7 +33,8 @@ from harness.chaos import FaultRecord, run_fault
 from harness.config import PHASES, Scenario
 from harness.load.settings import LoadSettings
 from harness.load.swarm import Swarm
-from harness.load.wire import note_checksum
+from harness.load.wire import WriteTemplate
+from harness.measure.clock import WALL_DRIFT_TOLERANCE_S, RunClock
 from harness.measure.failover import (
     NOT_REACHED_KEY,
     ServiceProbeSample,
@@ -45,14 +46,23 @@ from harness.measure.failover import (
     rto_s,
 )
 from harness.measure.histogram import LatencyHistogram
-from harness.measure.ledger import WriteLedger
+from harness.measure.integrity import IntegrityChecker, IntegrityReport, first_detection
+from harness.measure.ledger import LedgerClassification, WriteLedger
 from harness.measure.phases import Phase, compute_phases, phase_of
 from harness.measure.probes import CREATE_PROBE_TABLE, PROBE_TABLE, ServiceProbe, WriteProbe
+from harness.measure.readback import read_all_ids, read_written
 from harness.measure.reconnect import reconnect_metrics
 from harness.measure.resources import SATURATION_RULE, ResourceSampler, generator_saturation
 from harness.measure.timeline import build_timeline, connection_opens
+from harness.recover import (
+    IntegrityWatch,
+    RestoreOutcome,
+    RestorePointMark,
+    Restorer,
+    app_dsn,
+    create_restore_point,
+)
 from harness.stack import Stack, StackError, open_stack
-from harness.stack.postgres import APP_DATABASE
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +162,10 @@ class _Live:
     ledger: WriteLedger
     records: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
+    clock: RunClock | None = None
+    watch: IntegrityWatch | None = None
+    restore_point: RestorePointMark | None = None
+    restore: RestoreOutcome | None = None
 
 
 async def execute(
@@ -266,6 +280,9 @@ async def _run_load(
         headers=dict(scenario.server.headers),
         id_prefix=f"load-{record.run_id[-4:]}",
         seed=scenario.seed,
+        write_tool=scenario.ledger.tool,
+        write_arguments=dict(scenario.ledger.arguments),
+        write_content=scenario.ledger.content,
     )
     mcp = urlsplit(endpoints.mcp_url)
     swarm = Swarm(
@@ -292,6 +309,7 @@ async def _run_load(
             f"  {swarm.remote_worker_command()}"
         )
     live.t0 = await _load_started(swarm, tail, live, EXPECT_WORKERS_WAIT_S + 15.0)
+    clock = live.clock = RunClock(live.t0)
     write_probe = WriteProbe(
         endpoints.server_database_url,
         live.t0,
@@ -307,6 +325,9 @@ async def _run_load(
         headers=dict(scenario.server.headers),
         seed=scenario.seed,
         protocol=load.protocol,
+        write=WriteTemplate(
+            scenario.ledger.tool, tuple(scenario.ledger.arguments.items()), scenario.ledger.content
+        ),
     )
     sampler = ResourceSampler(
         primary_dsn=lambda: stack.current_primary_dsn,
@@ -314,6 +335,28 @@ async def _run_load(
         generator_pids=swarm.pids,
         t0=live.t0,
     )
+    checks = scenario.integrity_checks
+    if checks:
+        live.watch = IntegrityWatch(
+            IntegrityChecker(checks, scenario.integrity.timeout),
+            stack,
+            clock,
+            scenario.integrity.interval,
+            incident=lambda: record.t_fault_s,
+        )
+    restore = scenario.recovery.restore
+    first_fault = min(
+        range(len(scenario.faults)), key=lambda i: scenario.faults[i].at, default=None
+    )
+
+    async def mark_restore_point() -> None:
+        live.restore_point = await create_restore_point(
+            stack, clock, f"mcp-harness-{record.run_id[-4:]}-before-fault"
+        )
+        live.events.append((live.restore_point.t_end_s, "restore point created"))
+
+    before_first = mark_restore_point if restore and restore.target == "restore_point" else None
+    restoring = asyncio.Event()
     tasks = [
         asyncio.create_task(write_probe.run(stop), name="write-probe"),
         asyncio.create_task(service_probe.run(stop), name="service-probe"),
@@ -329,12 +372,31 @@ async def _run_load(
                     scenario,
                     live.events,
                     observer.event,
+                    before=before_first if index == first_fault else None,
                 ),
                 name=f"fault-{index}-{fault.kind}",
             )
             for index, fault in enumerate(scenario.faults)
         ),
     ]
+    if live.watch is not None:
+        tasks.append(asyncio.create_task(live.watch.run(stop), name="integrity-watch"))
+    restore_task = None
+    if restore is not None:
+        restorer = Restorer(
+            restore,
+            stack,
+            clock,
+            live.watch,
+            live.ledger,
+            scenario.ledger,
+            lambda: live.restore_point,
+            observer.event,
+        )
+        restore_task = asyncio.create_task(
+            restorer.run(restoring),
+            name="restore",
+        )
     try:
         deadline = live.t0 + load.run_time + 60.0
         while swarm.running and time.monotonic() < deadline:
@@ -346,6 +408,8 @@ async def _run_load(
                 "the load did not stop by itself within run_time + 60 s; it was stopped"
             )
     finally:
+        if restore_task is not None:
+            live.restore = await _finish_restore(restore_task, restoring, record)
         stop.set()
         for task in tasks:
             if not task.done() and task.get_name().startswith("fault-"):
@@ -368,6 +432,23 @@ async def _run_load(
         samples = _Samples(write_probe.samples, service_probe.samples, sampler.samples)
         cores = len(generator_cpus) if generator_cpus else len(os.sched_getaffinity(0))
         _measure(scenario, live, record, samples, run_end_s, cores)
+
+
+async def _finish_restore(
+    task: asyncio.Task[RestoreOutcome], restoring: asyncio.Event, record: RunRecord
+) -> RestoreOutcome | None:
+    """A restore under way is awaited to its end (its own timeout bounds it), never cut
+    off half done; one still waiting for its trigger is called off."""
+    if not task.done() and not restoring.is_set():
+        task.cancel()
+        record.notes.append("the restore never started: nothing triggered it before the load ended")
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
+    except Exception as exc:
+        record.doubts.append(f"the restore failed unexpectedly: {exc!r}")
+        return None
 
 
 EXPECT_WORKERS_WAIT_S = 30.0
@@ -402,7 +483,7 @@ def _ingest(new_records: list[dict[str, Any]], live: _Live) -> None:
         if kind == "write":
             live.ledger.ack(rec["id"], rec["sum"], rec["t_s"])
         elif kind == "write_attempt":
-            live.ledger.attempt(rec["id"])
+            live.ledger.attempt(rec["id"], rec["t_s"])
         live.records.append(rec)
 
 
@@ -446,12 +527,15 @@ def _measure(
     write_samples, service_samples = samples.write, samples.service
     database = _database_failover(record, live, write_samples)
     t_fault = record.t_fault_s
+    restored_at = live.restore.t_reattached_s if live.restore else None
     requests = [r for r in live.records if r.get("k") == "req"]
     tools_list = [(r["t_s"], r["ms"]) for r in requests if r["m"] == "tools/list" and r["ok"]]
     record.phases = compute_phases(
         run_end_s=run_end_s,
         t_fault_s=t_fault,
-        first_service_write_s=first_service_write_s(service_samples, t_fault)
+        first_service_write_s=first_service_write_s(
+            service_samples, max(t_fault, restored_at or t_fault)
+        )
         if t_fault is not None
         else None,
         session_starts_s=[t for t, _, change in connection_opens(live.records) if change > 0],
@@ -460,7 +544,9 @@ def _measure(
     )
     record.metrics = {
         **database,
-        **_service_recovery(scenario, t_fault, service_samples, tools_list, run_end_s),
+        **_service_recovery(scenario, t_fault, service_samples, tools_list, run_end_s, restored_at),
+        **_integrity(live, record, t_fault),
+        "restore": _restore(live, service_samples),
         "reconnect": reconnect_metrics(
             (r for r in live.records if r.get("k") in ("broken", "reconnected", "req")),
             t_fault,
@@ -493,6 +579,13 @@ def _measure(
             and (name != "db_failover_s" or _kill_primary(record) is not None)
         }
     record.timeline = build_timeline(live.records, run_end_s, live.events, samples.resources)
+    if live.clock is not None and abs(live.clock.drift_s()) > WALL_DRIFT_TOLERANCE_S:
+        record.doubts.append(
+            f"the wall clock moved {live.clock.drift_s():+.3f} s against the monotonic clock "
+            "during the run: wall-clock restore targets and rpo_s may be wrong"
+        )
+    if live.restore is not None and live.restore.error:
+        record.notes.append(live.restore.error)
     generator = record.metrics["generator"]
     if generator["saturated"]:
         record.doubts.append(
@@ -538,6 +631,7 @@ def _service_recovery(
     service_samples: list[ServiceProbeSample],
     tools_list: list[tuple[float, float]],
     run_end_s: float,
+    restored_at: float | None,
 ) -> dict[str, float | None]:
     if t_fault is None:
         return {"failover_s": None, "rto_s": None}
@@ -553,9 +647,73 @@ def _service_recovery(
     )
     window = scenario.windows.stability
     return {
-        "failover_s": failover_s(service_samples, t_fault, window, run_end_s),
-        "rto_s": rto_s(service_samples, t_fault, window, run_end_s, tools_list, p99_target),
+        "failover_s": failover_s(service_samples, t_fault, window, run_end_s, restored_at),
+        "rto_s": rto_s(
+            service_samples, t_fault, window, run_end_s, tools_list, p99_target, restored_at
+        ),
     }
+
+
+DAMAGE_CHECKS = {"updated": "checksum", "invariant_broken": "title_not_blank"}
+"""Which integrity check must find each kind of damage a corrupting tool reports
+(deleted rows are found by the ledger, as lost writes)."""
+
+
+def _integrity(live: _Live, record: RunRecord, t_fault: float | None) -> dict[str, Any]:
+    """time_to_detect_s and the integrity checks during the run: the last check before the
+    incident, the last before the restore (or the run's end), and what a corrupting tool
+    said it damaged against what the checks found."""
+    watch = live.watch
+    if watch is None:
+        return {"time_to_detect_s": None, "integrity": None}
+    reports = watch.reports
+    detected = first_detection(reports, t_fault) if t_fault is not None else None
+    restore_start = live.restore.t_start_s if live.restore else None
+    baseline = [r for r in reports if t_fault is None or r.t_s < t_fault]
+    before = [r for r in reports if restore_start is None or r.t_s < restore_start]
+    injected: dict[str, list[str]] = {}
+    for fault in record.faults:
+        for kind, ids in (fault.damage or {}).items():
+            injected.setdefault(kind, []).extend(ids)
+    found: dict[str, int] = {}
+    if before and injected:
+        by_check = {c.name: c.ids for c in before[-1].checks}
+        found = {
+            kind: len(set(ids) & by_check.get(check, frozenset()))
+            for kind, ids in injected.items()
+            if (check := DAMAGE_CHECKS.get(kind)) in by_check
+        }
+    return {
+        "time_to_detect_s": None if detected is None or t_fault is None else detected - t_fault,
+        "integrity": {
+            "checks": [c.name for c in watch.checker.checks],
+            "interval_s": watch.interval_s,
+            "rounds": len(reports),
+            "rounds_unmeasured": sum(1 for r in reports if not r.measured),
+            "baseline": _report_summary(baseline[-1]) if baseline else None,
+            "before": _report_summary(before[-1]) if before else None,
+            "after": None,
+            "injected": {kind: len(ids) for kind, ids in injected.items()} or None,
+            "detected": found or None,
+            "missed": sum(len(injected[kind]) - n for kind, n in found.items()) if found else None,
+        },
+    }
+
+
+def _report_summary(report: IntegrityReport) -> dict[str, Any]:
+    return {"t_s": round(report.t_s, 3), **report.summary()}
+
+
+def _restore(live: _Live, service_samples: list[ServiceProbeSample]) -> dict[str, Any] | None:
+    """Each restore step's duration, the first good write through MCP after it, the target."""
+    outcome = live.restore
+    if outcome is None or live.clock is None:
+        return None
+    first_good = None
+    if outcome.t_reattached_s is not None:
+        at = first_service_write_s(service_samples, outcome.t_reattached_s)
+        first_good = None if at is None else at - outcome.t_reattached_s
+    return outcome.summary(first_good)
 
 
 def _latency_per_phase(
@@ -634,12 +792,13 @@ def _request_counts(requests: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def _check_writes(scenario: Scenario, live: _Live, record: RunRecord) -> None:
-    """Read the final primary directly and classify the ledger; verify the probe's first
+    """Read the final primary directly: classify the ledger, check the invariants once more,
+    test a restore to a restore point against it, and verify the probe's first
     post-failover row is on the promoted node itself."""
-    dsn = live.stack.current_primary_dsn.rsplit("/", 1)[0] + f"/{APP_DATABASE}"
-    conn = await asyncpg.connect(dsn, timeout=10)
+    conn = await asyncpg.connect(app_dsn(live.stack.current_primary_dsn), timeout=10)
     try:
-        rows = await conn.fetch("SELECT id, title, body FROM notes", timeout=60)
+        written = await read_written(conn, scenario.ledger, sorted(live.ledger.attempted))
+        all_ids = await read_all_ids(conn, scenario.ledger)
         seq = record.metrics.get("db_failover_first_seq")
         if seq is not None:
             present = await conn.fetchval(f"SELECT count(*) FROM {PROBE_TABLE} WHERE seq = $1", seq)
@@ -649,16 +808,62 @@ async def _check_writes(scenario: Scenario, live: _Live, record: RunRecord) -> N
                 record.notes.append(
                     f"probe row {seq} is not on the promoted node: db_failover_s not measured"
                 )
+        integrity = record.metrics.get("integrity")
+        if live.watch is not None and integrity is not None:
+            final = await live.watch.checker.run(conn, time.monotonic() - live.t0)
+            integrity["after"] = _report_summary(final)
     finally:
         await conn.close()
     if record.faults and record.t_fault_s is None:
         record.notes.append(
             "no fault was confirmed: writes are classified without an incident time"
         )
-    record.metrics["writes"] = live.ledger.classify(
-        [(r["id"], note_checksum(r["title"], r["body"])) for r in rows],
-        record.t_fault_s,
+    restore = live.restore
+    target_s = restore.target_t_s if restore is not None and restore.report is not None else None
+    classified = live.ledger.classify(
+        written, record.t_fault_s, all_ids=all_ids, restore_target_s=target_s
     )
+    record.metrics["writes"] = classified.summary()
+    integrity = record.metrics.get("integrity")
+    if integrity is not None and restore is None:
+        integrity["ledger_agrees"] = _ledger_agrees(record, live.ledger, classified)
+    mark = live.restore_point
+    if mark is not None and restore is not None and restore.report is not None:
+        boundary = live.ledger.restore_boundary(
+            {row_id for row_id, _ in written}, mark.t_start_s, mark.t_end_s, restore.t_start_s
+        )
+        record.metrics["writes"]["restore_boundary"] = boundary.summary()
+        if not boundary.ok:
+            record.notes.append(
+                f"the restore to the restore point does not match the ledger: {boundary.summary()}"
+            )
+
+
+def _ledger_agrees(
+    record: RunRecord, ledger: WriteLedger, classified: LedgerClassification
+) -> dict[str, Any] | None:
+    """Does the ledger find exactly the acknowledged writes a corrupting tool says it
+    damaged: its updates as altered, its deletions as lost (without a failover or a
+    restore, nothing else alters or loses a write)?"""
+    damage: dict[str, set[str]] = {}
+    for fault in record.faults:
+        for kind, ids in (fault.damage or {}).items():
+            damage.setdefault(kind, set()).update(ids)
+    if not damage:
+        return None
+    acked = set(ledger.acked)
+    expected_altered = (
+        damage.get("updated", set()) | damage.get("invariant_broken", set())
+    ) & acked
+    expected_lost = damage.get("deleted", set()) & acked
+    return {
+        "altered_expected": len(expected_altered),
+        "altered_found": len(classified.altered),
+        "lost_expected": len(expected_lost),
+        "lost_found": len(classified.lost),
+        "exact": expected_altered == set(classified.altered)
+        and expected_lost == set(classified.lost),
+    }
 
 
 def _collect_logs(stack: Stack, logs_dir: Path) -> None:

@@ -93,10 +93,17 @@ def stable_from_s(
 
 
 def failover_s(
-    samples: Sequence[ServiceProbeSample], t_fault_s: float, window_s: float, run_end_s: float
+    samples: Sequence[ServiceProbeSample],
+    t_fault_s: float,
+    window_s: float,
+    run_end_s: float,
+    search_from_s: float | None = None,
 ) -> float | None:
-    """t_fault -> first successful write tool call after which writes keep succeeding for the window."""
-    stable = stable_from_s(samples, t_fault_s, window_s, run_end_s)
+    """t_fault -> first successful write tool call after which writes keep succeeding for the
+    window. ``search_from_s``: not before then (after a restore: writes that succeeded
+    while the data was being damaged do not count as a recovered service)."""
+    start = max(t_fault_s, search_from_s) if search_from_s is not None else t_fault_s
+    stable = stable_from_s(samples, start, window_s, run_end_s)
     return None if stable is None else stable - t_fault_s
 
 
@@ -107,8 +114,11 @@ def rto_s(
     run_end_s: float,
     tools_list: Sequence[tuple[float, float]],
     p99_max_ms: float | None,
+    search_from_s: float | None = None,
 ) -> float | None:
     """t_incident -> service objectives met again: writes succeed for the window and
-    tools/list p99 over it is back under its objective (when one is set)."""
-    stable = stable_from_s(samples, t_incident_s, window_s, run_end_s, tools_list, p99_max_ms)
+    tools/list p99 over it is back under its objective (when one is set); not before
+    ``search_from_s`` (the end of a restore)."""
+    start = max(t_incident_s, search_from_s) if search_from_s is not None else t_incident_s
+    stable = stable_from_s(samples, start, window_s, run_end_s, tools_list, p99_max_ms)
     return None if stable is None else stable - t_incident_s

@@ -89,6 +89,8 @@ class RestoreBoundary:
     in_flight: int
     acked_before_missing: frozenset[str]
     started_after_present: frozenset[str]
+    after_restore: int = 0
+    """Writes first attempted once the restore began: new history, not judged."""
 
     @property
     def ok(self) -> bool:
@@ -103,6 +105,7 @@ class RestoreBoundary:
             "started_after": self.started_after,
             "started_after_present": len(self.started_after_present),
             "in_flight": self.in_flight,
+            "after_restore": self.after_restore,
             "samples": _samples(
                 {
                     "acked_before_missing": self.acked_before_missing,
@@ -231,16 +234,22 @@ class WriteLedger:
         )
 
     def restore_boundary(
-        self, present_ids: Iterable[str], t_start_s: float, t_end_s: float
+        self,
+        present_ids: Iterable[str],
+        t_start_s: float,
+        t_end_s: float,
+        restore_began_s: float | None = None,
     ) -> RestoreBoundary:
         """The exact test of a restore to a restore point created during
         [``t_start_s``, ``t_end_s``], given the ids present after the restore.
 
         A write acknowledged at or before ``t_start_s`` committed before the restore point
-        existed: it must be present. A write first attempted at or after ``t_end_s``
-        committed after it: it must be absent. Every other write was in flight at that
-        instant (started before ``t_end_s``, or at an unknown time, and acknowledged after
-        ``t_start_s`` or never) and may be either; they are only counted.
+        existed: it must be present. A write first attempted at or after ``t_end_s`` (and
+        before ``restore_began_s``: later writes are new history, made on the restored
+        database) committed after it: it must be absent. Every other write was in flight
+        at that instant (started before ``t_end_s``, or at an unknown time, and
+        acknowledged after ``t_start_s`` or never) and may be either; they are only counted
+        (``in_flight``), like the writes after the restore began (``after_restore``).
         """
         if t_end_s < t_start_s:
             raise ValueError(
@@ -248,13 +257,15 @@ class WriteLedger:
             )
         present = set(present_ids)
         acked_before = {w.id for w in self.acked.values() if w.t_ack_s <= t_start_s}
-        started_after = {
-            i for i, t_s in self.first_attempt_s.items() if t_s >= t_end_s and i not in acked_before
-        }
+        began = float("inf") if restore_began_s is None else restore_began_s
+        started = {i: t_s for i, t_s in self.first_attempt_s.items() if i not in acked_before}
+        started_after = {i for i, t_s in started.items() if t_end_s <= t_s < began}
+        after_restore = sum(1 for t_s in started.values() if t_s >= began)
         return RestoreBoundary(
             acked_before=len(acked_before),
             started_after=len(started_after),
-            in_flight=len(self.attempted) - len(acked_before) - len(started_after),
+            in_flight=len(self.attempted) - len(acked_before) - len(started_after) - after_restore,
             acked_before_missing=frozenset(acked_before - present),
             started_after_present=frozenset(started_after & present),
+            after_restore=after_restore,
         )

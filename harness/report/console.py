@@ -59,6 +59,12 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
     table.add_row(
         "rpo_rows / rpo_s", f"{_fmt(writes.get('rpo_rows'))} / {_fmt(writes.get('rpo_s'), ' s')}"
     )
+    if writes.get("altered") or writes.get("phantom"):
+        table.add_row(
+            "writes altered / phantom",
+            f"{_fmt(writes.get('altered'))} / {_fmt(writes.get('phantom'))}",
+        )
+    _integrity_rows(table, metrics)
     reconnect = metrics.get("reconnect") or {}
     table.add_row(
         "reconnect (broken -> back)",
@@ -98,3 +104,23 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
     console.print(
         f"verdict: [{VERDICT_STYLE.get(verdict, '')}]{verdict.upper()}[/]  ({result.get('duration_s', 0):.0f} s)"
     )
+
+
+def _integrity_rows(table: Table, metrics: dict[str, Any]) -> None:
+    """Detection, the integrity checks before and after, and each restore step."""
+    integrity = metrics.get("integrity")
+    if integrity:
+        table.add_row("time_to_detect_s", _fmt(metrics.get("time_to_detect_s"), " s"))
+        before, after = integrity.get("before") or {}, integrity.get("after") or {}
+        table.add_row(
+            "integrity violations before / after",
+            f"{_fmt(before.get('violations'))} / {_fmt(after.get('violations'))}",
+        )
+    restore = metrics.get("restore")
+    if not restore:
+        return
+    target = restore.get("target") or {}
+    table.add_row("restore target", f"{target.get('kind')} {target.get('value')}")
+    for step, seconds in (restore.get("steps") or {}).items():
+        table.add_row(f"  restore {step.removesuffix('_s')}", _fmt(seconds, " s"))
+    table.add_row("restore total_s", _fmt(restore.get("total_s"), " s"))

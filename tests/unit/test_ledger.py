@@ -210,3 +210,19 @@ def test_restore_boundary_exact() -> None:
 def test_restore_boundary_rejects_a_reversed_window() -> None:
     with pytest.raises(ValueError, match="before it starts"):
         WriteLedger().restore_boundary([], 11.0, 10.0)
+
+
+def test_writes_after_the_restore_began_are_new_history_not_judged() -> None:
+    ledger = WriteLedger()
+    ledger.attempt("old", 1.0)
+    ledger.ack("old", "c", 2.0)
+    ledger.attempt("discarded", 6.0)
+    ledger.ack("discarded", "c", 6.5)
+    ledger.attempt("new", 12.0)
+    ledger.ack("new", "c", 12.5)
+    boundary = ledger.restore_boundary({"old", "new"}, 5.0, 5.1, restore_began_s=10.0)
+    assert boundary.ok
+    assert (boundary.acked_before, boundary.started_after, boundary.after_restore) == (1, 1, 1)
+    assert boundary.in_flight == 0
+    judged_forever = ledger.restore_boundary({"old", "new"}, 5.0, 5.1)
+    assert judged_forever.started_after_present == {"new"}
