@@ -388,15 +388,15 @@ REFERENCE_INTEGRITY_CHECKS = (
     ),
     IntegrityCheck(
         name="parent_exists",
-        sql="SELECT n.id, pg_xact_commit_timestamp(n.xmin) AS changed_at FROM notes n "
-        "WHERE n.parent_id IS NOT NULL "
+        sql="SELECT n.id FROM notes n WHERE n.parent_id IS NOT NULL "
         "AND NOT EXISTS (SELECT 1 FROM notes p WHERE p.id = n.parent_id)",
     ),
 )
 """The reference data's invariants: the per-row checksum the client computed matches the
 content (a checksum rule), no blank title (a domain rule, also enforced by a trigger
 that a corrupting tool can bypass), every parent exists (a reference, kept by the
-application, not by a foreign key)."""
+application, not by a foreign key). ``parent_exists`` dates nothing: its rows are
+the children, whose commit time says nothing about when their parent went."""
 
 
 class IntegrityConfig(Model):
@@ -458,7 +458,7 @@ _WRITE_FIGURES = (
     "altered_after_incident",
     "restore_boundary.violations",
 )
-RESTORE_STEPS = (
+RESTORE_TIMED_STEPS = (
     "stop",
     "restore_base_backup",
     "replay_wal",
@@ -492,7 +492,7 @@ METRIC_PATHS: tuple[str, ...] = (
     "integrity.after.violations",
     "integrity.missed",
     "restore.total_s",
-    *(f"restore.steps.{step}_s" for step in RESTORE_STEPS),
+    *(f"restore.steps.{step}_s" for step in RESTORE_TIMED_STEPS),
     "requests.total",
     "requests.errors",
     "requests.error_rate",

@@ -3,13 +3,14 @@
 Redundancy does not survive corruption: the replica copies the bad rows. What
 does is a base backup, the WAL archive and a restore that was tested. During a
 run ``IntegrityWatch`` checks the primary's invariants every few seconds (the
-time to detect); ``restore_when_due`` then restores the stack to the
+time to detect); ``Restorer`` then restores the stack to the
 scenario's target, each step timed by the stack, and rebuilds the replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -21,7 +22,13 @@ import asyncpg
 
 from harness.config import LedgerConfig, RestoreConfig, restore_target_time
 from harness.measure.clock import RunClock
-from harness.measure.integrity import IntegrityChecker, IntegrityReport, first_detection
+from harness.measure.integrity import (
+    IntegrityChecker,
+    IntegrityReport,
+    baseline_ids,
+    earliest_new_change,
+    first_detection,
+)
 from harness.measure.ledger import WriteLedger
 from harness.measure.readback import read_written
 from harness.stack import (
@@ -49,8 +56,8 @@ def app_dsn(superuser_dsn: str) -> str:
 @dataclass
 class IntegrityWatch:
     """Runs the integrity checks on the current primary every ``interval_s``; sets
-    ``detected`` at the first check after the incident that finds more violations than
-    the last one before it."""
+    ``detected`` at the first round after the incident that flags a row the last round
+    before it did not (``first_detection``)."""
 
     checker: IntegrityChecker
     stack: Stack
@@ -71,9 +78,13 @@ class IntegrityWatch:
             log.debug("integrity check skipped: %r", exc)
             return None
         try:
-            return await self.checker.run(conn, time.monotonic() - self.clock.t0)
+            report = await self.checker.run(conn, time.monotonic() - self.clock.t0)
         finally:
             await conn.close(timeout=CONNECT_TIMEOUT_S)
+        # Stamped when the round ended: a round that began before the fault may have read
+        # rows after it, so only rounds that ended before the fault are its baseline, and a
+        # detection is dated when the checks that saw the damage had finished.
+        return dataclasses.replace(report, t_s=time.monotonic() - self.clock.t0)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -212,6 +223,10 @@ class Restorer:
             self.say(outcome.error)
             return outcome
         outcome.steps_done = outcome.report.steps
+        replayed = outcome.report.last_replayed_commit
+        if outcome.target_t_s is None and replayed is not None:
+            # An LSN names no time: the last commit replayed says where history now ends.
+            outcome.target_t_s = clock.t_of(dt.datetime.fromisoformat(replayed))
         outcome.t_reattached_s = time.monotonic() - clock.t0
         steps = ", ".join(f"{s.name} {s.duration_s:.2f} s" for s in outcome.report.steps)
         self.say(f"t={outcome.t_reattached_s:.2f}s restored and server reattached ({steps})")
@@ -249,32 +264,42 @@ class Restorer:
             outcome.target_found_by = "given"
         else:
             wall, outcome.target_found_by = await self.earliest_damage()
-        outcome.target_t_s = clock.t_of(wall)
-        outcome.target_value = wall.astimezone(dt.UTC).isoformat()
-        return RestoreTarget("time", outcome.target_value)
+        target = RestoreTarget.before(wall)
+        outcome.target_t_s, outcome.target_value = clock.t_of(wall), target.value
+        return target
 
     async def earliest_damage(self) -> tuple[dt.datetime, str]:
-        """The first damaging commit the evidence shows: the oldest commit timestamp among
-        the rows the integrity checks flag, and the attempt time of the oldest acknowledged
-        write that reads back altered; the restore stops just before it."""
+        """The first damaging commit the evidence shows, looking only at damage that is new
+        since the incident: the oldest commit timestamp among the rows the integrity
+        checks flag now and did not flag before it, and the attempt time of the oldest
+        write made since the incident that reads back altered (a bad release damages the
+        writes it makes). The restore stops just before it."""
+        t_fault = self.watch.incident() if self.watch is not None else None
+        if t_fault is None:
+            raise RestoreImpossible("no confirmed incident to look for damage after")
         evidence: list[tuple[dt.datetime, str]] = []
         if self.watch is not None:
             report = await self.watch.check_once()
-            if report is not None and report.earliest_changed_at is not None:
-                evidence.append(
-                    (report.earliest_changed_at, "integrity checker (commit timestamp)")
-                )
+            if report is not None:
+                baseline = baseline_ids(self.watch.reports, t_fault)
+                changed = earliest_new_change(report, baseline)
+                if changed is not None:
+                    evidence.append((changed, "integrity checks (commit timestamp)"))
         conn = await asyncpg.connect(app_dsn(self.stack.current_primary_dsn), timeout=10)
         try:
             rows = await read_written(conn, self.ledger_config, list(self.ledger.acked))
         finally:
             await conn.close()
         altered = self.ledger.classify(rows, None).altered
-        known = [t for t in map(self.ledger.attempt_time, altered) if t is not None]
-        if known:
-            evidence.append((self.clock.wall_of(min(known)), "write ledger (first altered write)"))
+        since = [
+            t for t in map(self.ledger.attempt_time, altered) if t is not None and t >= t_fault
+        ]
+        if since:
+            evidence.append((self.clock.wall_of(min(since)), "write ledger (first altered write)"))
         if not evidence:
-            raise RestoreImpossible("no damage found by the integrity checks or the ledger")
+            raise RestoreImpossible(
+                "no damage new since the incident found by the integrity checks or the ledger"
+            )
         wall, source = min(evidence)
         return wall, f"earliest damage: {source}"
 

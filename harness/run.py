@@ -349,13 +349,21 @@ async def _run_load(
         range(len(scenario.faults)), key=lambda i: scenario.faults[i].at, default=None
     )
 
-    async def mark_restore_point() -> None:
-        live.restore_point = await create_restore_point(
-            stack, clock, f"mcp-harness-{record.run_id[-4:]}-before-fault"
-        )
-        live.events.append((live.restore_point.t_end_s, "restore point created"))
+    point_made = asyncio.Event()
 
-    before_first = mark_restore_point if restore and restore.target == "restore_point" else None
+    async def mark_restore_point() -> None:
+        try:
+            live.restore_point = await create_restore_point(
+                stack, clock, f"mcp-harness-{record.run_id[-4:]}-before-fault"
+            )
+            live.events.append((live.restore_point.t_end_s, "restore point created"))
+        finally:
+            point_made.set()
+
+    async def after_restore_point() -> None:
+        await point_made.wait()
+
+    with_point = restore is not None and restore.target == "restore_point"
     restoring = asyncio.Event()
     tasks = [
         asyncio.create_task(write_probe.run(stop), name="write-probe"),
@@ -372,7 +380,9 @@ async def _run_load(
                     scenario,
                     live.events,
                     observer.event,
-                    before=before_first if index == first_fault else None,
+                    before=(mark_restore_point if index == first_fault else after_restore_point)
+                    if with_point
+                    else None,
                 ),
                 name=f"fault-{index}-{fault.kind}",
             )
@@ -409,7 +419,7 @@ async def _run_load(
             )
     finally:
         if restore_task is not None:
-            live.restore = await _finish_restore(restore_task, restoring, record)
+            await _finish_restore(restore_task, restoring, live, record)
         stop.set()
         for task in tasks:
             if not task.done() and task.get_name().startswith("fault-"):
@@ -435,20 +445,23 @@ async def _run_load(
 
 
 async def _finish_restore(
-    task: asyncio.Task[RestoreOutcome], restoring: asyncio.Event, record: RunRecord
-) -> RestoreOutcome | None:
+    task: asyncio.Task[RestoreOutcome], restoring: asyncio.Event, live: _Live, record: RunRecord
+) -> None:
     """A restore under way is awaited to its end (its own timeout bounds it), never cut
-    off half done; one still waiting for its trigger is called off."""
+    off half done, even by Ctrl-C (which then still counts: the run is interrupted); one
+    still waiting for its trigger or its delay is called off."""
     if not task.done() and not restoring.is_set():
         task.cancel()
-        record.notes.append("the restore never started: nothing triggered it before the load ended")
+        record.notes.append("the restore had not started when the load ended: it was called off")
     try:
-        return await task
+        live.restore = await asyncio.shield(task)
     except asyncio.CancelledError:
-        return None
+        if task.cancelled():
+            return
+        live.restore = await _to_completion(task)
+        raise
     except Exception as exc:
         record.doubts.append(f"the restore failed unexpectedly: {exc!r}")
-        return None
 
 
 EXPECT_WORKERS_WAIT_S = 30.0
@@ -483,7 +496,9 @@ def _ingest(new_records: list[dict[str, Any]], live: _Live) -> None:
         if kind == "write":
             live.ledger.ack(rec["id"], rec["sum"], rec["t_s"])
         elif kind == "write_attempt":
-            live.ledger.attempt(rec["id"], rec["t_s"])
+            # A remote worker's instants are rebased by the message's transit: not exact
+            # enough to say on which side of a restore point a write began.
+            live.ledger.attempt(rec["id"], None if rec.get("remote") else rec["t_s"])
         live.records.append(rec)
 
 
@@ -635,6 +650,10 @@ def _service_recovery(
 ) -> dict[str, float | None]:
     if t_fault is None:
         return {"failover_s": None, "rto_s": None}
+    if scenario.recovery.restore is not None and restored_at is None:
+        # Damaged data does not stop writes: without the restore the scenario calls for,
+        # the service never recovered, whatever the write probe saw.
+        return {"failover_s": None, "rto_s": None}
     p99_targets = {
         o.path: o.target
         for o in scenario.objectives
@@ -655,8 +674,9 @@ def _service_recovery(
 
 
 DAMAGE_CHECKS = {"updated": "checksum", "invariant_broken": "title_not_blank"}
-"""Which integrity check must find each kind of damage a corrupting tool reports
-(deleted rows are found by the ledger, as lost writes)."""
+"""Which of the reference invariants (``REFERENCE_INTEGRITY_CHECKS``) must find each kind
+of damage the reference server's ``compact_notes`` reports (deleted rows are found by
+the ledger, as lost writes). Checks of other names are not compared."""
 
 
 def _integrity(live: _Live, record: RunRecord, t_fault: float | None) -> dict[str, Any]:
@@ -677,7 +697,7 @@ def _integrity(live: _Live, record: RunRecord, t_fault: float | None) -> dict[st
             injected.setdefault(kind, []).extend(ids)
     found: dict[str, int] = {}
     if before and injected:
-        by_check = {c.name: c.ids for c in before[-1].checks}
+        by_check = {c.name: c.ids for r in before for c in r.checks if c.error is None}
         found = {
             kind: len(set(ids) & by_check.get(check, frozenset()))
             for kind, ids in injected.items()

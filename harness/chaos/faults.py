@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -180,8 +181,9 @@ async def _bad_deployment(
     """Roll every instance to the faulty release; confirmed when all of them serve it.
     ``t_fault`` is when its first process started: it can damage data from then on, and
     an incident time any later would count its first bad writes as before the incident.
-    After ``duration`` the good release is rolled back in."""
-    release = " ".join(fault.command) if fault.command else f"--fault-mode {fault.fault_mode}"
+    ``duration`` later (from t_fault: a slow rollout does not shorten the faulty window)
+    the good release is rolled back in."""
+    release = shlex.join(fault.command) if fault.command else f"--fault-mode {fault.fault_mode}"
     rollout = await stack.deploy_release(
         command=fault.command, fault_mode=None if fault.command else fault.fault_mode
     )
@@ -192,7 +194,7 @@ async def _bad_deployment(
     )
     event(f"bad_deployment: {record.detail}")
     if fault.duration is not None:
-        await asyncio.sleep(max(0.0, t0 + fault.at + fault.duration - time.monotonic()))
+        await asyncio.sleep(max(0.0, rollout.first_started + fault.duration - time.monotonic()))
         rollout = await stack.deploy_release()
         record.t_end_s = time.monotonic() - t0
         event(f"good release back on every instance (rollout {rollout.duration_s:.2f} s)")
@@ -206,8 +208,12 @@ async def _call_tool(
     now_s: Callable[[], float],
     event: Say,
 ) -> None:
-    """One tools/call through the ``mcp`` proxy; confirmed when it succeeds. A result
-    with id lists (the reference server's compact_notes) is kept as the damage done."""
+    """One tools/call through the ``mcp`` proxy; confirmed when it succeeds. ``t_fault`` is
+    when the call was sent: its damage may commit any time before the reply, and an
+    incident dated at the reply would let a check that ran meanwhile count the damage as
+    baseline. A result with id lists (the reference server's compact_notes) is kept as
+    the damage done."""
+    sent_s = now_s()
     outcome = await call_tool_once(
         stack.endpoints.mcp_url,
         fault.tool,
@@ -215,7 +221,7 @@ async def _call_tool(
         protocol=scenario.load.protocol,
         headers=scenario.server.headers,
     )
-    record.t_fault_s, record.confirmed = now_s(), outcome.ok
+    record.t_fault_s, record.confirmed = sent_s, outcome.ok
     structured = outcome.result.get("structuredContent")
     if isinstance(structured, dict):
         record.damage = {

@@ -136,6 +136,7 @@ class RecordStream:
             offset_s = time.monotonic() - msg.data["sent"]
             for record in records:
                 record["t"] += offset_s
+                record["remote"] = True
         self.write(records)
 
     def on_final_batch_request(self, **_: Any) -> None:

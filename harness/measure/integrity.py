@@ -10,8 +10,8 @@ is exactly when checks misbehave, and the run must still report.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -20,13 +20,17 @@ from harness.config import IntegrityCheck
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check's violating row ids, the earliest ``changed_at`` among them (when the
-    check selects one), or why it could not be measured."""
+    """One check's violating row ids, each row's ``changed_at`` (when the check selects
+    one), or why it could not be measured."""
 
     name: str
     ids: frozenset[str]
-    earliest_changed_at: dt.datetime | None = None
+    changed_at: Mapping[str, dt.datetime] = field(default_factory=dict)
     error: str | None = None
+
+    @property
+    def earliest_changed_at(self) -> dt.datetime | None:
+        return min(self.changed_at.values(), default=None)
 
 
 @dataclass(frozen=True)
@@ -99,34 +103,58 @@ class IntegrityChecker:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             return CheckResult(check.name, frozenset(), error=f"{type(exc).__name__}: {exc}")
         ids = frozenset(str(row[0]) for row in rows)
-        stamps = [row[1] for row in rows if len(row) > 1 and isinstance(row[1], dt.datetime)]
-        return CheckResult(check.name, ids, min(stamps, default=None))
+        stamps = {
+            str(row[0]): row[1] for row in rows if len(row) > 1 and isinstance(row[1], dt.datetime)
+        }
+        return CheckResult(check.name, ids, stamps)
+
+
+def baseline_ids(reports: Iterable[IntegrityReport], t_fault_s: float) -> dict[str, frozenset[str]]:
+    """Each check's violating ids in its last measured result before the fault (a check
+    that timed out is never taken for a clean baseline)."""
+    baseline: dict[str, frozenset[str]] = {}
+    for report in sorted(reports, key=lambda r: r.t_s):
+        if report.t_s >= t_fault_s:
+            break
+        for check in report.checks:
+            if check.error is None:
+                baseline[check.name] = check.ids
+    return baseline
+
+
+def new_violations(report: IntegrityReport, baseline: dict[str, frozenset[str]]) -> set[str]:
+    """Ids a measured check of ``report`` flags that its baseline did not."""
+    return {
+        i
+        for c in report.checks
+        if c.error is None
+        for i in c.ids - baseline.get(c.name, frozenset())
+    }
 
 
 def first_detection(reports: Iterable[IntegrityReport], t_fault_s: float) -> float | None:
     """``t_s`` of the first report at or after the fault with a violation the baseline did
-    not have, or ``None``. The baseline of each check is its last measured result before
-    the fault (none: no violations); a check is compared only where it was measured, so a
-    check that timed out is never taken for a detection nor for a clean baseline.
+    not have, or ``None``. A check is compared only where it was measured, so a check
+    that timed out is never taken for a detection nor for a clean baseline.
     """
-    baseline: dict[str, frozenset[str]] = {}
-    for report in sorted(reports, key=lambda r: r.t_s):
-        for check in report.checks:
-            if check.error is not None:
-                continue
-            if report.t_s < t_fault_s:
-                baseline[check.name] = check.ids
-            elif check.ids - baseline.get(check.name, frozenset()):
-                return report.t_s
+    ordered = sorted(reports, key=lambda r: r.t_s)
+    baseline = baseline_ids(ordered, t_fault_s)
+    for report in ordered:
+        if report.t_s >= t_fault_s and new_violations(report, baseline):
+            return report.t_s
     return None
 
 
-def detected_of_injected(report: IntegrityReport, injected_ids: Iterable[str]) -> dict[str, int]:
-    """How many of the rows a fault damaged the checks found, and how many they missed."""
-    injected = set(injected_ids)
-    found = report.violating_ids
-    return {
-        "injected": len(injected),
-        "detected": len(injected & found),
-        "missed": len(injected - found),
-    }
+def earliest_new_change(
+    report: IntegrityReport, baseline: dict[str, frozenset[str]]
+) -> dt.datetime | None:
+    """The oldest ``changed_at`` among the rows flagged since the baseline: when the damage
+    began, as far as the checks that date their rows can tell."""
+    stamps = [
+        c.changed_at[i]
+        for c in report.checks
+        if c.error is None
+        for i in c.ids - baseline.get(c.name, frozenset())
+        if i in c.changed_at
+    ]
+    return min(stamps, default=None)

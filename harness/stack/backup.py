@@ -14,9 +14,9 @@ import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 
@@ -175,13 +175,6 @@ class RestoreReport:
     @property
     def duration_s(self) -> float:
         return self.steps[-1].end - self.steps[0].start if self.steps else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data for result.json: each step with its duration."""
-        data = asdict(self)
-        data["steps"] = [{**asdict(s), "duration_s": s.duration_s} for s in self.steps]
-        data["duration_s"] = self.duration_s
-        return data
 
 
 class RestoreFailed(StackError):

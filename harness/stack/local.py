@@ -87,6 +87,9 @@ class LocalStack(Stack):
         self.base_backups: list[BaseBackup] = []
         self.restore_count = 0
         self.servers: list[McpServerProcess] = []
+        self.server_lifecycle = asyncio.Lock()
+        """Held while server instances are stopped and started (a restart, a rollout, a
+        restore): a rollback and a restore never stop and start the same instance at once."""
         self.balancer: HaproxyBalancer | None = None
         self.toxiproxy_process: OwnedProcess | None = None
         self._versions: dict[str, Any] = {}
@@ -344,7 +347,8 @@ class LocalStack(Stack):
         return KillResult([process.pid], confirmed, time.monotonic())
 
     async def restart_server(self, instance: int = 0) -> None:
-        await self._relaunch(instance, "restart")
+        async with self.server_lifecycle:
+            await self._relaunch(instance, "restart")
 
     async def _relaunch(
         self, instance: int, event: str, release: ServerConfig | None = None
@@ -352,6 +356,8 @@ class LocalStack(Stack):
         """Start this (stopped) instance again on its port, in ``release`` if given, else in
         the release it ran; it is ready when this returns. Returns when it was started."""
         server = self._instance(instance)
+        if server.process is not None and server.process.running():
+            await asyncio.to_thread(server.stop)
         if release is not None:
             server.config = release
         server.start(self.registry, name=self._life_name(instance, event))
@@ -375,10 +381,10 @@ class LocalStack(Stack):
     ) -> Rollout:
         release = self._release(command, fault_mode)
         first_started: float | None = None
-        for index, server in enumerate(self._owned_servers()):
-            await asyncio.to_thread(server.stop)
-            started = await self._relaunch(index, "release", release)
-            first_started = first_started if first_started is not None else started
+        async with self.server_lifecycle:
+            for index in range(len(self._owned_servers())):
+                started = await self._relaunch(index, "release", release)
+                first_started = first_started if first_started is not None else started
         assert first_started is not None, "_owned_servers refuses a stack without servers"
         return Rollout(first_started, time.monotonic())
 
@@ -456,9 +462,14 @@ class LocalStack(Stack):
             return max(0.5, deadline - time.monotonic() - 0.5)
 
         clock = RestoreClock()
+        holding = (
+            False  # the server lifecycle lock, taken in the stop step (it may wait for a rollout)
+        )
         try:
             async with asyncio.timeout(timeout_s):
                 with clock.step("stop"):
+                    await self.server_lifecycle.acquire()
+                    holding = True
                     await self._stop_for_restore(min(60.0, remaining_s()))
                 with clock.step("restore_base_backup"):
                     self.restore_count += 1
@@ -482,6 +493,9 @@ class LocalStack(Stack):
                     await self._reattach(cluster)
         except TimeoutError:
             raise clock.timed_out(timeout_s) from None
+        finally:
+            if holding:
+                self.server_lifecycle.release()
         return RestoreReport(
             steps=clock.steps,
             target=target,

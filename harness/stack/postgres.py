@@ -231,7 +231,9 @@ class PostgresCluster:
             **BASE_SETTINGS,
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
-            "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'",
+            # Copied under a temporary name, then renamed: a copy cut off by a kill leaves no
+            # truncated segment under the real name for a restore to trip on.
+            "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f.part && mv {archive}/%f.part {archive}/%f'",
             **{k: _quote(v) for k, v in scenario_settings.items()},
         }
         self.settings = settings

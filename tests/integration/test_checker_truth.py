@@ -30,7 +30,6 @@ from harness.measure.integrity import (
     CheckResult,
     IntegrityChecker,
     IntegrityReport,
-    detected_of_injected,
     first_detection,
 )
 from harness.measure.ledger import LedgerClassification, WriteLedger
@@ -332,7 +331,7 @@ def test_first_detection_needs_a_violation_the_baseline_did_not_have() -> None:
     assert first_detection([_report(3.0, a={"old"})], 2.0) == 3.0
 
 
-def test_report_figures_and_detected_of_injected() -> None:
+def test_report_figures() -> None:
     report = _report(7.0, a={"r1", "r2"}, b={"r2"}, c="boom")
     assert report.violations == 3
     assert report.violating_ids == {"r1", "r2"}
@@ -345,7 +344,25 @@ def test_report_figures_and_detected_of_injected() -> None:
             "c": {"violations": 0, "sample": [], "error": "boom"},
         },
     }
-    assert detected_of_injected(report, ["r1", "r3"]) == {"injected": 2, "detected": 1, "missed": 1}
+
+
+def test_earliest_new_change_dates_only_damage_since_the_baseline() -> None:
+    import datetime as dt
+
+    from harness.measure.integrity import CheckResult, IntegrityReport, earliest_new_change
+
+    old, new = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    report = IntegrityReport(
+        9.0,
+        (
+            CheckResult("a", frozenset({"pre", "post"}), {"pre": old, "post": new}),
+            CheckResult("b", frozenset({"undated"})),
+            CheckResult("c", frozenset(), error="timed out"),
+        ),
+    )
+    assert earliest_new_change(report, {"a": frozenset({"pre"})}) == new
+    assert earliest_new_change(report, {}) == old
+    assert earliest_new_change(report, {"a": frozenset({"pre", "post"})}) is None
 
 
 # Ids and text with quotes, backslashes, spaces, newlines, unicode: anything but NUL and

@@ -131,9 +131,7 @@ def test_report_durations_and_plain_data() -> None:
         new_primary_port=5433,
     )
     assert report.duration_s == 2.0
-    data = report.as_dict()
-    assert data["steps"][1] == {"name": "promote", "start": 10.5, "end": 12.0, "duration_s": 1.5}
-    assert data["target"] == {"kind": "lsn", "value": "0/3000060"}
+    assert [step.duration_s for step in report.steps] == [0.5, 1.5]
 
 
 def test_commit_timestamps_are_tracked() -> None:
