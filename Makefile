@@ -1,7 +1,7 @@
 # Every target bootstraps what it needs: a virtualenv with the package and its
 # test extras, the Toxiproxy server built from Go modules into .tools/, HAProxy
-# from Debian's packages, and an unprivileged user to run PostgreSQL as
-# (Postgres refuses to run as root).
+# and Chromium from Debian's packages, and an unprivileged user to run PostgreSQL
+# as (Postgres refuses to run as root).
 # A second run downloads nothing: each step is skipped when its output exists.
 
 PYTHON ?= python3
@@ -12,9 +12,9 @@ TOXIPROXY_VERSION := v2.12.0
 export MCP_HARNESS_PG_USER ?= mcpharness
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap test unit drill bench doctor lint clean pg-user haproxy
+.PHONY: bootstrap test unit drill bench doctor lint clean pg-user haproxy chromium
 
-bootstrap: $(VENV)/.installed $(TOOLS)/toxiproxy-server pg-user haproxy
+bootstrap: $(VENV)/.installed $(TOOLS)/toxiproxy-server pg-user haproxy chromium
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ haproxy:
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null && echo "installed haproxy"; \
 		else echo "HAProxy is needed for server.instances > 1: sudo apt-get install haproxy"; exit 3; fi; }
+
+# Headless Chromium renders report.html in its test (tests/integration/test_report_browser.py);
+# Debian's package. Optional: without it that test is skipped with a reason, the rest runs.
+chromium:
+	@command -v chromium >/dev/null || test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && echo "installed chromium" \
+				|| echo "could not install chromium: the report's browser test will be skipped"; \
+		else echo "Chromium renders report.html in its test (skipped without it): sudo apt-get install chromium"; fi; }
 
 doctor: bootstrap
 	$(BIN)/mcp-harness doctor
