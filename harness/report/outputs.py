@@ -1,0 +1,36 @@
+"""The files a run leaves next to its result.json: junit.xml, summary.md, report.html.
+
+Each is rendered from the result alone, so ``mcp-harness report`` can write them again
+from a stored result.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.report.html import report_html
+from harness.report.junit import junit_xml
+from harness.report.summary import summary_markdown
+
+JUNIT_FILE = "junit.xml"
+SUMMARY_FILE = "summary.md"
+REPORT_FILE = "report.html"
+
+
+def _write_atomically(path: Path, text: str) -> Path:
+    """A reader (a CI step, a browser) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_outputs(result_dir: Path, result: dict[str, Any]) -> list[Path]:
+    """Write junit.xml, summary.md and report.html into ``result_dir``; their paths."""
+    result_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        _write_atomically(result_dir / JUNIT_FILE, junit_xml(result)),
+        _write_atomically(result_dir / SUMMARY_FILE, summary_markdown(result)),
+        _write_atomically(result_dir / REPORT_FILE, report_html(result)),
+    ]
