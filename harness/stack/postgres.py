@@ -232,8 +232,14 @@ class PostgresCluster:
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
             # Copied under a temporary name, then renamed: a copy cut off by a kill leaves no
-            # truncated segment under the real name for a restore to trip on.
-            "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f.part && mv {archive}/%f.part {archive}/%f'",
+            # truncated segment under the real name for a restore to trip on. A segment
+            # already archived succeeds only if identical: a promoted standby archives the
+            # old timeline's segments the dead primary had archived already, and a plain
+            # "refuse if present" would stop its archiver for good.
+            "archive_command": (
+                f"'if test -f {archive}/%f; then cmp -s %p {archive}/%f; "
+                f"else cp %p {archive}/%f.part && mv {archive}/%f.part {archive}/%f; fi'"
+            ),
             **{k: _quote(v) for k, v in scenario_settings.items()},
         }
         self.settings = settings
