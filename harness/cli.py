@@ -23,7 +23,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.config import Scenario, ScenarioError, load_objectives, load_scenario, parse_duration_s
-from harness.objectives import EXIT_INCONCLUSIVE, EXIT_USAGE, exit_code, judge_all, run_verdict
+from harness.objectives import (
+    EXIT_FAIL,
+    EXIT_INCONCLUSIVE,
+    EXIT_USAGE,
+    JudgedObjective,
+    Verdict,
+    exit_code,
+    judge_all,
+    judge_series,
+    run_verdict,
+    series_verdict,
+)
+from harness.report.result import SCHEMA_VERSION
 from harness.stack.net import require_loopback
 from harness.stack.prerequisites import MissingPrerequisite, doctor_checks
 
@@ -39,6 +51,16 @@ def _duration_arg(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError("must be greater than zero")
     return seconds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,16 +136,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--warn-only", action="store_true", help="report missed objectives but exit 0 for them"
     )
     run.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+    run.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run the scenario N times on one stack, restored to its start between runs, "
+        "and judge each objective over the runs (flaky when they disagree)",
+    )
 
-    compare = sub.add_parser("compare", help="runs side by side, with ratios to the first")
+    compare = sub.add_parser(
+        "compare",
+        help="runs side by side (a trend table): ratios to a baseline run, regressions flagged",
+    )
     compare.add_argument(
-        "results", nargs="+", help="result.json files or results/<run_id>/ directories"
+        "results",
+        nargs="+",
+        help="result.json / repeat.json files or results/<run_id>/ directories, oldest first",
+    )
+    compare.add_argument(
+        "--baseline",
+        help="the run the others are compared with: its position (1 = first, the default) "
+        "or one of the paths given",
+    )
+    compare.add_argument(
+        "--tolerance",
+        default="10%",
+        help="how much worse than the baseline a figure may get before it is a regression "
+        "(default 10%%)",
+    )
+    compare.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when a figure or a verdict regressed against the baseline",
     )
 
     report = sub.add_parser(
-        "report", help="print the verdict table of a result.json (or its run directory)"
+        "report",
+        help="print the verdict table of a result.json (or its run directory) and write "
+        "its junit.xml, summary.md and report.html again",
     )
     report.add_argument("result", help="result.json or results/<run_id>/")
+    report.add_argument(
+        "--out", help="directory for the rendered files (default: beside result.json)"
+    )
     return parser
 
 
@@ -237,42 +293,68 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.stack.prerequisites import pg_bin_dir, pg_run_user, toxiproxy_server
 
     pg_bin_dir(args.pg_bin), toxiproxy_server(), pg_run_user()
-    result = asyncio.run(_run(scenario, Path(args.out), args.pg_bin, args.allow_remote))
-    return exit_code([result["verdict"]], warn_only=args.warn_only)
+    verdict = asyncio.run(
+        _run(scenario, Path(args.out), args.pg_bin, args.allow_remote, repeat=args.repeat)
+    )
+    return exit_code([verdict], warn_only=args.warn_only)
 
 
 async def _run(
-    scenario: Scenario, out: Path, pg_bin: str | None, allow_remote: bool = False
-) -> dict[str, Any]:
-    from harness.report.console import render
+    scenario: Scenario,
+    out: Path,
+    pg_bin: str | None,
+    allow_remote: bool = False,
+    repeat: int = 1,
+) -> Verdict:
+    """Run the scenario (``repeat`` times on one stack), write every output, print the
+    verdict table(s); the verdict of the run, or of the series."""
     from harness.report.live import LiveProgress
-    from harness.report.result import environment, write_result
-    from harness.run import execute, new_run_id
+    from harness.report.result import environment
+    from harness.run import PlannedRun, execute_series, new_run_id
 
     run_id = new_run_id(scenario)
-    result_dir = out.resolve() / run_id
-    (result_dir / "logs").mkdir(parents=True, exist_ok=True)
-    (result_dir / "logs" / "scenario.yaml").write_text(
+    base_dir = out.resolve() / run_id
+    runs = (
+        [PlannedRun(run_id, base_dir)]
+        if repeat == 1
+        else [PlannedRun(f"{run_id}-r{i}", base_dir / f"run-{i}") for i in range(1, repeat + 1)]
+    )
+    logs_dir = base_dir / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    (logs_dir / "scenario.yaml").write_text(
         yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)
     )
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
-    err_console.print(f"run {run_id}: results in {result_dir}")
+    err_console.print(f"run {run_id}: results in {base_dir}")
     with LiveProgress(err_console, scenario.load.run_time) as progress:
-        record = await _shielded(
-            execute(
+        records = await _shielded(
+            execute_series(
                 scenario,
-                result_dir,
-                run_id=run_id,
+                runs,
+                logs_dir=logs_dir,
                 pg_bin=pg_bin,
                 observer=progress,
                 environment=environment,
                 allow_remote=allow_remote,
             )
         )
-    judged = judge_all(scenario.objectives, record.metrics)
+    results = [_conclude(record, run.result_dir) for run, record in zip(runs, records, strict=True)]
+    if repeat == 1:
+        verdict: Verdict = results[0][1]["verdict"]
+        return verdict
+    return _conclude_series(run_id, scenario, base_dir, results)
+
+
+def _conclude(record: Any, result_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Judge one run's objectives, write result.json and the reports, print its table."""
+    from harness.report.console import render
+    from harness.report.outputs import write_outputs
+    from harness.report.result import write_result
+
+    judged = judge_all(record.scenario.objectives, record.metrics)
     result = record.result()
     result["objectives"] = [j.as_dict() for j in judged]
     result["verdict"] = run_verdict(
@@ -282,10 +364,27 @@ async def _run(
         complete=record.complete,
         doubts=record.doubts,
     )
-    write_result(result_dir, result)
+    path = write_result(result_dir, result)
+    write_outputs(result_dir, {"schema_version": SCHEMA_VERSION, **result})
     render(result, console)
-    console.print(f"result: {result_dir / 'result.json'}")
-    return result
+    console.print(f"result: {path} (report.html, junit.xml and summary.md beside it)")
+    return result_dir, result
+
+
+def _conclude_series(
+    series_id: str, scenario: Scenario, base_dir: Path, results: list[tuple[Path, dict[str, Any]]]
+) -> Verdict:
+    from harness.report.series import render_series, series_result, write_series
+
+    judged = judge_series(
+        [[JudgedObjective.from_dict(o) for o in r["objectives"]] for _, r in results]
+    )
+    verdict = series_verdict([r["verdict"] for _, r in results])
+    series = series_result(series_id, scenario.model_dump(mode="json"), results, judged, verdict)
+    write_series(base_dir, series)
+    render_series(series, console)
+    console.print(f"series: {base_dir / 'repeat.json'}")
+    return verdict
 
 
 async def _shielded(coro: Any) -> Any:
@@ -340,7 +439,8 @@ async def _up(scenario: Scenario, as_json: bool, pg_bin: str | None) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.console import render
-    from harness.report.result import read_result
+    from harness.report.outputs import write_outputs
+    from harness.report.result import RESULT_FILE, read_result
 
     path = Path(args.result)
     try:
@@ -349,27 +449,64 @@ def cmd_report(args: argparse.Namespace) -> int:
         err_console.print(f"[red]error:[/] cannot read {path}: {escape(str(exc))}")
         return EXIT_USAGE
     render(result, console)
+    out = Path(args.out) if args.out else (path if path.name != RESULT_FILE else path.parent)
+    written = write_outputs(out, result)
+    console.print("written: " + ", ".join(str(p) for p in written), highlight=False)
     return exit_code([result.get("verdict", "inconclusive")])
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.report.compare import render
     from harness.report.result import read_result
+    from harness.report.series import SERIES_FILE
 
     results: list[dict[str, Any]] = []
     labels: list[str] = []
     for item in args.results:
         path = Path(item)
+        if path.is_dir() and (path / SERIES_FILE).exists():
+            path = path / SERIES_FILE
         try:
             results.append(read_result(path))
         except (OSError, ValueError) as exc:
             err_console.print(f"[red]error:[/] cannot read {path}: {escape(str(exc))}")
             return EXIT_USAGE
         labels.append(f"run {len(labels) + 1}")
-    render(results, labels, console)
+    try:
+        baseline = _baseline_index(args.baseline, args.results)
+        tolerance = _fraction(args.tolerance)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        return EXIT_USAGE
+    regressions = render(results, labels, console, baseline=baseline, tolerance=tolerance)
     for label, item in zip(labels, args.results, strict=True):
         console.print(f"{label}: {item}", highlight=False)
-    return 0
+    return EXIT_FAIL if regressions and args.fail_on_regression else 0
+
+
+def _baseline_index(baseline: str | None, given: list[str]) -> int:
+    if baseline is None:
+        return 0
+    if baseline in given:
+        return given.index(baseline)
+    if baseline.isdigit() and 1 <= int(baseline) <= len(given):
+        return int(baseline) - 1
+    raise ValueError(
+        f"--baseline {baseline!r}: give a position from 1 to {len(given)} or one of the paths"
+    )
+
+
+def _fraction(text: str) -> float:
+    value = text.strip()
+    try:
+        number = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise ValueError(
+            f"--tolerance {text!r}: expected a percentage like 10% or a fraction like 0.1"
+        ) from None
+    if number < 0:
+        raise ValueError(f"--tolerance {text!r}: must not be negative")
+    return number
 
 
 if __name__ == "__main__":

@@ -42,6 +42,18 @@ class JudgedObjective:
             "verdict": self.verdict,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JudgedObjective:
+        """Back from result.json's ``objectives`` (``as_dict``)."""
+        return cls(
+            data["metric"],
+            data["bound"],
+            data["target"],
+            data["measured"],
+            data["verdict"],
+            data.get("measured_at_least"),
+        )
+
 
 def lookup(metrics: dict[str, Any], path: str) -> Any:
     """The value at a dotted path; ``UnknownMetric`` if the path does not exist."""
@@ -124,3 +136,92 @@ def exit_code(verdicts: Iterable[Verdict], *, warn_only: bool = False) -> int:
     if "inconclusive" in verdicts:
         return EXIT_INCONCLUSIVE
     return EXIT_PASS
+
+
+@dataclass(frozen=True)
+class SeriesObjective:
+    """One objective over the runs of a series (``--repeat``): each run's value and
+    verdict, and one verdict for the series, judged on the worst run: a release gate
+    holds only if every run met it. ``flaky``: met in some runs, missed in others."""
+
+    metric: str
+    bound: Literal["max", "min"]
+    target: float
+    values: tuple[float | None, ...]
+    verdicts: tuple[ObjectiveVerdict, ...]
+
+    @property
+    def measured_values(self) -> list[float]:
+        return sorted(v for v in self.values if v is not None)
+
+    @property
+    def worst(self) -> float | None:
+        values = self.measured_values
+        if not values:
+            return None
+        return values[-1] if self.bound == "max" else values[0]
+
+    @property
+    def median(self) -> float | None:
+        values = self.measured_values
+        if not values:
+            return None
+        middle = len(values) // 2
+        return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+    @property
+    def verdict(self) -> ObjectiveVerdict:
+        if "missed" in self.verdicts:
+            return "missed"
+        if "not_measured" in self.verdicts:
+            return "not_measured"
+        return "met"
+
+    @property
+    def flaky(self) -> bool:
+        return "met" in self.verdicts and "missed" in self.verdicts
+
+    def as_dict(self) -> dict[str, Any]:
+        values = self.measured_values
+        return {
+            "metric": self.metric,
+            "bound": self.bound,
+            "target": self.target,
+            "values": list(self.values),
+            "verdicts": list(self.verdicts),
+            "min": values[0] if values else None,
+            "median": self.median,
+            "max": values[-1] if values else None,
+            "measured": self.worst,
+            "measured_at_least": None,
+            "verdict": self.verdict,
+            "flaky": self.flaky,
+            "met_in": f"{self.verdicts.count('met')} of {len(self.verdicts)} runs",
+        }
+
+
+def judge_series(runs: Sequence[Sequence[JudgedObjective]]) -> list[SeriesObjective]:
+    """Each objective across the runs (every run judged the same objectives, in order)."""
+    if not runs:
+        return []
+    return [
+        SeriesObjective(
+            first.metric,
+            first.bound,
+            first.target,
+            tuple(run[i].measured for run in runs),
+            tuple(run[i].verdict for run in runs),
+        )
+        for i, first in enumerate(runs[0])
+    ]
+
+
+def series_verdict(run_verdicts: Sequence[Verdict]) -> Verdict:
+    """The first that applies over the runs (as for a drill): fail if any run failed, else
+    inconclusive if any was (or none ran), else pass. A run whose figures are in doubt is
+    inconclusive whatever it missed, in a series as alone."""
+    if "fail" in run_verdicts:
+        return "fail"
+    if "inconclusive" in run_verdicts or not run_verdicts:
+        return "inconclusive"
+    return "pass"

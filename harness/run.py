@@ -62,7 +62,7 @@ from harness.recover import (
     app_dsn,
     create_restore_point,
 )
-from harness.stack import Stack, StackError, open_stack
+from harness.stack import RestoreTarget, Stack, StackError, open_stack
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,18 @@ class _Live:
     restore: RestoreOutcome | None = None
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a series: its id and the directory its result goes to."""
+
+    run_id: str
+    result_dir: Path
+
+
+SERIES_START_POINT = "mcp-harness-series-start"
+"""The restore point every run of a repeated series starts from."""
+
+
 async def execute(
     scenario: Scenario,
     result_dir: Path,
@@ -179,58 +191,160 @@ async def execute(
     allow_remote: bool = False,
 ) -> RunRecord:
     """Bring the stack up, run load + probes + faults, measure, bring it down."""
+    (record,) = await execute_series(
+        scenario,
+        [PlannedRun(run_id, result_dir)],
+        logs_dir=result_dir / "logs",
+        pg_bin=pg_bin,
+        observer=observer,
+        environment=environment,
+        allow_remote=allow_remote,
+    )
+    return record
+
+
+async def execute_series(
+    scenario: Scenario,
+    runs: list[PlannedRun],
+    *,
+    logs_dir: Path,
+    pg_bin: str | None = None,
+    observer: Observer | None = None,
+    environment: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    allow_remote: bool = False,
+) -> list[RunRecord]:
+    """Runs of one scenario on one stack (``--repeat``): it comes up once and, between
+    runs, is restored to the state it started in (point-in-time restore to a restore
+    point taken before the first run, a fresh replica, every toxic removed), so every
+    run meets the same stack and the same data. The stack's logs go to ``logs_dir``.
+
+    A failure (the stack, the wall-time cap, Ctrl-C) ends the series: the run it hit
+    says why, the runs after it are reported as not run.
+    """
     observer = observer or _Quiet()
-    record = RunRecord(run_id, scenario, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    record.faults = [FaultRecord.planned(f) for f in scenario.faults]
-    logs_dir = result_dir / "logs"
+    records = [_planned_record(scenario, run.run_id) for run in runs]
     logs_dir.mkdir(parents=True, exist_ok=True)
-    wall_start = time.monotonic()
     stack: Stack | None = None
-    live: _Live | None = None
+    current = records[0]
     try:
-        async with asyncio.timeout(scenario.hard_cap_s):
-            stack_cpus, generator_cpus = cpu_split(scenario.load.cpu_split)
-            stack = open_stack(scenario, pg_bin=pg_bin, cpus=stack_cpus)
-            observer.event(
-                "bringing the stack up (Postgres primary + replica, Toxiproxy, MCP server)"
+        stack_cpus, generator_cpus = cpu_split(scenario.load.cpu_split)
+        stack = open_stack(scenario, pg_bin=pg_bin, cpus=stack_cpus)
+        for index, (run, record) in enumerate(zip(runs, records, strict=True)):
+            current = record
+            await _one_run(
+                scenario,
+                stack,
+                run,
+                record,
+                index,
+                len(runs),
+                observer,
+                generator_cpus,
+                allow_remote,
             )
-            await stack.up()
-            record.stack_up = True
-            observer.event(
-                f"stack up in {time.monotonic() - wall_start:.1f} s; MCP at {stack.endpoints.mcp_url}"
-            )
-            live = _Live(stack, time.monotonic(), WriteLedger())
-            await _run_load(
-                scenario, live, result_dir, record, observer, generator_cpus, allow_remote
-            )
-            record.complete = True
     except StackError as exc:
-        record.notes.append(f"the stack did not come up or failed: {exc}")
+        current.notes.append(f"the stack did not come up or failed: {exc}")
         observer.event(f"stack error: {exc}")
     except TimeoutError:
-        record.notes.append(f"the run hit its wall-time cap of {scenario.hard_cap_s:g} s")
+        current.notes.append(f"the run hit its wall-time cap of {scenario.hard_cap_s:g} s")
     except (asyncio.CancelledError, KeyboardInterrupt):
-        record.interrupted = True
-        record.notes.append("interrupted before the end: partial result")
+        current.interrupted = True
+        current.notes.append("interrupted before the end: partial result")
     except Exception as exc:  # a failed run still reports, stops everything and says why
         (logs_dir / "harness-error.log").write_text(traceback.format_exc())
-        record.notes.append(f"the run failed: {exc!r} (traceback in logs/harness-error.log)")
+        current.notes.append(f"the run failed: {exc!r} (traceback in logs/harness-error.log)")
         observer.event(f"run failed: {exc!r}")
     finally:
+        for record in records[records.index(current) + 1 :]:
+            record.notes.append(f"not run: {current.run_id} ended the series")
         if stack is not None:
-            if live is not None:
-                try:
-                    await _to_completion(_check_writes(scenario, live, record))
-                except Exception as exc:
-                    record.notes.append(f"the write ledger could not be checked: {exc!r}")
-            record.environment = environment(stack.versions()) if environment else stack.versions()
+            versions = environment(stack.versions()) if environment else stack.versions()
+            for record in records:
+                record.environment = versions
             observer.event("bringing the stack down")
             await _to_completion(stack.down())
             _collect_logs(stack, logs_dir)
             (logs_dir / "processes.json").write_text(json.dumps(stack.inventory(), indent=1))
             stack.remove_run_dir()
-        record.duration_s = time.monotonic() - wall_start
+    return records
+
+
+def _planned_record(scenario: Scenario, run_id: str) -> RunRecord:
+    record = RunRecord(run_id, scenario, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    record.faults = [FaultRecord.planned(f) for f in scenario.faults]
     return record
+
+
+async def _one_run(
+    scenario: Scenario,
+    stack: Stack,
+    run: PlannedRun,
+    record: RunRecord,
+    index: int,
+    count: int,
+    observer: Observer,
+    generator_cpus: frozenset[int] | None,
+    allow_remote: bool,
+) -> None:
+    """The stack up (first run) or back to the series start (later ones), then the load,
+    probes and faults, then the ledger checked on the final primary."""
+    record.started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    (run.result_dir / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    live: _Live | None = None
+    try:
+        async with asyncio.timeout(scenario.hard_cap_s):
+            if index == 0:
+                await _bring_up(stack, observer, series=count > 1)
+            else:
+                await _back_to_series_start(stack, scenario, observer, record)
+            record.stack_up = True
+            if count > 1:
+                observer.event(f"run {index + 1} of {count}: {run.run_id}")
+            live = _Live(stack, time.monotonic(), WriteLedger())
+            await _run_load(
+                scenario, live, run.result_dir, record, observer, generator_cpus, allow_remote
+            )
+            record.complete = True
+    finally:
+        if live is not None:
+            try:
+                await _to_completion(_check_writes(scenario, live, record))
+            except Exception as exc:
+                record.notes.append(f"the write ledger could not be checked: {exc!r}")
+        record.duration_s = time.monotonic() - started
+
+
+async def _bring_up(stack: Stack, observer: Observer, *, series: bool) -> None:
+    started = time.monotonic()
+    observer.event("bringing the stack up (Postgres primary + replica, Toxiproxy, MCP server)")
+    await stack.up()
+    if series:
+        if not stack.base_backups:
+            await stack.take_base_backup()
+        await stack.create_restore_point(SERIES_START_POINT)
+    observer.event(
+        f"stack up in {time.monotonic() - started:.1f} s; MCP at {stack.endpoints.mcp_url}"
+    )
+
+
+async def _back_to_series_start(
+    stack: Stack, scenario: Scenario, observer: Observer, record: RunRecord
+) -> None:
+    """Every toxic off and every proxy on, the database restored to the series start,
+    the server (re)started in its own release, a fresh replica."""
+    started = time.monotonic()
+    observer.event("restoring the stack to the state the series started in")
+    await asyncio.to_thread(stack.toxiproxy.reset)
+    timeout = scenario.recovery.restore.timeout if scenario.recovery.restore else 300.0
+    await stack.restore(RestoreTarget("restore_point", SERIES_START_POINT), timeout)
+    await stack.rebuild_replica()
+    took = time.monotonic() - started
+    record.notes.append(
+        f"ran on the stack of the series, restored to its start first ({took:.1f} s: "
+        "point-in-time restore, replica rebuilt, toxics removed)"
+    )
+    observer.event(f"stack restored to the series start in {took:.1f} s")
 
 
 async def _to_completion(awaitable: Any) -> Any:

@@ -18,7 +18,7 @@ SUMMARY_FILE = "summary.md"
 REPORT_FILE = "report.html"
 
 
-def _write_atomically(path: Path, text: str) -> Path:
+def write_atomically(path: Path, text: str) -> Path:
     """A reader (a CI step, a browser) never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -30,7 +30,7 @@ def write_outputs(result_dir: Path, result: dict[str, Any]) -> list[Path]:
     """Write junit.xml, summary.md and report.html into ``result_dir``; their paths."""
     result_dir.mkdir(parents=True, exist_ok=True)
     return [
-        _write_atomically(result_dir / JUNIT_FILE, junit_xml(result)),
-        _write_atomically(result_dir / SUMMARY_FILE, summary_markdown(result)),
-        _write_atomically(result_dir / REPORT_FILE, report_html(result)),
+        write_atomically(result_dir / JUNIT_FILE, junit_xml(result)),
+        write_atomically(result_dir / SUMMARY_FILE, summary_markdown(result)),
+        write_atomically(result_dir / REPORT_FILE, report_html(result)),
     ]

@@ -70,3 +70,31 @@ def test_a_doubt_makes_even_a_miss_inconclusive() -> None:
         missed, faults_confirmed=True, stack_up=True, complete=True, doubts=["generator saturated"]
     )
     assert verdict == "inconclusive"
+
+
+def test_a_series_is_judged_on_its_worst_run_and_flags_disagreement() -> None:
+    from harness.objectives import JudgedObjective, judge_series, series_verdict
+
+    def run(failover: float | None, verdict: str) -> list[JudgedObjective]:
+        return [
+            JudgedObjective("failover_s", "max", 10.0, failover, verdict),  # type: ignore[arg-type]
+            JudgedObjective("reconnect.success_rate", "min", 0.99, 1.0, "met"),
+        ]
+
+    failover, rate = judge_series([run(4.0, "met"), run(12.0, "missed"), run(6.0, "met")])
+    assert failover.values == (4.0, 12.0, 6.0)
+    assert (failover.worst, failover.median) == (12.0, 6.0)
+    assert failover.verdict == "missed" and failover.flaky
+    summary = failover.as_dict()
+    assert summary["min"] == 4.0 and summary["max"] == 12.0 and summary["measured"] == 12.0
+    assert summary["met_in"] == "2 of 3 runs"
+    assert rate.verdict == "met" and not rate.flaky and rate.worst == 1.0
+
+    unmeasured = judge_series([run(4.0, "met"), run(None, "not_measured")])[0]
+    assert unmeasured.verdict == "not_measured" and not unmeasured.flaky
+    assert unmeasured.median == 4.0
+
+    assert series_verdict(["pass", "fail", "pass"]) == "fail"
+    assert series_verdict(["pass", "inconclusive"]) == "inconclusive"
+    assert series_verdict(["pass", "pass"]) == "pass"
+    assert series_verdict([]) == "inconclusive"
