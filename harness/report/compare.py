@@ -1,75 +1,175 @@
-"""Two or more runs side by side, from their result.json files, with ratios to the first."""
+"""Runs side by side, from their result.json files: a trend table for nightly history
+and a before/after of a change. Each figure is shown with its ratio to a baseline run
+(the first unless named), and a figure that got worse by more than the tolerance is a
+regression."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
 
 from harness.objectives import UnknownMetric, lookup
 
-COMPARED = (
-    "failover_s",
-    "rto_s",
-    "db_failover_s",
-    "reconnect.clients_broken",
-    "reconnect.success_rate",
-    "reconnect.time_to_reconnect_s.p50",
-    "reconnect.time_to_reconnect_s.p99",
-    "reconnect.all_reconnected_s",
-    "reconnect.attempts.p99",
-    "reconnect.initialize_per_s_peak",
-    "tools_list_latency_ms.fault_window.p99",
-    "tools_list_latency_ms.fault_window.p50",
-    "tools_list_latency_ms.storm.p99",
-    "tools_list_latency_ms.recovered.p99",
-    "tools_list_latency_ms.all.p99",
-    "requests.error_rate",
-    "writes.lost",
-    "server.sessions_open_peak",
-    "generator.requests_per_s_mean",
-    "generator.cpu_cores_mean",
+Direction = Literal["lower", "higher", "neutral"]
+
+COMPARED: tuple[tuple[str, Direction], ...] = (
+    ("failover_s", "lower"),
+    ("rto_s", "lower"),
+    ("db_failover_s", "lower"),
+    ("time_to_detect_s", "lower"),
+    ("restore.total_s", "lower"),
+    ("reconnect.clients_broken", "neutral"),
+    ("reconnect.success_rate", "higher"),
+    ("reconnect.time_to_reconnect_s.p50", "lower"),
+    ("reconnect.time_to_reconnect_s.p99", "lower"),
+    ("reconnect.all_reconnected_s", "lower"),
+    ("reconnect.attempts.p99", "lower"),
+    ("reconnect.initialize_per_s_peak", "neutral"),
+    ("tools_list_latency_ms.fault_window.p99", "lower"),
+    ("tools_list_latency_ms.fault_window.p50", "lower"),
+    ("tools_list_latency_ms.storm.p99", "lower"),
+    ("tools_list_latency_ms.recovered.p99", "lower"),
+    ("tools_list_latency_ms.all.p99", "lower"),
+    ("requests.error_rate", "lower"),
+    ("writes.lost", "lower"),
+    ("writes.rpo_rows", "lower"),
+    ("server.sessions_open_peak", "neutral"),
+    ("generator.requests_per_s_mean", "neutral"),
+    ("generator.cpu_cores_mean", "neutral"),
 )
+"""The figures a comparison shows, and which way is better (neutral: no regression)."""
+
+DEFAULT_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    direction: Direction
+    values: list[float | None]
+    ratios: list[float | None]
+    regressed: list[bool]
 
 
 def value_at(result: dict[str, Any], path: str) -> float | None:
     try:
         value = lookup(result.get("metrics", {}), path)
     except UnknownMetric:
-        return None
+        value = _series_value(result, path)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def comparison(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per metric: each run's value and its ratio to the first run's."""
-    rows = []
-    for path in COMPARED:
-        values = [value_at(r, path) for r in results]
-        base = values[0]
-        ratios = [None if v is None or not base else v / base for v in values]
-        rows.append({"metric": path, "values": values, "ratios": ratios})
+def _series_value(result: dict[str, Any], path: str) -> Any:
+    """A repeated run (repeat.json) has no metrics: its objectives carry the worst run."""
+    return next(
+        (o.get("measured") for o in result.get("objectives", []) if o["metric"] == path), None
+    )
+
+
+def regressed(
+    value: float | None, base: float | None, direction: Direction, tolerance: float
+) -> bool:
+    """Worse than the baseline by more than ``tolerance`` (relative); from a zero baseline,
+    any change the wrong way (0 lost writes -> 1 is a regression)."""
+    if value is None or base is None or direction == "neutral":
+        return False
+    worse = value - base if direction == "lower" else base - value
+    if base == 0:
+        return worse > 0
+    return worse / abs(base) > tolerance
+
+
+def compared_metrics(results: list[dict[str, Any]]) -> list[tuple[str, Direction]]:
+    """The standard figures, then every objective's metric the runs were judged on."""
+    rows = list(COMPARED)
+    known = {metric for metric, _ in rows}
+    for result in results:
+        for objective in result.get("objectives", []):
+            metric = objective.get("metric")
+            if metric and metric not in known:
+                known.add(metric)
+                rows.append((metric, "lower" if objective.get("bound") == "max" else "higher"))
     return rows
 
 
+def comparison(
+    results: list[dict[str, Any]], baseline: int = 0, tolerance: float = DEFAULT_TOLERANCE
+) -> list[Row]:
+    """One row per figure: each run's value, its ratio to the baseline run's, regressions."""
+    rows = []
+    for metric, direction in compared_metrics(results):
+        values = [value_at(r, metric) for r in results]
+        base = values[baseline]
+        rows.append(
+            Row(
+                metric,
+                direction,
+                values,
+                [None if v is None or not base else v / base for v in values],
+                [regressed(v, base, direction, tolerance) for v in values],
+            )
+        )
+    return rows
+
+
+def verdict_regressions(results: list[dict[str, Any]], baseline: int = 0) -> list[int]:
+    """Runs whose verdict is worse than the baseline's (pass -> inconclusive -> fail)."""
+    rank = {"pass": 0, "inconclusive": 1, "fail": 2}
+    base = rank.get(results[baseline].get("verdict", ""), 1)
+    return [i for i, r in enumerate(results) if rank.get(r.get("verdict", ""), 1) > base]
+
+
 def render(
-    results: list[dict[str, Any]], labels: list[str], console: Console | None = None
-) -> None:
+    results: list[dict[str, Any]],
+    labels: list[str],
+    console: Console | None = None,
+    *,
+    baseline: int = 0,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> int:
+    """Print the trend table; the number of regressions flagged (figures and verdicts)."""
     console = console or Console()
-    console.width = max(console.width, 40 + 22 * len(results))
-    table = Table(title="comparison (ratio to the first run)")
+    console.width = max(console.width, 44 + 24 * len(results))
+    table = Table(
+        title=f"comparison: ratio to {labels[baseline]}; [red]▲[/] worse by more than "
+        f"{tolerance:.0%} (a regression)"
+    )
     table.add_column("metric", no_wrap=True)
-    for label in labels:
-        table.add_column(label, justify="right", no_wrap=True)
-    table.add_row("verdict", *(r.get("verdict", "?") for r in results))
-    for row in comparison(results):
+    for index, label in enumerate(labels):
+        table.add_column(
+            label + (" (baseline)" if index == baseline else ""), justify="right", no_wrap=True
+        )
+    worse_verdicts = verdict_regressions(results, baseline)
+    table.add_row(
+        "verdict",
+        *(
+            f"[red]{r.get('verdict', '?')} ▲[/]" if i in worse_verdicts else r.get("verdict", "?")
+            for i, r in enumerate(results)
+        ),
+    )
+    count = len(worse_verdicts)
+    for row in comparison(results, baseline, tolerance):
+        if all(v is None for v in row.values):
+            continue
         cells = []
-        for value, ratio in zip(row["values"], row["ratios"], strict=True):
+        for index, (value, ratio, bad) in enumerate(
+            zip(row.values, row.ratios, row.regressed, strict=True)
+        ):
             if value is None:
                 cells.append("—")
-            elif ratio is None or row["values"][0] is value:
+            elif ratio is None or index == baseline:
                 cells.append(f"{value:.4g}")
             else:
-                cells.append(f"{value:.4g} (×{ratio:.2f})")
-        table.add_row(row["metric"], *cells)
+                cells.append(
+                    f"[red]{value:.4g} (×{ratio:.2f}) ▲[/]"
+                    if bad
+                    else f"{value:.4g} (×{ratio:.2f})"
+                )
+        count += sum(row.regressed)
+        table.add_row(row.metric, *cells)
     console.print(table)
+    console.print(f"regressions against {labels[baseline]}: {count}")
+    return count

@@ -113,11 +113,78 @@ def test_compare_shows_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         }
         (tmp_path / f"{name}.json").write_text(json.dumps(result))
         runs.append(result)
-    row = next(r for r in comparison(runs) if r["metric"] == "tools_list_latency_ms.storm.p99")
-    assert row["values"] == [100.0, 250.0] and row["ratios"] == [1.0, 2.5]
+    row = next(r for r in comparison(runs) if r.metric == "tools_list_latency_ms.storm.p99")
+    assert row.values == [100.0, 250.0] and row.ratios == [1.0, 2.5]
+    assert row.regressed == [False, True]
     assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
-    assert "2.50" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2.50" in out and "regressions against run 1: 1" in out
+    flags = ["--fail-on-regression"]
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), *flags]) == 1
+    # against the slower run as the baseline, the faster one is no regression
+    b_first = ["--baseline", str(tmp_path / "b.json"), *flags]
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), *b_first]) == 0
+    assert (
+        main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--baseline", "2"])
+        == 0
+    )
     assert main(["compare", str(tmp_path / "missing.json")]) == 2
+    assert main(["compare", str(tmp_path / "a.json"), "--baseline", "3"]) == 2
+    assert main(["compare", str(tmp_path / "a.json"), "--tolerance", "lots"]) == 2
+    assert "--tolerance" in capsys.readouterr().err
+
+
+def test_regressions_know_which_way_is_better() -> None:
+    from harness.report.compare import regressed
+
+    assert regressed(12.0, 10.0, "lower", 0.10)
+    assert not regressed(10.5, 10.0, "lower", 0.10)
+    assert regressed(0.95, 0.999, "higher", 0.01)
+    assert not regressed(1.0, 0.99, "higher", 0.01)
+    assert regressed(1.0, 0.0, "lower", 0.10)  # 0 lost writes -> 1
+    assert not regressed(50.0, 1.0, "neutral", 0.10)
+    assert not regressed(None, 1.0, "lower", 0.10)
+
+
+def test_objective_metrics_join_the_comparison_with_their_direction() -> None:
+    from harness.report.compare import comparison
+
+    def run(verdict: str, rate: float) -> dict:
+        return {
+            "verdict": verdict,
+            "metrics": {"custom": {"rate": rate}},
+            "objectives": [{"metric": "custom.rate", "bound": "min", "target": 0.9}],
+        }
+
+    rows = {r.metric: r for r in comparison([run("pass", 0.99), run("fail", 0.5)])}
+    assert rows["custom.rate"].direction == "higher"
+    assert rows["custom.rate"].regressed == [False, True]
+
+
+def test_report_writes_the_outputs_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "result_sample.json"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(sample, run_dir / "result.json")
+    code = main(["report", str(run_dir)])
+    assert code in (0, 1, 3)
+    for name in ("junit.xml", "summary.md", "report.html"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (
+        main(["report", str(run_dir / "result.json"), "--out", str(tmp_path / "elsewhere")]) == code
+    )
+    assert (tmp_path / "elsewhere" / "report.html").exists()
+
+
+def test_repeat_must_be_a_positive_count(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", SCENARIO, "--repeat", "0", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert "at least 1" in capsys.readouterr().err
 
 
 def test_a_remote_server_url_needs_allow_remote(
