@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -133,6 +141,16 @@ class ServerConfig(Model):
     """More than one: HAProxy balances them, keeping each session on its instance."""
     fault_mode: Literal["none", "write-garbage", "corrupt-state"] = "none"
     """The reference server started as a faulty release (README, "Fault modes")."""
+    setup_sql: str | None = None
+    """A SQL file run on the application database, as the application's role, before the
+    server starts (your schema); a relative path is relative to the scenario file."""
+
+    @field_validator("setup_sql")
+    @classmethod
+    def _setup_sql_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ServerConfig:
@@ -688,6 +706,9 @@ def load_scenario(path: Path | str, overrides: dict[str, Any] | None = None) -> 
     data.setdefault("name", path.stem)
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
+    server = data.get("server")
+    if isinstance(server, dict) and isinstance(server.get("setup_sql"), str):
+        server["setup_sql"] = str(path.parent.resolve() / server["setup_sql"])
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:

@@ -4,6 +4,7 @@ and how hard session setup was hit (the peak rate of initialize requests)."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -89,4 +90,20 @@ def reconnect_metrics(
             "max": max(attempts) if attempts else None,
         },
         "initialize_per_s_peak": (max(initialize_per_s.values(), default=0) if sessions else None),
+        "histogram": reconnect_histogram([d for d, _ in within.values()]),
     }
+
+
+RECONNECT_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+def reconnect_histogram(durations_s: list[float]) -> list[list[float | int]] | None:
+    """Clients per time-to-reconnect bucket: ``[upper bound s, count]``, the last bucket
+    open-ended (``inf`` bound written as the largest duration); None when none came back."""
+    if not durations_s:
+        return None
+    counts = [0] * (len(RECONNECT_BUCKETS_S) + 1)
+    for duration in durations_s:
+        counts[bisect.bisect_left(RECONNECT_BUCKETS_S, duration)] += 1
+    bounds = [*RECONNECT_BUCKETS_S, max(durations_s)]
+    return [[bound, count] for bound, count in zip(bounds, counts, strict=True) if count]

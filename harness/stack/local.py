@@ -289,6 +289,8 @@ class LocalStack(Stack):
         """The MCP server instance(s); with several, HAProxy in front. Returns the URL the
         ``mcp`` proxy forwards to."""
         config = self.scenario.server
+        if config.setup_sql:
+            await self._apply_setup_sql(Path(config.setup_sql))
         if config.url:
             return config.url
         for index in range(config.instances):
@@ -335,6 +337,23 @@ class LocalStack(Stack):
                 "restarted or redeployed"
             )
         return self.servers
+
+    async def _apply_setup_sql(self, path: Path) -> None:
+        """The user's schema, as the application's role on its database (what the server
+        will connect as), straight to the primary."""
+        primary = self.clusters[self.primary_name]
+        dsn = primary.dsn(user=APP_USER, password=self.passwords[APP_USER], database=APP_DATABASE)
+        try:
+            conn = await asyncpg.connect(dsn, timeout=10)
+            try:
+                await conn.execute(path.read_text(), timeout=60)
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StackError(
+                f"server.setup_sql {path} failed: {exc}. Fix the SQL (it runs as {APP_USER} "
+                f"on database {APP_DATABASE}) and run again."
+            ) from None
 
     def _instance(self, instance: int) -> McpServerProcess:
         return self._owned_servers()[instance]

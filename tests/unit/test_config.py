@@ -257,3 +257,12 @@ def test_integrity_checks_default_to_the_reference_invariants_only_for_the_refer
     )
     assert [c.name for c in own.integrity_checks] == ["c"]
     assert reference.hard_cap_s < load_scenario(REPO / "scenarios/pitr_restore.yaml").hard_cap_s
+
+
+def test_setup_sql_is_found_next_to_the_scenario(tmp_path: Path) -> None:
+    (tmp_path / "schema.sql").write_text("CREATE TABLE t (id int);")
+    scenario = load_scenario(write(tmp_path, "server: {setup_sql: schema.sql}\n"))
+    assert scenario.server.setup_sql == str((tmp_path / "schema.sql").resolve())
+    assert_refused(
+        tmp_path, "server: {setup_sql: missing.sql}\n", "server.setup_sql", "no such file"
+    )

@@ -232,3 +232,12 @@ def test_clients_cut_off_by_the_end_of_the_run_are_unobserved_not_failed() -> No
     figures = reconnect_metrics(records, t_fault_s=9.0, window_s=30.0, run_end_s=60.0)
     assert figures["clients_unobserved"] == 1
     assert figures["clients_broken"] == 2 and figures["success_rate"] == 0.5
+
+
+def test_reconnect_histogram_buckets_every_client_once() -> None:
+    from harness.measure.reconnect import reconnect_histogram
+
+    assert reconnect_histogram([]) is None
+    buckets = reconnect_histogram([0.05, 0.1, 0.3, 4.0, 4.5, 75.0])
+    assert buckets == [[0.1, 2], [0.5, 1], [5.0, 2], [75.0, 1]]
+    assert sum(count for _, count in buckets) == 6
