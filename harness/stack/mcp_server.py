@@ -1,19 +1,28 @@
-"""The MCP server under test as a process of the run: the reference server or a user's command."""
+"""The MCP server under test as a process of the run: the reference server or a user's command.
+
+The reference server is started with its admin endpoint on (``harness/server/admin.py``):
+a token made for the instance goes through the environment, never argv, and the runbook
+reaches it at ``admin_url`` with ``Authorization: Bearer <admin_token>``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.config import ServerConfig
 from harness.stack.net import LOOPBACK
 from harness.stack.postgres import StackError
 from harness.stack.processes import OwnedProcess, ProcessRegistry
+
+ADMIN_TOKEN_ENV = "MCP_ADMIN_TOKEN"
+"""Where the reference server reads its admin token (its ``--help`` says so too)."""
 
 
 def reference_server_command(config: ServerConfig) -> list[str]:
@@ -64,10 +73,31 @@ class McpServerProcess:
     port: int
     database_url: str
     process: OwnedProcess | None = None
+    _admin_token: str = field(
+        default_factory=lambda: secrets.token_urlsafe(32), init=False, repr=False
+    )
+    """One per instance, kept across its restarts and releases, so a runbook that read it
+    before a restart still holds the right one after."""
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}{self.config.path}"
+
+    @property
+    def is_reference(self) -> bool:
+        """Whether this instance runs the reference server (a release may swap it for a command)."""
+        return self.config.command is None
+
+    @property
+    def admin_url(self) -> str | None:
+        """The reference server's admin endpoint, straight to the port (no proxy in between);
+        None for a user's server."""
+        return f"http://{LOOPBACK}:{self.port}/admin" if self.is_reference else None
+
+    @property
+    def admin_token(self) -> str | None:
+        """The bearer token of ``admin_url``; None for a user's server. Never log it."""
+        return self._admin_token if self.is_reference else None
 
     def argv(self) -> list[str]:
         template = self.config.command or reference_server_command(self.config)
@@ -82,6 +112,8 @@ class McpServerProcess:
             env[self.config.database_url_env] = self.database_url
         if self.config.port_env:
             env[self.config.port_env] = str(self.port)
+        if self.admin_token is not None:
+            env[ADMIN_TOKEN_ENV] = self.admin_token
         return env
 
     def start(self, registry: ProcessRegistry, name: str = "mcp-server") -> OwnedProcess:
