@@ -3,6 +3,10 @@
 Serves with uvicorn (uvloop and httptools when importable: about a third more
 requests per second than the pure-Python defaults). SIGTERM and Ctrl-C shut
 down through uvicorn, which runs the app's lifespan exit (closing the pool).
+
+The admin endpoint (`admin.py`) is on when `MCP_ADMIN_TOKEN` is set or
+`--admin-token-file` names a file: never a flag with the token itself, which
+any local user could read in `ps`.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 
 from harness.server.faults import FAULT_MODES, FaultSettings
+
+ADMIN_TOKEN_ENV = "MCP_ADMIN_TOKEN"
+"""The environment variable holding the admin endpoint's token (`admin.py`)."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -117,9 +125,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="on SIGTERM, wait at most this long for open streams before closing them",
     )
+    parser.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="PATH",
+        help=f"turn the admin endpoint on with the token in this file (or set ${ADMIN_TOKEN_ENV}, "
+        "not both); loopback clients only",
+    )
     _add_protection_arguments(parser)
     _add_fault_arguments(parser)
     return parser.parse_args(argv)
+
+
+def admin_token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:
+    """The admin token from the environment or the file (ValueError if both, or unreadable)."""
+    from_env = environ.get(ADMIN_TOKEN_ENV) or None
+    if token_file is None:
+        return from_env
+    if from_env is not None:
+        raise ValueError(
+            f"give the admin token as ${ADMIN_TOKEN_ENV} or --admin-token-file, not both"
+        )
+    try:
+        token = token_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --admin-token-file {token_file}: {exc}") from None
+    if not token:
+        raise ValueError(f"--admin-token-file {token_file} is empty")
+    return token
 
 
 def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
@@ -251,6 +284,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: bad --database-url: {exc}", file=sys.stderr)
         return 2
 
+    from harness.server.admin import check_token
+
+    try:
+        token = admin_token(args.admin_token_file, os.environ)
+        if token is not None:
+            check_token(token)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -292,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_alive_s=KEEP_ALIVE_S,
         ),
         faults=FaultSettings(mode=args.fault_mode, phantom_every=args.garbage_phantom_every),
+        admin_token=token,
     )
     app = build_app(config)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
@@ -308,6 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=False,
         lifespan="on",
+        # The client address is the TCP peer's, whatever X-Forwarded-For says: the admin
+        # endpoint trusts loopback clients only.
+        proxy_headers=False,
         timeout_graceful_shutdown=args.shutdown_timeout,
         timeout_keep_alive=int(KEEP_ALIVE_S),
     )

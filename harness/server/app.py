@@ -5,8 +5,10 @@ eras); this module adds what a production server would: one process-wide
 database pool opened in the app's lifespan (MCPServer's own `lifespan=` is not
 the place: it belongs to the MCP layer, not the process), /healthz, /metrics,
 a middleware on the SDK's request chain that counts every JSON-RPC request
-of both the session and the sessionless path, and the protection against
-reconnection storms (`shield.py`; all off unless configured).
+of both the session and the sessionless path, the protection against
+reconnection storms (`shield.py`; all off unless configured), and the admin
+endpoint that changes that protection and the pool at runtime (`admin.py`;
+off unless a token is configured).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from harness.server.admin import ADMIN_PREFIX, AdminApi
 from harness.server.faults import FaultSettings, PhantomSchedule, mangle_body, phantom_note
 from harness.server.metrics import CONTENT_TYPE, Metrics, result_is_error, tool_name_of
 from harness.server.notes import (
@@ -93,6 +96,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     protection: ProtectionSettings = field(default_factory=ProtectionSettings)
     faults: FaultSettings = field(default_factory=FaultSettings)
+    admin_token: str | None = field(default=None, repr=False)
+    """Turns the admin endpoint on (`admin.py`); never shown in a repr."""
 
 
 class GarbageWriter:
@@ -319,6 +324,14 @@ def build_app(config: ServerConfig) -> Starlette:
     async def prometheus(request: Request) -> Response:
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
+    if config.admin_token:
+        admin = AdminApi(
+            token=config.admin_token, protection=protection, store=store, fault_mode=fault_mode
+        )
+        server.custom_route(admin.route_path, methods=["GET", "POST"], include_in_schema=False)(
+            admin.handle
+        )
+
     app = server.streamable_http_app(
         streamable_http_path=config.path,
         json_response=config.json_response,
@@ -336,6 +349,8 @@ def build_app(config: ServerConfig) -> Starlette:
                 "fault mode %s: this server is a deliberately faulty release that damages data",
                 fault_mode,
             )
+        if config.admin_token:
+            logger.info("admin endpoint on at %s/ (loopback clients with the token)", ADMIN_PREFIX)
         await store.start()
         try:
             async with sdk_lifespan(app):
@@ -344,9 +359,9 @@ def build_app(config: ServerConfig) -> Starlette:
             await store.close()
 
     app.router.lifespan_context = lifespan
-    if config.protection.watches_sessions:
-        # Added first, so it sits inside the status counter: its 503s are counted too.
-        app.add_middleware(AdmissionMiddleware, protection=protection, path=config.path)
+    # Always there (it passes requests on while admission is off: the admin endpoint can turn
+    # it on); added first, so it sits inside the status counter: its 503s are counted too.
+    app.add_middleware(AdmissionMiddleware, protection=protection, path=config.path)
     app.add_middleware(HTTPStatusCounter, metrics=metrics, path=config.path)
     app.state.store = store
     app.state.metrics = metrics

@@ -15,7 +15,9 @@ Built for a server that must survive a database failover without a restart:
   reused;
 - every wait is bounded (connect, pool acquire, command), so a failure
   surfaces as an exception the tool layer turns into an MCP tool error rather
-  than a hang.
+  than a hang;
+- an operator can expire every pooled connection at once, optionally with a
+  new DSN (`NotesStore.repoint`, reached through the admin endpoint).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -234,6 +236,32 @@ class SearchResult(TypedDict):
     notes: list[Note]
 
 
+class PoolState(TypedDict):
+    """The pool as the admin endpoint shows it; the DSN without its password."""
+
+    dsn: str
+    hosts: list[str]
+    last_connected_host: str | None
+    """The host the last new connection went to (None before any): after a
+    failover, the node the server found as its primary."""
+    size: int
+    idle: int
+    in_use: int
+    max_size: int
+    waiting: int
+    db: DbState
+
+
+class Repointed(TypedDict):
+    """What a repoint did: every open connection expired, the idle ones closed at once."""
+
+    expired: int
+    closed_idle: int
+    in_use: int
+    """Connections busy at the time: each is closed when its call releases it."""
+    dsn_changed: bool
+
+
 class Report(TypedDict):
     notes: int
     body_bytes: int
@@ -297,6 +325,51 @@ def split_dsn(dsn: str) -> ParsedDsn:
         )
     singles = tuple(url(f"{userinfo}{at}{host}") for host in hosts)
     return ParsedDsn(hosts=singles, libpq_options=options, has_application_name=named)
+
+
+def host_of(dsn: str) -> str:
+    """host:port of a single-host URL, as logs and the admin endpoint name it."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    if host:
+        return host
+    named = [v for k, v in parse_qsl(parts.query) if k in ("host", "port")]
+    return ":".join(named) or "?"
+
+
+def redact_dsn(dsn: str) -> str:
+    """The URL with its passwords (in the user part or as a query parameter) shown as ***."""
+    parts = urlsplit(dsn)
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    query = [
+        (k, "***" if "password" in k else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    netloc = f"{user}{':***' if colon else ''}{at}{hostlist}"
+    return f"{parts.scheme}://{netloc}{parts.path}" + (
+        f"?{urlencode(query, safe='*')}" if query else ""
+    )
+
+
+def terminate_idle(pool: Any) -> int:
+    """Close the pool's idle connections now; returns how many.
+
+    asyncpg replaces an expired connection only when it is next acquired, and
+    has no public call that closes idle ones; this reads the pool's holders
+    (private: without them nothing is closed here, and expiry still replaces
+    each connection before its next use). It never awaits, so no acquire can
+    take a connection between the check and the close.
+    """
+    holders = getattr(pool, "_holders", None)
+    if not isinstance(holders, list):
+        return 0
+    closed = 0
+    for holder in holders:
+        if holder.is_connected() and holder.is_idle():
+            holder.terminate()
+            closed += 1
+    return closed
 
 
 def connect_order(count: int, preferred: int) -> list[int]:
@@ -368,18 +441,8 @@ class NotesStore:
 
     def __init__(self, settings: DbSettings) -> None:
         self._settings = settings
-        parsed = split_dsn(settings.dsn)
-        self._hosts = parsed.hosts
-        connect_timeout = parsed.libpq_options.get("connect_timeout")
-        self._connect_timeout_s = (
-            float(connect_timeout)
-            if connect_timeout and float(connect_timeout) > 0
-            else settings.connect_timeout_s
-        )
-        self._preferred = 0
-        self._server_settings = (
-            None if parsed.has_application_name else {"application_name": APPLICATION_NAME}
-        )
+        self._use_dsn(settings.dsn)
+        self._last_host: str | None = None
         self._pool: Any = None
         self.pool_waiting = 0
         """Calls waiting for a pooled connection right now: a storm's pressure on the database."""
@@ -388,10 +451,66 @@ class NotesStore:
         self._schema_ready = False
         self._state: DbState = "unknown"
 
+    def _use_dsn(self, dsn: str) -> None:
+        """Connect to `dsn` from now on (ValueError if it is not a usable URL)."""
+        parsed = split_dsn(dsn)
+        connect_timeout = parsed.libpq_options.get("connect_timeout")
+        self._settings = replace(self._settings, dsn=dsn)
+        self._hosts = parsed.hosts
+        self._connect_timeout_s = (
+            float(connect_timeout)
+            if connect_timeout and float(connect_timeout) > 0
+            else self._settings.connect_timeout_s
+        )
+        self._preferred = 0
+        self._server_settings = (
+            None if parsed.has_application_name else {"application_name": APPLICATION_NAME}
+        )
+
     @property
     def state(self) -> DbState:
         """Last known database state, as /healthz reports it."""
         return self._state
+
+    def pool_state(self) -> PoolState:
+        """The pool now: its DSN (redacted), hosts, size and use, and the database state."""
+        pool = self._pool
+        size = 0 if pool is None else int(pool.get_size())
+        idle = 0 if pool is None else int(pool.get_idle_size())
+        return PoolState(
+            dsn=redact_dsn(self._settings.dsn),
+            hosts=[host_of(h) for h in self._hosts],
+            last_connected_host=self._last_host,
+            size=size,
+            idle=idle,
+            in_use=size - idle,
+            max_size=self._settings.pool_max_size,
+            waiting=self.pool_waiting,
+            db=self._state,
+        )
+
+    async def repoint(self, dsn: str | None = None) -> Repointed:
+        """Expire every pooled connection, so the next calls connect anew, to `dsn` if given.
+
+        After a promotion the new connections find the new primary; with a new
+        DSN (ValueError if unusable, and nothing changes) they go there, and
+        the schema is checked again on the first one. Idle connections are
+        closed at once, busy ones when their call releases them.
+        """
+        changed = dsn is not None and dsn != self._settings.dsn
+        if dsn is not None and changed:
+            self._use_dsn(dsn)
+            self._schema_ready = False
+            self._last_host = None
+        pool = self._pool
+        if pool is None:
+            return Repointed(expired=0, closed_idle=0, in_use=0, dsn_changed=changed)
+        size = int(pool.get_size())
+        await pool.expire_connections()
+        closed = terminate_idle(pool)
+        return Repointed(
+            expired=size, closed_idle=closed, in_use=size - closed, dsn_changed=changed
+        )
 
     async def start(self) -> None:
         """Create the (empty) pool and the background schema/probe task; needs no database."""
@@ -421,8 +540,9 @@ class NotesStore:
     async def _connect(self, *args: Any, **kwargs: Any) -> Any:
         """Pool connect hook: try each host in order, each within its own timeout."""
         failures: list[tuple[str, Exception]] = []
-        for index in connect_order(len(self._hosts), self._preferred):
-            dsn = self._hosts[index]
+        hosts = self._hosts
+        for index in connect_order(len(hosts), self._preferred):
+            dsn = hosts[index]
             try:
                 conn = await asyncpg.connect(
                     dsn,
@@ -435,9 +555,11 @@ class NotesStore:
             except asyncpg.exceptions.ClientConfigurationError:
                 raise
             except Exception as exc:
-                failures.append((urlsplit(dsn).netloc.rpartition("@")[2] or "?", exc))
+                failures.append((host_of(dsn), exc))
             else:
-                self._preferred = index
+                if hosts is self._hosts:
+                    self._preferred = index
+                    self._last_host = host_of(dsn)
                 return conn
         if len(failures) == 1:
             raise failures[0][1]

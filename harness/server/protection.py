@@ -197,6 +197,23 @@ class AdmissionControl:
         self._turns.append(now + wait)
         return Admitted(wait)
 
+    def reconfigure(self, rate: float, burst: int, queue_max: int, max_wait_s: float) -> None:
+        """New parameters from now on, without forgetting the bucket's level or its waiters.
+
+        Tokens accrued so far count at the old rate; a fuller bucket than the
+        new burst allows is cut down to it. Waiters keep the turns they were
+        given; newcomers queue behind the debt those turns hold, repaid at the
+        new rate.
+        """
+        if rate <= 0 or burst < 1 or queue_max < 0 or max_wait_s < 0:
+            raise ValueError("need rate > 0, burst >= 1, queue_max >= 0, max_wait_s >= 0")
+        self._refill()
+        self.rate = rate
+        self.burst = burst
+        self.queue_max = queue_max
+        self.max_wait_s = max_wait_s
+        self._tokens = min(self._tokens, float(burst))
+
     def queue_depth(self) -> int:
         """Waiters whose turn has not come yet."""
         self._refill()
@@ -346,6 +363,14 @@ class CircuitBreaker:
         """A permitted call ended with no verdict on the infrastructure (cancelled, busy)."""
         if permit.probe and permit.generation == self._generation:
             self._probe_out = False
+
+    def window_totals(self) -> tuple[int, int]:
+        """(calls, failures) counted in the current window (closed state only)."""
+        return self._window.totals(self._clock())
+
+    def reset(self) -> None:
+        """Closed with an empty window, whatever the state; calls under way no longer count."""
+        self._enter(BreakerState.CLOSED)
 
     def retry_after_s(self) -> float:
         """Seconds until the next probe may go through (0 unless open)."""

@@ -13,12 +13,17 @@ server's one event loop, so the shared state needs no locks.
   in a bounded lane. tools/list never passes here: it is answered from memory
   and queues behind no tool call.
 - `refusal_text_middleware` gives those refusals their own words on the wire.
+
+The admin endpoint (`admin.py`) changes admission and breakers while the
+server runs: `Protection.set_admission` and `Protection.set_breaker` act
+between two requests, and every reader looks the state up anew each time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -36,6 +41,7 @@ from harness.server.metrics import Histogram, Metrics, Sample
 from harness.server.notes import NotesError, is_infrastructure_failure
 from harness.server.protection import (
     AdmissionControl,
+    BreakerState,
     CircuitBreaker,
     Clock,
     ConnectionTracker,
@@ -65,6 +71,12 @@ SDK unread, so the SDK's own body limit (it runs after this) still applies."""
 
 NewWhat = Literal["sessions", "connections"]
 
+BreakerMode = Literal["auto", "open", "closed"]
+"""How a tool's circuit is run: by its automatic breaker (if breakers are on), or held
+open (every call fails fast) or closed (every call goes through) by an operator."""
+BREAKER_MODES: tuple[BreakerMode, ...] = ("auto", "open", "closed")
+HELD_OPEN_TEXT = "held open by an operator"
+
 
 class Protection:
     """Protection state of one server process, shared by the middleware and the tool guard."""
@@ -78,6 +90,7 @@ class Protection:
         clock: Clock = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.tools = tuple(tools)
         self._clock = clock
         self.admission = (
             AdmissionControl(
@@ -105,7 +118,7 @@ class Protection:
                     settings.breaker_cooldown_s,
                     clock=clock,
                 )
-                for tool in tools
+                for tool in self.tools
             }
             if settings.breakers_on
             else {}
@@ -118,6 +131,73 @@ class Protection:
         self.shed = 0
         self.wait_seconds = Histogram()
         self.deferred = dict.fromkeys(sorted(EXPENSIVE_TOOLS), 0)
+        self.held: dict[str, BreakerState] = {}
+        """Tools whose circuit an operator holds open or closed, over their automatic breaker."""
+        self.held_rejected = dict.fromkeys(self.tools, 0)
+        self._metrics: Metrics | None = None
+
+    def set_admission(self, rate: float, burst: int, queue: int, max_wait_s: float) -> None:
+        """Admission at `rate` new sessions per second from now on (0 turns it off).
+
+        Validated as the flags are (ValueError). Turning it on starts a full
+        bucket; changing it keeps the bucket's level and the waiters' turns;
+        turning it off lets the waiters already queued go at their turn.
+        """
+        settings = dataclasses.replace(
+            self.settings,
+            admission_rate=rate,
+            admission_burst=burst,
+            admission_queue=queue,
+            admission_max_wait_s=max_wait_s,
+        )
+        if not settings.admission_on:
+            self.admission = None
+        elif self.admission is None:
+            self.admission = AdmissionControl(rate, burst, queue, max_wait_s, clock=self._clock)
+        else:
+            self.admission.reconfigure(rate, burst, queue, max_wait_s)
+        if settings.watches_sessions and self.storm is None:
+            self.storm = StormDetector(settings.storm_threshold, clock=self._clock)
+        self.settings = settings
+        self._register_families()
+
+    def set_breaker(self, tool: str, mode: BreakerMode) -> None:
+        """Hold a tool's circuit open or closed, or give it back to its automatic breaker.
+
+        Back to auto, the automatic breaker starts closed with an empty window:
+        the operator's word is that the cause is dealt with. A tool without an
+        automatic breaker (breakers off) is then simply never refused.
+        """
+        if tool not in self.tools:
+            raise KeyError(tool)
+        if mode == "auto":
+            self.held.pop(tool, None)
+            breaker = self.breakers.get(tool)
+            if breaker is not None:
+                breaker.reset()
+        elif mode in ("open", "closed"):
+            self.held[tool] = BreakerState.OPEN if mode == "open" else BreakerState.CLOSED
+        else:
+            raise ValueError(f"unknown breaker mode {mode!r}; one of {', '.join(BREAKER_MODES)}")
+        self._register_families()
+
+    def breaker_mode(self, tool: str) -> BreakerMode:
+        held = self.held.get(tool)
+        if held is None:
+            return "auto"
+        return "open" if held is BreakerState.OPEN else "closed"
+
+    def breaker_state(self, tool: str) -> BreakerState:
+        """The state calls of this tool meet now: held, automatic, or closed when neither."""
+        held = self.held.get(tool)
+        if held is not None:
+            return held
+        breaker = self.breakers.get(tool)
+        return BreakerState.CLOSED if breaker is None else breaker.state
+
+    def breaker_rejected(self, tool: str) -> int:
+        breaker = self.breakers.get(tool)
+        return self.held_rejected.get(tool, 0) + (0 if breaker is None else breaker.rejected)
 
     def queue_depth(self) -> int:
         return 0 if self.admission is None else self.admission.queue_depth()
@@ -147,7 +227,11 @@ class Protection:
         if self.settings.defer_expensive and tool in EXPENSIVE_TOOLS and self.storm_active():
             self.deferred[tool] += 1
             raise ToolError(f"{DEFERRED_TEXT}; retry in a few seconds")
-        breaker = self.breakers.get(tool)
+        held = self.held.get(tool)
+        if held is BreakerState.OPEN:
+            self.held_rejected[tool] += 1
+            raise ToolError(f"{CIRCUIT_OPEN_TEXT}: {tool} is {HELD_OPEN_TEXT}; retry later")
+        breaker = self.breakers.get(tool) if held is None else None
         permit = breaker.acquire() if breaker is not None else None
         if breaker is not None and permit is None:
             retry = max(1, math.ceil(breaker.retry_after_s()))
@@ -193,7 +277,18 @@ class Protection:
             lane.release()
 
     def register_metrics(self, metrics: Metrics) -> None:
-        """Add the families of the protections that are on (the others stay out of /metrics)."""
+        """Add the families of the protections that are on (the others stay out of /metrics).
+
+        A protection the admin endpoint turns on later adds its families then;
+        once shown, a family stays (its counters keep counting from where they were).
+        """
+        self._metrics = metrics
+        self._register_families()
+
+    def _register_families(self) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            return
         if self.admission is not None:
             metrics.add_family(
                 "mcp_admission_admitted_total",
@@ -233,28 +328,30 @@ class Protection:
                 "Expensive tool calls answered with a retryable error during a storm.",
                 lambda: [("", {"tool": t}, n) for t, n in self.deferred.items()],
             )
-        if self.breakers:
+        if self.breakers or self.held:
             metrics.add_family(
                 "mcp_breaker_state",
                 "gauge",
                 "Circuit breaker per tool: 0 closed, 1 half-open, 2 open.",
-                self._breaker_samples(lambda b: int(b.state)),
+                self._breaker_samples(lambda t: int(self.breaker_state(t))),
             )
             metrics.add_family(
                 "mcp_breaker_rejected_total",
                 "counter",
                 "Tool calls refused at once because the tool's circuit breaker was open.",
-                self._breaker_samples(lambda b: b.rejected),
+                self._breaker_samples(self.breaker_rejected),
             )
 
-    def _breaker_samples(
-        self, value: Callable[[CircuitBreaker], int]
-    ) -> Callable[[], list[Sample]]:
-        return lambda: [("", {"tool": t}, value(b)) for t, b in sorted(self.breakers.items())]
+    def _breaker_samples(self, value: Callable[[str], int]) -> Callable[[], list[Sample]]:
+        return lambda: [("", {"tool": t}, value(t)) for t in sorted(self.tools)]
 
 
 class AdmissionMiddleware:
-    """ASGI middleware applying admission control to new sessions before the SDK sees them."""
+    """ASGI middleware applying admission control to new sessions before the SDK sees them.
+
+    It passes every request straight on while nothing watches new sessions,
+    and starts watching the moment admission is turned on at runtime.
+    """
 
     def __init__(self, app: ASGIApp, *, protection: Protection, path: str) -> None:
         self._app = app
@@ -264,6 +361,7 @@ class AdmissionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
+            or not self._protection.settings.watches_sessions
             or scope["method"] != "POST"
             or (scope["path"].rstrip("/") or "/") != self._path
         ):
