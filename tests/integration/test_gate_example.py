@@ -1,0 +1,146 @@
+"""The release gate as CI runs it: ``mcp-harness run`` on the shipped reconnect-storm
+scenario, its objectives unchanged, once against a server written the way a team
+typically writes one (``examples/notes_server.py``: MCP SDK defaults, a plain asyncpg
+pool, no storm protections) and once against the reference server.
+
+Both runs use the same reduced size (2,000 clients as shipped, but the fault at 15 s
+instead of 30 s and 55 s of load instead of 75 s: each run about 65 s on a 2-core
+machine) and differ only in ``server.command``. The example must fail the gate on
+figures it measured (exit 1, the missed objectives named in the CLI output, in
+junit.xml and in result.json with the measured value on the wrong side of the target);
+the reference server must not miss anything.
+
+Sizes were chosen from hand runs on this 2-core machine (examples/README.md has the
+figures): at 1,000 or 1,500 clients the example keeps up and meets its reconnect
+objectives; at 2,000 the restarted process cannot absorb the herd and every run missed
+``reconnect.time_to_reconnect_s.p99`` (36-40 s against 30 s) or
+``reconnect.success_rate`` (24-88% against 99%), or both. A much faster runner may need
+more clients to make the example fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.stack.processes import proc_start_ticks
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = REPO / "scenarios" / "reconnect_storm.yaml"
+EXAMPLE = REPO / "examples" / "notes_server.py"
+SIZE = ("-t", "55s", "--set", "faults.0.at=15s")
+"""Shorter than shipped, but the 40 s reconnect window still closes before the load ends
+for clients that broke at the fault, and 2,000 clients as shipped."""
+RECONNECT_OBJECTIVES = {"reconnect.success_rate", "reconnect.time_to_reconnect_s.p99"}
+STORM_P99 = "tools_list_latency_ms.storm.p99"
+
+
+def run_gate(tmp_path: Path, *flags: str) -> tuple[int, dict, str, Path]:
+    """``python -m harness.cli run scenarios/reconnect_storm.yaml`` as a CI job runs it;
+    (exit code, result.json, stdout + stderr, run directory)."""
+    out = tmp_path / "results"
+    cli = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(SCENARIO), "--out", str(out)]
+        + [*SIZE, *flags],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+    )
+    output = cli.stdout + cli.stderr
+    runs = list(out.iterdir()) if out.exists() else []
+    assert len(runs) == 1, output[-3000:]
+    run_dir = runs[0]
+    return cli.returncode, json.loads((run_dir / "result.json").read_text()), output, run_dir
+
+
+def objectives_by_metric(result: dict) -> dict[str, dict]:
+    return {o["metric"]: o for o in result["objectives"]}
+
+
+def on_wrong_side(objective: dict) -> bool:
+    measured, target = objective["measured"], objective["target"]
+    return measured > target if objective["bound"] == "max" else measured < target
+
+
+def assert_run_left_nothing(run_dir: Path) -> None:
+    """Every process the run started (the example server included) has exited."""
+    for proc in json.loads((run_dir / "logs" / "processes.json").read_text()):
+        assert proc["exit_code"] is not None, proc
+        # A pid reused since has another start time.
+        assert proc_start_ticks(proc["pid"]) != proc["start_ticks"], f"still running: {proc}"
+
+
+def test_the_gate_fails_a_typical_server_on_the_reconnect_storm(tmp_path: Path) -> None:
+    command = json.dumps([sys.executable, str(EXAMPLE), "--port", "{port}"])
+    code, result, output, run_dir = run_gate(tmp_path, "--set", f"server.command={command}")
+
+    assert result["scenario"]["server"]["command"][1] == str(EXAMPLE)
+    assert result["faults"][0]["kind"] == "kill_server" and result["faults"][0]["confirmed"]
+    assert not result["doubts"], result["doubts"]
+    assert result["verdict"] == "fail", output[-3000:]
+    assert code == 1, output[-3000:]
+
+    objectives = objectives_by_metric(result)
+    missed = {m for m, o in objectives.items() if o["verdict"] == "missed"}
+    # The reason is the storm itself: clients that lost their session did not come back
+    # in time. Which of the two reconnect objectives goes first varies from run to run.
+    assert missed and missed <= RECONNECT_OBJECTIVES, objectives
+    for metric in missed:
+        assert on_wrong_side(objectives[metric]), objectives[metric]
+        row = re.compile(rf"{re.escape(metric)}\s.*\bmissed\b")
+        assert any(row.search(line) for line in output.splitlines()), output[-3000:]
+    assert "verdict: FAIL" in output
+
+    junit = ET.parse(run_dir / "junit.xml").getroot()
+    failed = {
+        case.get("name")
+        for case in junit.iter("testcase")
+        for failure in case.iter("failure")
+        if failure.get("type") == "objective missed"
+    }
+    assert failed == missed, ET.tostring(junit, encoding="unicode")[:3000]
+
+    reconnect = result["metrics"]["reconnect"]
+    assert reconnect["clients_broken"] >= 300, reconnect
+    # Not sabotage: every write the example acknowledged is in its table, unaltered.
+    writes = result["metrics"]["writes"]
+    assert writes["acknowledged"] > 500, writes
+    assert writes["lost"] == 0 and writes["altered"] == 0, writes
+    assert writes["intact"] == writes["acknowledged"], writes
+    assert_run_left_nothing(run_dir)
+
+
+def test_the_gate_passes_the_reference_server(tmp_path: Path) -> None:
+    code, result, output, run_dir = run_gate(tmp_path)
+
+    assert result["scenario"]["server"]["command"] is None
+    assert not result["doubts"], result["doubts"]
+    objectives = objectives_by_metric(result)
+    assert not [m for m, o in objectives.items() if o["verdict"] == "missed"], objectives
+    for metric in RECONNECT_OBJECTIVES:
+        assert objectives[metric]["verdict"] == "met", objectives[metric]
+    assert_run_left_nothing(run_dir)
+
+    storm = next((p for p in result["phases"] if p["name"] == "storm"), None)
+    unmeasured = {m for m, o in objectives.items() if o["verdict"] != "met"}
+    if code == 3 and unmeasured == {STORM_P99} and storm and storm["end_s"] <= storm["start_s"]:
+        # Known: the storm phase starts at the service probe's first write after the
+        # fault, and with probes.timeout 1 s the probe's initialize times out (~1-2 s
+        # under the herd) until the herd is over, so the phase is empty and its p99 is
+        # not measured. With --set probes.timeout=5s this run passes.
+        pytest.xfail(
+            "reconnect_storm's storm phase is empty for the reference server "
+            f"(failover_s {result['metrics']['failover_s']:.1f} s: the service probe's "
+            "1 s timeout outlasts the herd), so tools_list_latency_ms.storm.p99 is "
+            "not measured and the run is inconclusive"
+        )
+    assert result["verdict"] == "pass", output[-3000:]
+    assert code == 0, output[-3000:]
+    assert "verdict: PASS" in output
