@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.config import PROXY_NAMES, Scenario
@@ -29,6 +29,7 @@ from harness.stack.toxiproxy import ToxiproxyClient
 __all__ = [
     "PROXY_NAMES",
     "RESTORE_STEPS",
+    "AdminEndpoint",
     "BaseBackup",
     "Endpoints",
     "KillResult",
@@ -64,6 +65,18 @@ class Endpoints:
     def redacted(self) -> dict[str, str]:
         """The endpoints with every password replaced, fit to print or log."""
         return {name: redact(value) for name, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class AdminEndpoint:
+    """One server instance's admin endpoint (the reference server's ``/admin``, loopback
+    only): ``GET {url}/state``, ``POST {url}/admission`` ... with
+    ``Authorization: Bearer <token>``. The token stays out of ``repr``: never log it."""
+
+    name: str
+    """The instance, as its process is named (``mcp-server``, ``mcp-server-1``)."""
+    url: str
+    token: str = field(repr=False)
 
 
 def redact(text: str) -> str:
@@ -103,6 +116,11 @@ class Stack(abc.ABC):
     @abc.abstractmethod
     def server_metrics_urls(self) -> list[str]:
         """Each server instance's own /metrics (direct, not through a proxy or the balancer)."""
+
+    @abc.abstractmethod
+    def server_admin(self) -> list[AdminEndpoint]:
+        """The admin endpoint of each server instance that has one (the reference server),
+        in instance order; empty for a user's server, which has none the harness knows."""
 
     @abc.abstractmethod
     async def promote_replica(self) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from harness.config import Scenario, ServerConfig
-from harness.stack import Endpoints, Stack
+from harness.stack import AdminEndpoint, Endpoints, Stack
 from harness.stack.backup import (
     BaseBackup,
     RestoreClock,
@@ -430,6 +430,13 @@ class LocalStack(Stack):
 
     def server_metrics_urls(self) -> list[str]:
         return [f"http://{LOOPBACK}:{s.port}/metrics" for s in self.servers]
+
+    def server_admin(self) -> list[AdminEndpoint]:
+        return [
+            AdminEndpoint(self._instance_name(index), server.admin_url, server.admin_token)
+            for index, server in enumerate(self.servers)
+            if server.admin_url is not None and server.admin_token is not None
+        ]
 
     async def kill_primary(self) -> KillResult:
         return await asyncio.to_thread(self.clusters[self.primary_name].kill)
