@@ -101,6 +101,8 @@ INTEGRITY_VIOLATIONS = "integrity_violations"
 
 MIB = 1024 * 1024
 DEFAULT_RESTORE_TIMEOUT_S = 300.0
+REPLICA_ALLOWANCE_S = 60.0
+"""What ``IntegrityViolations`` keeps of its fix's time for the new replica after a restore."""
 MAX_SPAN_TO_SAMPLE_S = 2.0
 """A rate check with no recent sample of its own samples twice this far apart (at most)."""
 
@@ -870,11 +872,21 @@ class IntegrityViolations(Step[RunbookContext]):
             query_timeout_s=self.query_timeout_s,
             restore_timeout_s=self.restore_timeout_s,
         )
-        if self.restore_timeout_s is not None and self.restore_timeout_s >= self.fix_timeout_s:
-            raise ValueError(
-                f"{self.name}: restore_timeout_s ({self.restore_timeout_s:g}) must be under "
-                f"fix_timeout_s ({self.fix_timeout_s:g}), which also covers the new replica"
-            )
+        if self.restore_timeout_s is not None:
+            problem = self.too_long(self.restore_timeout_s)
+            if problem:
+                raise ValueError(f"{self.name}: {problem}")
+
+    def too_long(self, restore_timeout_s: float) -> str | None:
+        """Why a restore this long does not fit in the fix (the runbook would cancel it
+        halfway), or None."""
+        if restore_timeout_s + REPLICA_ALLOWANCE_S <= self.fix_timeout_s:
+            return None
+        return (
+            f"a restore of up to {restore_timeout_s:g} s and the new replica after it "
+            f"({REPLICA_ALLOWANCE_S:g} s) do not fit in fix_timeout_s ({self.fix_timeout_s:g}):"
+            " raise fix_timeout_s or lower the restore timeout"
+        )
 
     async def report(self, ctx: RunbookContext) -> IntegrityReport | str:
         """The checks' results on the primary now, or why they could not run."""
@@ -913,6 +925,9 @@ class IntegrityViolations(Step[RunbookContext]):
                 "stack then takes one when it comes up) or take one before the damage"
             )
         timeout_s = self.restore_timeout_s or ctx.restore_timeout_s
+        problem = self.too_long(timeout_s)
+        if problem:
+            raise FixFailed(f"not restoring: {problem}")
         ctx.say(
             f"{self.name}: restoring to before {plan.earliest_damage.isoformat()} "
             f"(earliest dated damage), at most {timeout_s:g} s"

@@ -259,8 +259,9 @@ def test_parameters_are_checked_when_a_step_is_built() -> None:
         ToolSuccessRate(min_success=90)
     with pytest.raises(ValueError, match="burst must be >= 1"):
         ConnectionRate(burst=0)
-    with pytest.raises(ValueError, match="must be under fix_timeout_s"):
-        IntegrityViolations(restore_timeout_s=900)
+    with pytest.raises(ValueError, match="do not fit in fix_timeout_s"):
+        IntegrityViolations(restore_timeout_s=550)
+    assert IntegrityViolations(restore_timeout_s=540).too_long(540) is None
     assert ConnectionRate(admission_rate=20).admission_body() == {"rate": 20}
     assert ConnectionRate(admission_rate=20, burst=5, queue=0, max_wait_s=1).admission_body() == {
         "rate": 20,
@@ -291,6 +292,7 @@ class ServerlessStack:
     """Stands in for a stack whose server is the user's: no admin endpoint, no metrics."""
 
     metrics_urls: list[str] = field(default_factory=list)
+    base_backups: list[object] = field(default_factory=list)
 
     def server_admin(self) -> list[AdminEndpoint]:
         return []
@@ -332,6 +334,22 @@ def test_spread_failures_open_no_circuit(monkeypatch: pytest.MonkeyPatch) -> Non
     ctx = users_server_context()
     monkeypatch.setattr(ctx.stack, "server_admin", lambda: [endpoint])
     with pytest.raises(FixFailed, match="spread over the tools"):
+        asyncio.run(step.fix(ctx))
+
+
+def test_a_restore_that_would_be_cancelled_halfway_is_not_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stack = ServerlessStack(base_backups=["a base backup"])
+    ctx = RunbookContext(cast(Stack, stack), restore_timeout_s=1000, clock=FakeClock())
+    step = IntegrityViolations(checks=[])
+    step_report = report(CheckResult("checksum", frozenset({"n1"}), {"n1": T0}))
+
+    async def found(_: RunbookContext) -> IntegrityReport:
+        return step_report
+
+    monkeypatch.setattr(step, "report", found)
+    with pytest.raises(FixFailed, match="not restoring: a restore of up to 1000 s"):
         asyncio.run(step.fix(ctx))
 
 
