@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 
 .PHONY: bootstrap test unit drill bench doctor lint clean pg-user haproxy chromium
 
-bootstrap: $(VENV)/.installed $(TOOLS)/toxiproxy-server pg-user haproxy
+bootstrap: $(VENV)/.installed $(TOOLS)/toxiproxy-server pg-user
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,7 +53,7 @@ chromium:
 doctor: bootstrap
 	$(BIN)/mcp-harness doctor
 
-test: bootstrap chromium
+test: bootstrap haproxy chromium
 	$(BIN)/mcp-harness doctor
 	$(BIN)/pytest
 

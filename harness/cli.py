@@ -287,6 +287,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             require_loopback(scenario.server.url, allow_remote=args.allow_remote, what="server.url")
         except ValueError as exc:
             raise ScenarioError(f"{args.scenario}: {exc}") from None
+    try:
+        scenario.server.resolved_headers()  # a missing ${VAR} stops here, before anything starts
+    except ScenarioError as exc:
+        raise ScenarioError(f"{args.scenario}: {exc}") from None
     if args.dry_run:
         _print_dry_run(scenario)
         return 0

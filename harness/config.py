@@ -9,6 +9,7 @@ refused before anything starts, naming the file and the key.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+_ENV_REFERENCE = re.compile(r"\$\{(\w+)\}")
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -145,6 +147,19 @@ class ServerConfig(Model):
     """A SQL file run on the application database, as the application's role, before the
     server starts (your schema); a relative path is relative to the scenario file."""
 
+    def resolved_headers(self) -> dict[str, str]:
+        """``headers`` with ``${VAR}`` taken from the environment when requests are sent
+        (result.json keeps the reference, never the secret)."""
+        resolved = {}
+        for name, value in self.headers.items():
+            missing = [var for var in _ENV_REFERENCE.findall(value) if var not in os.environ]
+            if missing:
+                raise ScenarioError(
+                    f"server.headers.{name}: environment variable {missing[0]} is not set"
+                )
+            resolved[name] = os.path.expandvars(value)
+        return resolved
+
     @field_validator("setup_sql")
     @classmethod
     def _setup_sql_exists(cls, value: str | None) -> str | None:
@@ -158,6 +173,19 @@ class ServerConfig(Model):
             raise ValueError(
                 "give either url (a server you run) or command (one the harness runs), not both"
             )
+        if self.url or self.command:
+            reference_only = [
+                key
+                for key in ("json_response", "session_idle_timeout", "max_sessions", "protection")
+                if getattr(self, key)
+                != ServerConfig.model_fields[key].get_default(call_default_factory=True)
+            ]
+            if reference_only:
+                raise ValueError(
+                    f"{', '.join(reference_only)}: options of the reference server, which your "
+                    "server (command / url) does not take; remove them (e.g. --set "
+                    f"server.{reference_only[0]}=...) so the scenario says what really ran"
+                )
         return self
 
 
@@ -214,9 +242,15 @@ class LoadConfig(Model):
 
 
 class ProbeConfig(Model):
+    """``timeout`` bounds each write probe statement (short: a probe stuck on a dead node
+    must not hide the promoted one); ``service_timeout`` each service probe request, as
+    patient as a real client: in a storm an initialize can take seconds, and a probe that
+    gives up sooner than the clients would say the service is down while it serves them."""
+
     write_interval: Annotated[PositiveDuration, Field(le=0.05)] = 0.05
     service_interval: PositiveDuration = 0.1
     timeout: PositiveDuration = 1.0
+    service_timeout: PositiveDuration = 5.0
 
 
 PROXY_NAMES = ("mcp", "pg-primary", "pg-replica", "pg-replication")

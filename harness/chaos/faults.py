@@ -219,7 +219,7 @@ async def _call_tool(
         fault.tool,
         dict(fault.arguments),
         protocol=scenario.load.protocol,
-        headers=scenario.server.headers,
+        headers=scenario.server.resolved_headers(),
     )
     record.t_fault_s, record.confirmed = sent_s, outcome.ok
     structured = outcome.result.get("structuredContent")

@@ -266,3 +266,28 @@ def test_setup_sql_is_found_next_to_the_scenario(tmp_path: Path) -> None:
     assert_refused(
         tmp_path, "server: {setup_sql: missing.sql}\n", "server.setup_sql", "no such file"
     )
+
+
+def test_reference_server_options_are_refused_for_your_server(tmp_path: Path) -> None:
+    assert_refused(
+        tmp_path,
+        "server: {command: [srv, '{port}'], json_response: true}\n",
+        "server",
+        "json_response: options of the reference server",
+    )
+    plain = load_scenario(write(tmp_path, "server: {command: [srv], json_response: false}\n"))
+    assert plain.server.command == ["srv"]
+
+
+def test_header_references_are_resolved_when_sent_and_kept_in_the_scenario(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = load_scenario(
+        write(tmp_path, "server: {headers: {Authorization: 'Bearer ${MCP_TEST_TOKEN}'}}\n")
+    )
+    monkeypatch.delenv("MCP_TEST_TOKEN", raising=False)
+    with pytest.raises(ScenarioError, match="MCP_TEST_TOKEN is not set"):
+        scenario.server.resolved_headers()
+    monkeypatch.setenv("MCP_TEST_TOKEN", "s3cret")
+    assert scenario.server.resolved_headers() == {"Authorization": "Bearer s3cret"}
+    assert scenario.server.headers["Authorization"] == "Bearer ${MCP_TEST_TOKEN}"
