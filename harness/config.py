@@ -408,13 +408,49 @@ def restore_target_time(text: str) -> float | dt.datetime:
     return moment
 
 
+RUNBOOK_DEFAULT = "default"
+_RUNBOOK_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
 class RecoveryConfig(Model):
-    """The scripted fixes: promote the replica after a detection delay (a runbook's fix
-    step); restore from backup when the data itself is damaged."""
+    """The fixes during a run. Without a runbook they are scripted: promote the replica
+    ``promote_after`` a primary kill (a fixed detection delay); restore from backup when
+    the data itself is damaged. With ``runbook`` (``default``: the built-in steps, or
+    ``pkg.module:NAME``) a watcher checks health every ``watch_interval`` and executes
+    the runbook on degradation: the runbook decides when to promote, so ``promote_after``
+    is null (left out, it is null)."""
 
     promote_after: Duration | None = 2.0
     promote_timeout: PositiveDuration = 30.0
     restore: RestoreConfig | None = None
+    runbook: str | None = None
+    watch_interval: PositiveDuration = 1.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runbook_promotes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("runbook") is not None:
+            data = {"promote_after": None, **data}
+        return data
+
+    @field_validator("runbook")
+    @classmethod
+    def _runbook_spec(cls, value: str | None) -> str | None:
+        if value is not None and value != RUNBOOK_DEFAULT and not _RUNBOOK_SPEC.match(value):
+            raise ValueError(
+                f"{value!r} is not a runbook: write {RUNBOOK_DEFAULT} (the built-in steps) "
+                "or package.module:NAME (a Runbook in an importable module)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_promoter(self) -> RecoveryConfig:
+        if self.runbook is not None and self.promote_after is not None:
+            raise ValueError(
+                f"promote_after: must be null with runbook {self.runbook!r} (the runbook "
+                "decides when to promote); remove promote_after or set it to null"
+            )
+        return self
 
 
 class IntegrityCheck(Model):

@@ -62,6 +62,8 @@ from harness.recover import (
     app_dsn,
     create_restore_point,
 )
+from harness.runbook import RunbookLoadError, RunbookWatch
+from harness.runbook_steps import RunbookContext, runbook_for
 from harness.stack import RestoreTarget, Stack, StackError, open_stack
 
 log = logging.getLogger(__name__)
@@ -166,6 +168,7 @@ class _Live:
     watch: IntegrityWatch | None = None
     restore_point: RestorePointMark | None = None
     restore: RestoreOutcome | None = None
+    runbook: RunbookWatch[RunbookContext] | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,8 @@ async def execute_series(
     stack: Stack | None = None
     current = records[0]
     try:
+        if scenario.recovery.runbook is not None:
+            runbook_for(scenario.recovery.runbook, scenario)  # imported before anything starts
         stack_cpus, generator_cpus = cpu_split(scenario.load.cpu_split)
         stack = open_stack(scenario, pg_bin=pg_bin, cpus=stack_cpus)
         for index, (run, record) in enumerate(zip(runs, records, strict=True)):
@@ -242,6 +247,9 @@ async def execute_series(
                 generator_cpus,
                 allow_remote,
             )
+    except RunbookLoadError as exc:
+        current.notes.append(f"recovery.runbook: {exc}; nothing was started")
+        observer.event(f"runbook error: {exc}")
     except StackError as exc:
         current.notes.append(f"the stack did not come up or failed: {exc}")
         observer.event(f"stack error: {exc}")
@@ -521,6 +529,9 @@ async def _run_load(
             restorer.run(restoring),
             name="restore",
         )
+    if scenario.recovery.runbook is not None:
+        live.runbook = _runbook_watch(scenario, live, observer, restoring, restore_task)
+        tasks.append(asyncio.create_task(live.runbook.run(stop), name=RUNBOOK_WATCH_TASK))
     try:
         deadline = live.t0 + load.run_time + 60.0
         while swarm.running and time.monotonic() < deadline:
@@ -536,7 +547,7 @@ async def _run_load(
             await _finish_restore(restore_task, restoring, live, record)
         stop.set()
         for task in tasks:
-            if not task.done() and task.get_name().startswith("fault-"):
+            if not task.done() and _cancel_at_end(task, live):
                 task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         run_end_s = time.monotonic() - live.t0
@@ -556,6 +567,43 @@ async def _run_load(
         samples = _Samples(write_probe.samples, service_probe.samples, sampler.samples)
         cores = len(generator_cpus) if generator_cpus else len(os.sched_getaffinity(0))
         _measure(scenario, live, record, samples, run_end_s, cores)
+
+
+RUNBOOK_WATCH_TASK = "runbook-watch"
+
+
+def _runbook_watch(
+    scenario: Scenario,
+    live: _Live,
+    observer: Observer,
+    restoring: asyncio.Event,
+    restore_task: asyncio.Task[RestoreOutcome] | None,
+) -> RunbookWatch[RunbookContext]:
+    """The runbook the scenario names, watching the stack from now on; it does not look
+    while a restore is under way (the stack is down on purpose)."""
+    assert scenario.recovery.runbook is not None
+
+    def event(t_s: float, line: str) -> None:
+        live.events.append((t_s, line))
+        observer.event(f"t={t_s:.2f}s {line}")
+
+    return RunbookWatch(
+        runbook_for(scenario.recovery.runbook, scenario),
+        RunbookContext.for_scenario(live.stack, scenario, observer.event),
+        scenario.recovery.watch_interval,
+        live.t0,
+        paused=lambda: restoring.is_set() and restore_task is not None and not restore_task.done(),
+        event=event,
+    )
+
+
+def _cancel_at_end(task: asyncio.Task[Any], live: _Live) -> bool:
+    """Fault tasks still waiting, and the runbook watcher unless a fix of it is under way
+    (cut off half done it could leave a promotion or a restore unfinished; its own
+    timeouts bound it)."""
+    if task.get_name() == RUNBOOK_WATCH_TASK:
+        return live.runbook is None or not live.runbook.executing
+    return task.get_name().startswith("fault-")
 
 
 async def _finish_restore(
@@ -676,6 +724,7 @@ def _measure(
         **_service_recovery(scenario, t_fault, service_samples, tools_list, run_end_s, restored_at),
         **_integrity(live, record, t_fault),
         "restore": _restore(live, service_samples),
+        "runbook": _runbook(scenario, live),
         "reconnect": reconnect_metrics(
             (r for r in live.records if r.get("k") in ("broken", "reconnected", "req")),
             t_fault,
@@ -848,6 +897,13 @@ def _restore(live: _Live, service_samples: list[ServiceProbeSample]) -> dict[str
         at = first_service_write_s(service_samples, outcome.t_reattached_s)
         first_good = None if at is None else at - outcome.t_reattached_s
     return outcome.summary(first_good)
+
+
+def _runbook(scenario: Scenario, live: _Live) -> dict[str, Any] | None:
+    """What the runbook watcher saw and did; None without a runbook."""
+    if live.runbook is None:
+        return None
+    return {"spec": scenario.recovery.runbook, **live.runbook.summary()}
 
 
 def _latency_per_phase(

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx2
 
-from harness.config import IntegrityCheck, Scenario
+from harness.config import RUNBOOK_DEFAULT, IntegrityCheck, Scenario
 from harness.measure.integrity import IntegrityChecker, IntegrityReport, earliest_new_change
 from harness.recover import app_dsn
 from harness.runbook import (
@@ -49,6 +49,7 @@ from harness.runbook import (
     Health,
     Runbook,
     Step,
+    load_runbook,
 )
 from harness.stack import AdminEndpoint, RestoreTarget, Stack, StackError, redact
 
@@ -76,6 +77,7 @@ __all__ = [
     "lag_health",
     "parse_metrics",
     "plan_restore",
+    "runbook_for",
     "session_rate_health",
     "success_rate",
     "tool_calls",
@@ -976,3 +978,12 @@ DEFAULT_RUNBOOK = default_runbook()
 """``harness.runbook_steps:DEFAULT_RUNBOOK`` for a scenario or ``--runbook``. Its rate
 steps keep the samples of their recent checks; build one per stack with
 ``default_runbook()`` when several run in one process."""
+
+
+def runbook_for(spec: str, scenario: Scenario) -> Runbook[Any]:
+    """The runbook a scenario's ``recovery.runbook`` names: ``default`` builds the built-in
+    steps anew with the scenario's integrity checks (their rate samples are this run's
+    own); ``pkg.module:NAME`` imports it (``RunbookLoadError`` says why it cannot)."""
+    if spec == RUNBOOK_DEFAULT:
+        return default_runbook(checks=scenario.integrity_checks)
+    return load_runbook(spec)
