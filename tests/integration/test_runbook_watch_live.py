@@ -1,0 +1,58 @@
+"""The shipped runbook scenario at a reduced size, through the CLI as a user runs it: the
+primary is killed and nothing is scripted; the runbook watcher finds it, promotes the
+standby, and the failover is measured as with a scripted promotion."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DB_FAILOVER_BOUND_S = 10.0
+FAULT_AT_S = 12.0
+
+
+def test_the_runbook_watcher_promotes_after_a_primary_kill(tmp_path: Path) -> None:
+    cli = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run",
+         str(REPO / "scenarios" / "primary_kill_runbook.yaml"),
+         "-u", "60", "-t", "35s", "--set", f"faults.0.at={FAULT_AT_S:g}s", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )  # fmt: skip
+    output = cli.stdout[-3000:] + cli.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["verdict"] in ("pass", "fail"), output
+    assert cli.returncode == (0 if result["verdict"] == "pass" else 1), output
+    assert result["scenario"]["recovery"]["promote_after"] is None
+
+    (fault,) = result["faults"]
+    assert fault["kind"] == "kill_primary" and fault["confirmed"] is True
+    assert FAULT_AT_S <= fault["t_fault_s"] < FAULT_AT_S + 1.0
+
+    metrics = result["metrics"]
+    runbook = metrics["runbook"]
+    assert runbook["spec"] == "default" and runbook["interval_s"] == 1.0
+    assert runbook["checks"] >= 20
+    first = runbook["executions"][0]
+    assert first["t_s"] >= fault["t_fault_s"], runbook
+    primary = next(s for s in first["steps"] if s["name"] == "primary_connectivity")
+    assert primary["outcome"] == "fixed", first
+    assert "promoted the standby" in primary["detail"]
+    assert runbook["first_degraded_s"] is not None
+    assert fault["t_fault_s"] <= runbook["first_degraded_s"] <= first["t_s"]
+    assert runbook["fixed_s"] is None or runbook["fixed_s"] > first["t_s"]
+
+    assert 0 < metrics["db_failover_s"] < DB_FAILOVER_BOUND_S, runbook
+    assert metrics["db_failover_verified_on_promoted_node"] is True
+    writes = metrics["writes"]
+    assert writes["acknowledged"] > 50
+    assert writes["intact"] + writes["lost"] + writes["altered"] == writes["acknowledged"]
+    assert writes["phantom"] == 0 and writes["altered"] == 0
+
+    events = [e for row in result["timeline"] for e in row["events"]]
+    assert any(e.startswith("kill_primary") for e in events)
+    assert any(e.startswith("runbook: primary_connectivity fixed in") for e in events), events
+    assert not any(e.startswith("replica promoted") for e in events)  # no scripted promotion
