@@ -1,4 +1,4 @@
-"""``mcp-harness``: doctor, up, run, report, compare.
+"""``mcp-harness``: doctor, up, run, drill, report, compare.
 
 Exit codes (DESIGN.md): 2 bad usage or invalid scenario; else 1 if an objective
 was missed; else 3 if inconclusive (an objective not measured, a fault not
@@ -145,6 +145,37 @@ def build_parser() -> argparse.ArgumentParser:
         "and judge each objective over the runs (flaky when they disagree)",
     )
 
+    drill = sub.add_parser(
+        "drill",
+        help="the disaster-recovery drill: several scenarios, each on a fresh stack, against "
+        "declared RTO/RPO targets; drill.json, drill.md and drill.html",
+    )
+    drill.add_argument(
+        "drill_file",
+        nargs="?",
+        default="drills/quarterly.yaml",
+        help="drill file (default: drills/quarterly.yaml)",
+    )
+    drill.add_argument(
+        "--objectives", help="objectives file that replaces every scenario's objectives"
+    )
+    drill.add_argument(
+        "--scenarios",
+        nargs="+",
+        metavar="SCENARIO",
+        help="scenario files to run instead of the drill file's list (at their own size)",
+    )
+    drill.add_argument(
+        "--full",
+        action="store_true",
+        help="full size: drop the drill file's reductions (set:), apply its full: overrides",
+    )
+    drill.add_argument("--out", default="results", help="results directory (default: results)")
+    drill.add_argument(
+        "--warn-only", action="store_true", help="report missed objectives but exit 0 for them"
+    )
+    drill.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+
     compare = sub.add_parser(
         "compare",
         help="runs side by side (a trend table): ratios to a baseline run, regressions flagged",
@@ -197,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_up(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "drill":
+            return cmd_drill(args)
         if args.command == "report":
             return cmd_report(args)
         if args.command == "compare":
@@ -309,15 +342,17 @@ async def _run(
     pg_bin: str | None,
     allow_remote: bool = False,
     repeat: int = 1,
+    result_dir: Path | None = None,
 ) -> Verdict:
     """Run the scenario (``repeat`` times on one stack), write every output, print the
-    verdict table(s); the verdict of the run, or of the series."""
+    verdict table(s); the verdict of the run, or of the series. ``result_dir`` replaces
+    ``out/<run_id>`` (a drill's scenario subfolder)."""
     from harness.report.live import LiveProgress
     from harness.report.result import environment
     from harness.run import PlannedRun, execute_series, new_run_id
 
     run_id = new_run_id(scenario)
-    base_dir = out.resolve() / run_id
+    base_dir = result_dir.resolve() if result_dir is not None else out.resolve() / run_id
     runs = (
         [PlannedRun(run_id, base_dir)]
         if repeat == 1
@@ -407,6 +442,59 @@ async def _shielded(coro: Any) -> Any:
                 inner.cancel()
                 cancelled = True
     return inner.result()
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    """Every scenario validated first (exit 2 names the file and the key), then each run as
+    ``run`` runs it on a fresh stack, into ``<out>/<drill_id>/<scenario name>/``."""
+    from harness.drill import load_drill, new_drill_id, plan_drill, run_drill
+    from harness.report.drill import write_drill
+    from harness.stack.prerequisites import pg_bin_dir, pg_run_user, toxiproxy_server
+
+    drill = load_drill(args.drill_file)
+    objectives = load_objectives(args.objectives) if args.objectives else None
+    planned = plan_drill(
+        args.drill_file,
+        drill,
+        full=args.full,
+        scenario_files=args.scenarios,
+        objectives=objectives,
+    )
+    pg_bin_dir(args.pg_bin), toxiproxy_server(), pg_run_user()
+    drill_id = new_drill_id(args.drill_file)
+    drill_dir = Path(args.out).resolve() / drill_id
+    err_console.print(
+        f"drill {drill_id}: {len(planned)} scenario(s), results in {drill_dir}", highlight=False
+    )
+
+    def run_one(item: Any, scenario_dir: Path) -> Verdict:
+        err_console.print(f"[bold]drill scenario {item.name}[/] ({item.file})", highlight=False)
+        verdict: Verdict = asyncio.run(
+            _run(item.scenario, Path(args.out), args.pg_bin, result_dir=scenario_dir)
+        )
+        return verdict
+
+    result = run_drill(drill_id, drill.targets, planned, drill_dir, run_one)
+    written = write_drill(drill_dir, result)
+    table = Table(title=f"drill {drill_id}: {result['verdict'].upper()}")
+    for column in ("scenario", "verdict", "RTO (s)", "RPO (s)", "RPO rows"):
+        table.add_column(column)
+    for entry in result["scenarios"]:
+        table.add_row(
+            entry["name"],
+            entry["verdict"],
+            str(entry["rto"]["measured_s"]),
+            str(entry["rpo"]["measured_s"]),
+            str(entry["rpo"]["measured_rows"]),
+        )
+    console.print(table)
+    for gap in result["gaps"]:
+        console.print(
+            f"gap: {escape(gap['scenario'])}: {escape(gap['what'])}: {escape(gap['detail'])}",
+            highlight=False,
+        )
+    console.print("drill: " + ", ".join(str(p) for p in written), highlight=False)
+    return exit_code([result["verdict"]], warn_only=args.warn_only)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

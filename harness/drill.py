@@ -1,0 +1,405 @@
+"""The quarterly drill: several scenarios in one command, judged against declared RTO and
+RPO targets, with every runbook and restore step and a list of gaps.
+
+A drill file declares its targets first (they drive the design: every scenario is read
+against them), then the scenarios, each a scenario file with dotted-key overrides:
+
+```yaml
+targets: {rto_s: 30s, rpo_s: 1s, rpo_rows: 0}
+scenarios:
+  - file: scenarios/primary_kill_runbook.yaml
+    set: {load.users: 300}          # the reduced size, dropped by --full
+    full: {load.users: 2000}        # optional: applied instead with --full
+```
+
+Each scenario runs as ``mcp-harness run`` runs it, on a fresh stack of its own (a stack
+per scenario keeps the scenarios independent: a corruption restored in one never shows
+in the next), into ``results/<drill_id>/<scenario name>/``. The drill is concluded from
+those result.json files alone (:func:`drill_result`), so it is pure and testable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.config import (
+    Objective,
+    Scenario,
+    ScenarioError,
+    _format_errors,
+    load_scenario,
+    parse_duration_s,
+    read_yaml,
+)
+from harness.objectives import Verdict, exit_code
+from harness.report.summary import objective_message
+
+DRILL_SCHEMA_VERSION = 1
+DRILL_FILE = "drill.json"
+RUNBOOK_OK = ("healthy", "fixed")
+STEP_GAP = {
+    "alert": "needs a manual action",
+    "not_fixed": "fix ran but did not fix",
+    "fix_failed": "fix failed",
+    "skipped": "skipped (a precondition was not healthy)",
+}
+
+
+class DrillTargets(BaseModel):
+    """RTO and RPO in DESIGN's terms: ``rto_s`` (incident -> service objectives met
+    again), ``rpo_s`` (time of data lost) and ``rpo_rows`` (rows lost or altered)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rto_s: float
+    rpo_s: float
+    rpo_rows: int = Field(ge=0)
+
+    @field_validator("rto_s", "rpo_s", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        seconds = parse_duration_s(value)
+        if seconds < 0:
+            raise ValueError("must not be negative")
+        return seconds
+
+
+class DrillScenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    set: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the default (reduced) drill; dropped by ``--full``."""
+    full: dict[str, Any] = Field(default_factory=dict)
+    """Overrides used only by ``--full`` (a full-size drill)."""
+
+
+class DrillFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    targets: DrillTargets
+    scenarios: list[DrillScenario] = Field(min_length=1)
+
+
+def load_drill(path: Path | str) -> DrillFile:
+    """Read and validate a drill file; errors name the file and the key."""
+    path = Path(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: expected a mapping at the top level")
+    try:
+        return DrillFile.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(
+            _format_errors(path, exc).replace("invalid scenario", "invalid drill", 1)
+        ) from None
+
+
+@dataclass(frozen=True)
+class PlannedScenario:
+    name: str
+    """Also its subfolder of the drill directory (unique within the drill)."""
+    file: Path
+    scenario: Scenario
+
+
+def _scenario_path(file: str, drill_path: Path) -> Path:
+    """A scenario path as written: from the working directory (the repository root, where
+    ``make drill`` runs), else beside the drill file."""
+    path = Path(file)
+    if path.is_absolute() or path.exists():
+        return path
+    beside = drill_path.parent / path
+    return beside if beside.exists() else path
+
+
+def plan_drill(
+    drill_path: Path | str,
+    drill: DrillFile,
+    *,
+    full: bool = False,
+    scenario_files: Sequence[str] | None = None,
+    objectives: list[Objective] | None = None,
+) -> list[PlannedScenario]:
+    """Every scenario loaded and validated before anything starts (a bad one stops the
+    drill with exit 2). ``scenario_files`` replaces the drill's list (no overrides);
+    ``objectives`` replaces every scenario's objectives."""
+    drill_path = Path(drill_path)
+    entries = (
+        [DrillScenario(file=f) for f in scenario_files] if scenario_files else list(drill.scenarios)
+    )
+    planned: list[PlannedScenario] = []
+    names: set[str] = set()
+    for index, entry in enumerate(entries):
+        path = _scenario_path(entry.file, drill_path)
+        overrides = (entry.full if full else entry.set) or {}
+        try:
+            scenario = load_scenario(path, overrides)
+        except ScenarioError as exc:
+            raise ScenarioError(f"{drill_path}: scenarios.{index}: {exc}") from None
+        if objectives is not None:
+            scenario = scenario.model_copy(update={"objectives": list(objectives)})
+        name, n = scenario.name, 2
+        while name in names:
+            name, n = f"{scenario.name}-{n}", n + 1
+        names.add(name)
+        planned.append(PlannedScenario(name, path, scenario))
+    return planned
+
+
+def new_drill_id(drill_path: Path | str) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-drill-{Path(drill_path).stem}"
+
+
+ScenarioRunner = Callable[[PlannedScenario, Path], Verdict]
+"""Runs one scenario into the given directory (result.json and its reports); its verdict."""
+
+
+def run_drill(
+    drill_id: str,
+    targets: DrillTargets,
+    planned: Sequence[PlannedScenario],
+    drill_dir: Path,
+    runner: ScenarioRunner,
+) -> dict[str, Any]:
+    """Run the scenarios one after the other and conclude the drill from their result.json
+    files. An interrupted scenario (Ctrl-C) stops the drill: the rest are not started."""
+    from harness.report.result import RESULT_FILE, read_result
+
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    runs: list[tuple[str, Path, dict[str, Any]]] = []
+    for item in planned:
+        scenario_dir = drill_dir / item.name
+        verdict = runner(item, scenario_dir)
+        try:
+            result = read_result(scenario_dir / RESULT_FILE)
+        except (OSError, ValueError):
+            result = {"verdict": verdict, "notes": ["no result.json was written"]}
+        runs.append((item.name, scenario_dir, result))
+        if result.get("interrupted"):
+            break
+    return drill_result(
+        drill_id,
+        targets,
+        runs,
+        drill_dir=drill_dir,
+        started_at=started_at,
+        duration_s=time.monotonic() - t0,
+        not_run=[p.name for p in planned[len(runs) :]],
+    )
+
+
+def _metric(result: dict[str, Any], *path: str) -> Any:
+    node: Any = result.get("metrics") or {}
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def runbook_steps(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every runbook step of every execution, in order, with its execution's index."""
+    runbook = _metric(result, "runbook")
+    if not isinstance(runbook, dict):
+        return []
+    steps = []
+    for index, execution in enumerate(runbook.get("executions") or [], start=1):
+        for step in execution.get("steps") or []:
+            steps.append(
+                {
+                    "execution": index,
+                    "t_s": execution.get("t_s", execution.get("start_s")),
+                    **{
+                        k: step.get(k)
+                        for k in ("name", "outcome", "detail", "start_s", "duration_s")
+                    },
+                }
+            )
+    return steps
+
+
+def restore_steps(result: dict[str, Any]) -> list[dict[str, Any]]:
+    steps = _metric(result, "restore", "steps")
+    if not isinstance(steps, dict):
+        return []
+    return [
+        {"name": name, "duration_s": value}
+        for name, value in steps.items()
+        if _number(value) is not None
+    ]
+
+
+def scenario_gaps(name: str, result: dict[str, Any], targets: DrillTargets) -> list[dict[str, Any]]:
+    """What a person has to look at after this scenario: missed and unmeasured objectives,
+    faults that did not take effect, runbook steps that were not healthy or fixed (an
+    alert needs a manual action), timed-out runbook actions, a restore error, doubts, and
+    a measured RTO or RPO over the drill's declared targets."""
+    gaps: list[dict[str, Any]] = []
+
+    def gap(kind: str, what: str, detail: str) -> None:
+        gaps.append({"scenario": name, "kind": kind, "what": what, "detail": detail})
+
+    for objective in result.get("objectives") or []:
+        verdict = objective.get("verdict")
+        label = objective.get("metric", "?") + (
+            f" ({objective['phase']})" if objective.get("phase") else ""
+        )
+        if verdict == "missed":
+            gap("objective_missed", f"objective missed: {label}", objective_message(objective))
+        elif verdict == "not_measured":
+            gap(
+                "objective_not_measured",
+                f"objective not measured: {label}",
+                objective_message(objective),
+            )
+    for fault in result.get("faults") or []:
+        if not fault.get("confirmed"):
+            gap(
+                "fault_unconfirmed",
+                f"fault not confirmed: {fault.get('kind')} on {fault.get('target')}",
+                str(fault.get("detail") or "the fault did not take effect"),
+            )
+    seen: set[tuple[Any, ...]] = set()
+    for step in runbook_steps(result):
+        outcome = step.get("outcome")
+        if outcome in RUNBOOK_OK:
+            continue
+        key = (step.get("name"), outcome, step.get("detail"))
+        if key in seen:
+            continue
+        seen.add(key)
+        gap(
+            "runbook_step",
+            f"runbook step {step.get('name')}: {STEP_GAP.get(str(outcome), str(outcome))}",
+            str(step.get("detail") or outcome),
+        )
+    runbook = _metric(result, "runbook")
+    for execution in (runbook.get("executions") or []) if isinstance(runbook, dict) else []:
+        for action in execution.get("actions") or []:
+            if action.get("outcome") in ("timed_out", "error"):
+                gap(
+                    "runbook_action",
+                    f"runbook {action.get('action')} of {action.get('step')} {action.get('outcome')}",
+                    str(action.get("detail") or ""),
+                )
+    restore = _metric(result, "restore")
+    if isinstance(restore, dict) and restore.get("error"):
+        gap("restore_error", "restore failed", str(restore["error"]))
+    for doubt in result.get("doubts") or []:
+        gap("doubt", "a figure could be wrong", str(doubt))
+    if result.get("complete") is False or result.get("interrupted"):
+        gap(
+            "incomplete",
+            "the run did not finish",
+            "; ".join(result.get("notes") or []) or "interrupted",
+        )
+    for kind, what, path, target, unit in (
+        ("rto_over_target", "RTO over target", ("rto_s",), targets.rto_s, " s"),
+        ("rpo_over_target", "RPO over target", ("writes", "rpo_s"), targets.rpo_s, " s"),
+        (
+            "rpo_over_target",
+            "RPO rows over target",
+            ("writes", "rpo_rows"),
+            targets.rpo_rows,
+            " rows",
+        ),
+    ):
+        measured = _number(_metric(result, *path))
+        if measured is not None and measured > target:
+            gap(kind, what, f"measured {measured:.3g}{unit} > target {target:g}{unit}")
+    return gaps
+
+
+OVER_TARGET = ("rto_over_target", "rpo_over_target")
+
+
+def scenario_entry(
+    name: str, scenario_dir: Path, result: dict[str, Any], targets: DrillTargets, drill_dir: Path
+) -> dict[str, Any]:
+    try:
+        rel = str(scenario_dir.relative_to(drill_dir))
+    except ValueError:
+        rel = str(scenario_dir)
+    return {
+        "name": name,
+        "dir": rel,
+        "run_id": result.get("run_id"),
+        "verdict": result.get("verdict", "inconclusive"),
+        "duration_s": result.get("duration_s"),
+        "rto": {"target_s": targets.rto_s, "measured_s": _metric(result, "rto_s")},
+        "rpo": {
+            "target_s": targets.rpo_s,
+            "measured_s": _metric(result, "writes", "rpo_s"),
+            "target_rows": targets.rpo_rows,
+            "measured_rows": _metric(result, "writes", "rpo_rows"),
+        },
+        "objectives": list(result.get("objectives") or []),
+        "runbook_steps": runbook_steps(result),
+        "restore_steps": restore_steps(result),
+        "restore_total_s": _metric(result, "restore", "total_s"),
+    }
+
+
+def drill_verdict(
+    scenario_verdicts: Sequence[str], gaps: Sequence[dict[str, Any]], not_run: Sequence[str]
+) -> Verdict:
+    """The first that applies over all scenarios (DESIGN): fail if a scenario failed or a
+    measured RTO / RPO exceeded the drill's target; else inconclusive if a scenario was
+    inconclusive or not run; else pass."""
+    if "fail" in scenario_verdicts or any(g["kind"] in OVER_TARGET for g in gaps):
+        return "fail"
+    if not_run or any(v != "pass" for v in scenario_verdicts):
+        return "inconclusive"
+    return "pass"
+
+
+def drill_result(
+    drill_id: str,
+    targets: DrillTargets,
+    runs: Sequence[tuple[str, Path, dict[str, Any]]],
+    *,
+    drill_dir: Path,
+    started_at: str,
+    duration_s: float,
+    not_run: Sequence[str] = (),
+) -> dict[str, Any]:
+    """drill.json: the targets, one entry per scenario, the gaps, the verdict and exit code."""
+    scenarios = [scenario_entry(n, d, r, targets, drill_dir) for n, d, r in runs]
+    gaps = [g for n, _, r in runs for g in scenario_gaps(n, r, targets)]
+    gaps += [
+        {
+            "scenario": n,
+            "kind": "not_run",
+            "what": "scenario not run",
+            "detail": "the drill was interrupted",
+        }
+        for n in not_run
+    ]
+    verdict = drill_verdict([s["verdict"] for s in scenarios], gaps, not_run)
+    return {
+        "schema_version": DRILL_SCHEMA_VERSION,
+        "drill_id": drill_id,
+        "started_at": started_at,
+        "duration_s": duration_s,
+        "targets": targets.model_dump(),
+        "scenarios": scenarios,
+        "gaps": gaps,
+        "verdict": verdict,
+        "exit_code": exit_code([verdict]),
+    }
