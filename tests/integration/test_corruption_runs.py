@@ -48,7 +48,7 @@ def test_pitr_restore_to_the_restore_point_keeps_exactly_the_writes_before_it(
 ) -> None:
     result, fault = run_shipped(
         tmp_path, "pitr_restore.yaml",
-        "-u", "120", "-t", "55s", "--set", "faults.0.at=15s"
+        "-u", "120", "-t", "45s", "--set", "faults.0.at=12s"
     )  # fmt: skip
     assert fault["damage"]["updated"] > 0, fault
     metrics = result["metrics"]
@@ -68,7 +68,7 @@ def test_pitr_restore_to_the_restore_point_keeps_exactly_the_writes_before_it(
 def test_bad_deployment_is_restored_to_just_before_the_first_bad_commit(tmp_path: Path) -> None:
     result, fault = run_shipped(
         tmp_path, "bad_deployment.yaml",
-        "-u", "120", "-t", "60s", "--set", "faults.0.at=15s", "--set", "faults.0.duration=5s",
+        "-u", "120", "-t", "48s", "--set", "faults.0.at=12s", "--set", "faults.0.duration=5s",
         "--set", "recovery.restore.after_detection=6s"
     )  # fmt: skip
     assert fault["kind"] == "bad_deployment", fault
@@ -89,7 +89,7 @@ def test_bad_deployment_is_restored_to_just_before_the_first_bad_commit(tmp_path
 def test_tool_corruption_is_found_exactly_by_the_checks_and_the_ledger(tmp_path: Path) -> None:
     result, fault = run_shipped(
         tmp_path, "tool_corrupts_state.yaml",
-        "-u", "120", "-t", "30s", "--set", "faults.0.at=15s"
+        "-u", "120", "-t", "24s", "--set", "faults.0.at=12s"
     )  # fmt: skip
     metrics = result["metrics"]
     integrity = metrics["integrity"]

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL_RESTART = """
 name: small_restart
 seed: 4
-load: {users: 30, spawn_rate: 30, run_time: 22s, think_time: [0.5s, 1s]}
+load: {users: 30, spawn_rate: 30, run_time: 18s, think_time: [0.5s, 1s]}
 faults: [{kind: kill_server, at: 8s, restart_after: 1s}]
 windows: {stability: 3s, reconnect: 10s}
 objectives:
@@ -87,8 +87,6 @@ def test_a_missed_objective_fails_the_gate_with_measured_against_target(tmp_path
     assert failure is not None and "target 0.001" in failure.get("message", "")
     assert f"{measured:.3g}" in failure.get("message", "")
     assert "**FAIL**" in (run_dir / "summary.md").read_text()
-    code_warn, _, _ = cli(tmp_path / "again", impossible, "--warn-only", "-t", "15s")
-    assert code_warn == 0
 
 
 def test_a_fault_that_did_not_take_effect_is_inconclusive_never_pass(tmp_path: Path) -> None:
