@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -202,6 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 when a figure or a verdict regressed against the baseline",
     )
 
+    runbook = sub.add_parser(
+        "runbook",
+        help="check (or execute) a runbook against a stack started by `mcp-harness up`",
+    )
+    mode = runbook.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check-only", action="store_true", help="report health, change nothing")
+    mode.add_argument(
+        "--execute", action="store_true", help="run the checks and the fixes of unhealthy steps"
+    )
+    runbook.add_argument(
+        "--runbook",
+        default="default",
+        help="default (the built-in steps) or package.module:NAME (default: default)",
+    )
+    runbook.add_argument(
+        "--stack",
+        help="the credentials_file `mcp-harness up` printed (default: the newest running one)",
+    )
+
     report = sub.add_parser(
         "report",
         help="print the verdict table of a result.json (or its run directory) and write "
@@ -232,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_drill(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "runbook":
+            return cmd_runbook(args)
         if args.command == "compare":
             return cmd_compare(args)
     except ScenarioError as exc:
@@ -511,9 +533,11 @@ async def _up(scenario: Scenario, as_json: bool, pg_bin: str | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     async with stack:
-        credentials = Path(stack.endpoints.run_dir) / "endpoints.json"
-        credentials.touch(mode=0o600)
-        credentials.write_text(json.dumps(stack.endpoints.as_dict(), indent=1))
+        from harness.stack.attached import CREDENTIALS_FILE, write_credentials
+
+        credentials = write_credentials(
+            Path(stack.endpoints.run_dir) / CREDENTIALS_FILE, stack, os.getpid()
+        )
         shown = {**stack.endpoints.redacted(), "credentials_file": str(credentials)}
         if as_json:
             print(json.dumps(shown), flush=True)
@@ -527,6 +551,44 @@ async def _up(scenario: Scenario, as_json: bool, pg_bin: str | None) -> int:
         await stopping.wait()
         err_console.print("stopping the stack")
     return 0
+
+
+def cmd_runbook(args: argparse.Namespace) -> int:
+    """Exit 0 when every step is healthy (or was fixed), 1 when the runbook left gaps."""
+    from harness.runbook import RunbookLoadError
+    from harness.runbook_steps import RunbookContext, runbook_for
+    from harness.stack import StackError
+    from harness.stack.attached import AttachedStack, running_stack_credentials
+
+    try:
+        credentials = Path(args.stack) if args.stack else running_stack_credentials()
+        stack = AttachedStack(credentials)
+        runbook = runbook_for(args.runbook, Scenario(name="runbook"))
+    except (StackError, RunbookLoadError) as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        return EXIT_USAGE
+
+    async def execute() -> Any:
+        await stack.up()
+        say = lambda text: err_console.print(escape(text))  # noqa: E731
+        return await runbook.execute(RunbookContext(stack, say), check_only=args.check_only)
+
+    record = asyncio.run(execute())
+    table = Table(
+        title=f"runbook {args.runbook} on {credentials} ({'check only' if args.check_only else 'executed'})"
+    )
+    for column in ("step", "outcome", "seconds", "detail"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for step in record.steps:
+        table.add_row(step.name, str(step.outcome), f"{step.duration_s:.2f}", escape(step.detail))
+    console.print(table)
+    for action in record.actions:
+        console.print(
+            f"  {action.step} {action.action}: {action.outcome} in {action.duration_s:.2f} s "
+            f"{escape(action.detail)}",
+            highlight=False,
+        )
+    return 0 if record.healthy else EXIT_FAIL
 
 
 def cmd_report(args: argparse.Namespace) -> int:
