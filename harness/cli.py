@@ -471,6 +471,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
     ``run`` runs it on a fresh stack, into ``<out>/<drill_id>/<scenario name>/``."""
     from harness.drill import load_drill, new_drill_id, plan_drill, run_drill
     from harness.report.drill import write_drill
+    from harness.report.summary import number
     from harness.stack.prerequisites import pg_bin_dir, pg_run_user, toxiproxy_server
 
     drill = load_drill(args.drill_file)
@@ -505,9 +506,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
         table.add_row(
             entry["name"],
             entry["verdict"],
-            str(entry["rto"]["measured_s"]),
-            str(entry["rpo"]["measured_s"]),
-            str(entry["rpo"]["measured_rows"]),
+            number(entry["rto"]["measured_s"]),
+            number(entry["rpo"]["measured_s"]),
+            number(entry["rpo"]["measured_rows"]),
         )
     console.print(table)
     for gap in result["gaps"]:
