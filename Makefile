@@ -60,8 +60,9 @@ test: bootstrap haproxy chromium
 unit: bootstrap
 	$(BIN)/pytest -m "not integration"
 
+# The quarterly drill at a size that finishes in a few minutes; DRILL_FLAGS=--full for full size.
 drill: bootstrap
-	$(BIN)/mcp-harness run scenarios/primary_kill.yaml
+	$(BIN)/mcp-harness drill drills/quarterly.yaml $(DRILL_FLAGS)
 
 bench: bootstrap
 	@echo "benchmarks arrive with their issue; nothing to run yet"
