@@ -6,18 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.config import RESTORE_TIMED_STEPS
 from tests.helpers import run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
-RESTORE_STEPS = {
-    "stop_s",
-    "restore_base_backup_s",
-    "replay_wal_s",
-    "promote_s",
-    "reattach_server_s",
-    "first_good_write_s",
-    "rebuild_replica_s",
-}
+RESTORE_STEPS = {f"{step}_s" for step in RESTORE_TIMED_STEPS}
+"""Every timed restore step, as result.json names them."""
 
 
 def run_shipped(tmp_path: Path, name: str, *flags: str) -> tuple[dict, dict]:

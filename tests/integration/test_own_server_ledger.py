@@ -10,18 +10,12 @@ import json
 import sys
 from pathlib import Path
 
+from harness.config import RESTORE_TIMED_STEPS
 from tests.helpers import run_scenario
 
 KV_SERVER = Path(__file__).with_name("kv_mcp_server.py")
-RESTORE_STEPS = {
-    "stop_s",
-    "restore_base_backup_s",
-    "replay_wal_s",
-    "promote_s",
-    "reattach_server_s",
-    "first_good_write_s",
-    "rebuild_replica_s",
-}
+RESTORE_STEPS = {f"{step}_s" for step in RESTORE_TIMED_STEPS}
+"""Every timed restore step, as result.json names them."""
 TARGET_S = 14.0
 CLOCK_SLACK_S = 0.25
 """Postgres stamps commits on the wall clock, the ledger on the monotonic one; a write
