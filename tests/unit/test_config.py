@@ -291,3 +291,52 @@ def test_header_references_are_resolved_when_sent_and_kept_in_the_scenario(
     monkeypatch.setenv("MCP_TEST_TOKEN", "s3cret")
     assert scenario.server.resolved_headers() == {"Authorization": "Bearer s3cret"}
     assert scenario.server.headers["Authorization"] == "Bearer ${MCP_TEST_TOKEN}"
+
+
+# --- the docker backend's section and the partition fault ----------------------------------
+
+
+def test_docker_images_default_to_pinned_versions_and_refuse_unpinned_ones(
+    tmp_path: Path,
+) -> None:
+    from harness.config import DEFAULT_POSTGRES_IMAGE, DEFAULT_TOXIPROXY_IMAGE
+
+    scenario = load_scenario(write(tmp_path, "backend: docker\n"))
+    assert scenario.docker.postgres_image == DEFAULT_POSTGRES_IMAGE == "postgres:18.6"
+    assert scenario.docker.toxiproxy_image == DEFAULT_TOXIPROXY_IMAGE
+    assert DEFAULT_TOXIPROXY_IMAGE.endswith(":2.12.0")
+    assert scenario.docker.server_image is None
+    for bad, why in [
+        ("postgres", "names no version"),
+        ("postgres:latest", "names no version"),
+        ("Postgres:18", "not an image reference"),
+        ("postgres:18 6", "not an image reference"),
+    ]:
+        with pytest.raises(ScenarioError) as caught:
+            load_scenario(write(tmp_path, f"docker: {{postgres_image: '{bad}'}}\n"))
+        assert "docker.postgres_image" in str(caught.value) and why in str(caught.value)
+    with pytest.raises(ScenarioError, match="docker.server_imag"):
+        load_scenario(write(tmp_path, "docker: {server_imag: x:1}\n"))
+
+
+def test_partition_needs_the_docker_backend_and_a_known_target(tmp_path: Path) -> None:
+    text = "faults: [{kind: partition, at: 5s, duration: 3s, target: replica}]\n"
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(write(tmp_path, text))
+    assert "faults.0: partition needs --backend docker" in str(caught.value)
+    scenario = load_scenario(write(tmp_path, text), {"backend": "docker"})
+    [fault] = scenario.faults
+    assert (fault.kind, fault.at, fault.duration, fault.target) == (
+        "partition",
+        5.0,
+        3.0,
+        "replica",
+    )
+    with pytest.raises(ScenarioError, match="faults.0.target"):
+        load_scenario(write(tmp_path, text.replace("replica", "balancer")), {"backend": "docker"})
+
+
+def test_a_fault_the_docker_backend_lacks_points_back_to_local(tmp_path: Path) -> None:
+    text = "backend: docker\nfaults: [{kind: bad_deployment, at: 5s}]\n"
+    with pytest.raises(ScenarioError, match="bad_deployment needs --backend local"):
+        load_scenario(write(tmp_path, text))

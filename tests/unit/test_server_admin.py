@@ -479,3 +479,51 @@ def test_reference_server_gets_its_token_through_the_environment_only(
     assert ADMIN_TOKEN_ENV not in server.environment()
     server.config = ScenarioServerConfig()
     assert server.admin_token == token, "kept across releases of the instance"
+
+
+# --- MCP_ADMIN_ALLOW: the gateway of a container's network --------------------------------
+
+
+def test_allow_list_parses_addresses_and_networks_and_names_a_bad_entry() -> None:
+    from harness.server.admin import parse_allow
+
+    assert parse_allow(None) == ()
+    assert parse_allow(" ") == ()
+    assert [str(n) for n in parse_allow("172.18.0.1, 10.9.0.0/16,fd00::1")] == [
+        "172.18.0.1/32",
+        "10.9.0.0/16",
+        "fd00::1/128",
+    ]
+    for bad in ["172.18.0.300", "gateway", "10.9.0.1/16"]:  # the last has host bits set
+        with pytest.raises(ValueError, match="MCP_ADMIN_ALLOW"):
+            parse_allow(f"172.18.0.1,{bad}")
+
+
+def test_allowed_address_still_needs_the_token_others_stay_forbidden() -> None:
+    from harness.server.admin import parse_allow
+
+    allow = parse_allow("172.18.0.1/32")
+    assert access_refusal("172.18.0.1", f"Bearer {TOKEN}", TOKEN, allow) is None
+    assert access_refusal("::ffff:172.18.0.1", f"Bearer {TOKEN}", TOKEN, allow) is None
+    assert access_refusal("172.18.0.1", None, TOKEN, allow) == 401
+    assert access_refusal("172.18.0.2", f"Bearer {TOKEN}", TOKEN, allow) == 403, "a neighbour"
+    assert access_refusal("127.0.0.1", f"Bearer {TOKEN}", TOKEN, allow) is None
+    assert access_refusal("172.18.0.1", f"Bearer {TOKEN}", TOKEN) == 403, "default: loopback"
+
+
+def test_endpoint_takes_the_allow_list_from_its_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MCP_ADMIN_ALLOW", "172.18.0.1")
+    app = _app()
+    gateway = asyncio.run(_ask(app, "GET", "/admin/state", client=("172.18.0.1", 40000)))
+    assert gateway.status_code == 200
+    neighbour = asyncio.run(_ask(app, "GET", "/admin/state", client=("172.18.0.5", 40000)))
+    assert (neighbour.status_code, neighbour.json()) == (403, {"error": "forbidden"})
+    no_token = asyncio.run(
+        _ask(app, "GET", "/admin/state", token=None, client=("172.18.0.1", 40000))
+    )
+    assert no_token.status_code == 401
+    monkeypatch.setenv("MCP_ADMIN_ALLOW", "not-an-address")
+    with pytest.raises(ValueError, match="MCP_ADMIN_ALLOW"):
+        _app()
