@@ -1,0 +1,454 @@
+"""Sessions held: how many concurrent simulated MCP sessions the harness's own load
+generator holds on this machine's 2 cores with a local stack running beside it.
+
+The harness's ``Swarm`` (a Locust master and ``WORKERS`` workers, the locustfile a
+run uses, records and all) drives ``McpUser`` with agent-like think times
+(``THINK_S``) and the default tool mix, in steps of users (``STEPS``), each held
+``HOLD_S``. A ``LocalStack`` (Postgres primary + replica, Toxiproxy, the reference
+server) is up beside it the whole time.
+
+The target is the canned endpoint (``bench.canned``), not the reference server:
+at 2-5 s think times 5,000 sessions ask ~1,400 req/s with writes, more than the
+reference server serves on these 2 cores shared with its database and the
+generator (about 1,000 req/s tools/list over SSE alone, PLATFORM-NOTES), so the
+server would be the bottleneck and the figure would not say what the generator
+holds. ``--target reference`` aims at the stack's MCP URL instead.
+
+Each step is judged on its last seconds, once sampled each second:
+- CPU by ``harness.measure.resources.generator_saturation`` (``SATURATION_RULE``:
+  a Locust process at >= 90% of a core, or the generator at >= 90% of the cores,
+  in more than 10% of the seconds);
+- event-loop lag: each Locust process runs a probe greenlet (this module, loaded as
+  a second locustfile) that sleeps ``LAG_TICK_S`` and records how late it woke; a
+  second whose mean lateness (worst process) passes ``LAG_LIMIT_S`` is a lagging
+  second, and more than 10% of lagging seconds saturate the step.
+Sessions held = users of the last step before the first saturated one (or of the
+last step). Memory per session = the slope of the generator's RSS (master +
+workers) over the steps' user counts.
+
+``python -m bench.capacity [--steps 1000,2000,...] [--hold 12] [--target canned]``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.common import Figure
+
+LAG_ENV = "MCP_BENCH_LAG_DIR"
+LAG_TICK_S = 0.05
+LAG_LIMIT_S = 0.05
+"""A second whose mean lateness (in the worst Locust process) passes this is a lagging
+second: the loop was behind all second long, not for one hiccup of a busy machine."""
+STEPS_ENV = "MCP_BENCH_STEPS"
+
+
+def _install_locust_parts() -> None:
+    """Loaded by Locust as a second locustfile: the lag probe, and the step shape on the
+    master. Only with the bench's environment variables set (never in a normal run)."""
+    import json
+
+    import gevent
+    from locust import LoadTestShape, events
+
+    lag_dir = os.environ[LAG_ENV]
+
+    def probe() -> None:
+        path = os.path.join(lag_dir, f"lag-{os.getpid()}.jsonl")
+        with open(path, "a", encoding="utf-8") as out:
+            second_end = time.monotonic() + 1.0
+            worst = total = 0.0
+            ticks = 0
+            while True:
+                before = time.monotonic()
+                gevent.sleep(LAG_TICK_S)
+                late = time.monotonic() - before - LAG_TICK_S
+                worst = max(worst, late)
+                total += late
+                ticks += 1
+                now = time.monotonic()
+                if now >= second_end:
+                    record = {"t": now, "max": worst, "mean": total / ticks}
+                    out.write(json.dumps(record) + "\n")
+                    out.flush()
+                    second_end = now + 1.0
+                    worst = total = 0.0
+                    ticks = 0
+
+    @events.init.add_listener
+    def start_probe(**_: object) -> None:
+        gevent.spawn(probe)
+
+    steps: list[tuple[int, float, float]] = json.loads(os.environ.get(STEPS_ENV, "[]"))
+
+    class Steps(LoadTestShape):
+        """(users, spawn rate, until run time s) per step; then stop."""
+
+        def tick(self) -> tuple[int, float] | None:
+            run_time = self.get_run_time()
+            for users, rate, until in steps:
+                if run_time < until:
+                    return users, rate
+            return None
+
+    globals()["Steps"] = Steps
+
+
+if os.environ.get(LAG_ENV) and "locust" in sys.modules and __name__ != "__main__":
+    _install_locust_parts()
+
+
+# --- the bench itself: runs in the parent process, never imports Locust ---
+
+BENCH = "capacity"
+STEPS = tuple(range(1000, 10_001, 1000))
+HOLD_S = 12.0
+"""Each step: spawn (at ``SPAWN_RATE``), then hold; judged on its last ``JUDGE_S``."""
+JUDGE_S = 8.0
+SPAWN_RATE = 1000.0
+THINK_S = (2.0, 5.0)
+WORKERS = 2
+GOAL_SESSIONS = 5000
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores, ``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def with_probe(argv: list[str]) -> list[str]:
+    """A Locust command line with this module added as a second locustfile."""
+    out = list(argv)
+    index = out.index("-f") + 1
+    out[index] = f"{out[index]},{os.path.abspath(__file__)}"
+    return out
+
+
+def least_squares_slope(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 2:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return None if var == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
+
+
+def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
+    import asyncio
+    import json
+    import tempfile
+    from collections import Counter
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from bench import canned
+    from bench.common import report
+    from harness.config import Scenario
+    from harness.load.settings import LoadSettings
+    from harness.load.swarm import Swarm
+    from harness.measure.resources import (
+        SATURATION_TIME_FRACTION,
+        cpu_seconds,
+        generator_saturation,
+    )
+    from harness.stack.local import LocalStack
+
+    class StepSwarm(Swarm):
+        """The harness's swarm, with the lag probe and the step shape as a second locustfile."""
+
+        def master_argv(self, master_port: int) -> list[str]:
+            return with_probe(super().master_argv(master_port))
+
+        def worker_argv(self, master_port: int, master_host: str | None = None) -> list[str]:
+            return with_probe(super().worker_argv(master_port, master_host))
+
+    cores = len(os.sched_getaffinity(0))
+    lag_dir = Path(tempfile.mkdtemp(prefix="bench-capacity-lag-"))
+    schedule = [(users, SPAWN_RATE, hold_s * (i + 1)) for i, users in enumerate(steps)]
+    os.environ[LAG_ENV] = str(lag_dir)
+    os.environ[STEPS_ENV] = json.dumps(schedule)
+
+    started = time.monotonic()
+    stack = LocalStack(Scenario(name="bench-capacity"))
+    asyncio.run(stack.up())
+    stack_up_s = time.monotonic() - started
+    server = canned.start(processes=1)
+    swarm: Swarm | None = None
+    samples: list[dict[str, Any]] = []
+    req_by_second: Counter[int] = Counter()
+    err_by_second: Counter[int] = Counter()
+    t0: float | None = None
+    stopped_early_at: int | None = None
+    judged: dict[int, dict[str, Any]] = {}
+
+    def lag_records() -> list[dict[str, Any]]:
+        records = []
+        for path in lag_dir.glob("lag-*.jsonl"):
+            for line in path.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+        return records
+
+    def judge_step(index: int) -> dict[str, Any]:
+        """The step's last ``JUDGE_S`` seconds against the CPU and the lag thresholds."""
+        assert t0 is not None
+        end = t0 + hold_s * (index + 1)
+        start = end - min(JUDGE_S, hold_s)
+        window = [w for w in samples if start < w["t"] <= end]
+        cpu_saturated, cpu_fraction = generator_saturation(
+            [w["cpu_cores"] for w in window], [w["busiest"] for w in window], cores
+        )
+        worst_by_second: dict[int, float] = {}
+        mean_by_second: dict[int, float] = {}
+        for lag in lag_records():
+            if start < lag["t"] <= end:
+                second = int(lag["t"] - start)
+                worst_by_second[second] = max(worst_by_second.get(second, 0.0), lag["max"])
+                mean_by_second[second] = max(mean_by_second.get(second, 0.0), lag["mean"])
+        lagging = sum(1 for late in mean_by_second.values() if late > LAG_LIMIT_S)
+        lag_fraction = lagging / len(mean_by_second) if mean_by_second else 0.0
+        means = list(mean_by_second.values())
+        whole = range(int(start) + 1, int(end))
+        n = max(len(whole), 1)
+
+        def mean(key: str) -> float:
+            return sum(w[key] for w in window) / len(window) if window else 0.0
+
+        return {
+            "users": steps[index],
+            "users_seen_min": min((w["users"] for w in window), default=0),
+            "requests_per_s": sum(req_by_second[sec] for sec in whole) / n,
+            "errors_per_s": sum(err_by_second[sec] for sec in whole) / n,
+            "generator_cpu_cores": mean("cpu_cores"),
+            "busiest_process_cpu_max": max((w["busiest"] for w in window), default=0.0),
+            "cpu_saturated_fraction": cpu_fraction,
+            "lag_max_ms": 1000 * max(worst_by_second.values(), default=0.0),
+            "lag_mean_ms": 1000 * (sum(means) / len(means) if means else 0.0),
+            "lag_mean_max_ms": 1000 * max(means, default=0.0),
+            "lagging_fraction": lag_fraction,
+            "saturated": cpu_saturated or lag_fraction > SATURATION_TIME_FRACTION,
+            "saturated_by": [
+                name
+                for name, hit in (
+                    ("cpu", cpu_saturated),
+                    ("lag", lag_fraction > SATURATION_TIME_FRACTION),
+                )
+                if hit
+            ],
+            "generator_rss_mib": mean("rss") / 2**20,
+            "server_cpu_max": max((w["server_cpu"] for w in window), default=0.0),
+            "machine_cpu_cores": mean("machine_cpu"),
+            "samples": len(window),
+        }
+
+    try:
+        if target == "canned":
+            base_url, mcp_path = server.url, "/mcp"
+        else:
+            mcp = urlsplit(stack.endpoints.mcp_url)
+            base_url, mcp_path = f"{mcp.scheme}://{mcp.netloc}", mcp.path
+        settings = LoadSettings(
+            records_path="capacity-records.jsonl",
+            mcp_path=mcp_path,
+            think_time_s=THINK_S,
+            id_prefix="bench-capacity",
+        )
+        swarm = StepSwarm(
+            stack.registry,
+            settings,
+            base_url=base_url,
+            users=max(steps),
+            spawn_rate=SPAWN_RATE,
+            run_time_s=hold_s * len(steps) + 10,
+            workers=workers,
+        )
+        swarm.start()
+        tail = swarm.tail()
+        last: dict[int, float] = {}
+        last_server = server.cpu_seconds()
+        last_machine = machine_busy_s()
+        last_t = time.monotonic()
+        users_now = 0
+        deadline = time.monotonic() + hold_s * len(steps) + 60
+        while swarm.running and time.monotonic() < deadline:
+            time.sleep(1.0)
+            for r in tail.read_new():
+                kind = r.get("k")
+                if kind == "users":
+                    users_now = r["n"]
+                    if t0 is None and users_now > 0:
+                        t0 = r["t"] - 1.0  # ticks once a second from test start
+                elif kind == "req":
+                    req_by_second[int(r["t"])] += 1
+                    if not r["ok"]:
+                        err_by_second[int(r["t"])] += 1
+            now = time.monotonic()
+            pids = swarm.pids()
+            cpu = {pid: cpu_seconds(pid) for pid in pids}
+            dt = now - last_t
+            fractions = [
+                (c - last[pid]) / dt for pid, c in cpu.items() if c is not None and pid in last
+            ]
+            last = {pid: c for pid, c in cpu.items() if c is not None}
+            server_cpu, machine = server.cpu_seconds(), machine_busy_s()
+            if fractions:
+                samples.append(
+                    {
+                        "t": now,
+                        "users": users_now,
+                        "cpu_cores": sum(fractions),
+                        "busiest": max(fractions),
+                        "rss": sum(rss_bytes(pid) for pid in pids),
+                        "server_cpu": (server_cpu - last_server) / dt,
+                        "machine_cpu": (machine - last_machine) / dt,
+                    }
+                )
+            last_server, last_machine, last_t = server_cpu, machine, now
+            if t0 is None:
+                continue
+            for index in range(len(steps)):
+                if index not in judged and now > t0 + hold_s * (index + 1) + 1.5:
+                    judged[index] = judge_step(index)
+                    if judged[index]["saturated"] and stopped_early_at is None:
+                        stopped_early_at = index
+            if stopped_early_at is not None:
+                break
+    finally:
+        if swarm is not None:
+            swarm.stop()
+        server.stop()
+        asyncio.run(stack.down())
+        stack.remove_run_dir()
+
+    if t0 is not None:
+        for index in range(len(steps)):
+            if index not in judged and samples and samples[-1]["t"] >= t0 + hold_s * (index + 1):
+                judged[index] = judge_step(index)
+    results = [judged[i] for i in sorted(judged)]
+    report(BENCH, figures_of(results, target, workers, stack_up_s, time.monotonic() - started))
+    return 0
+
+
+def figures_of(
+    results: list[dict[str, Any]], target: str, workers: int, stack_up_s: float, started: float
+) -> list[Figure]:
+    """Sessions held (last step before the first saturated one), memory per session (RSS
+    slope over the steps held), requests/s and generator CPU at the held step."""
+    from bench.common import Figure
+    from harness.measure.resources import SATURATION_RULE
+
+    held = None
+    for result in results:
+        if result["saturated"]:
+            break
+        held = result
+    first_saturated = next((r for r in results if r["saturated"]), None)
+    unsaturated = [r for r in results if not r["saturated"]]
+    slope = least_squares_slope(
+        [r["users"] for r in unsaturated], [r["generator_rss_mib"] * 2**20 for r in unsaturated]
+    )
+    sessions = held["users"] if held else 0
+    where = (
+        "the canned endpoint (bench.canned; the reference server would be the bottleneck at "
+        "these rates) with a LocalStack (Postgres primary + replica, Toxiproxy, reference "
+        "server) running beside it"
+        if target == "canned"
+        else "the reference server through the LocalStack's Toxiproxy"
+    )
+    stop = (
+        f"step {first_saturated['users']} saturated by {'+'.join(first_saturated['saturated_by'])}"
+        if first_saturated
+        else "no step saturated: the figure is a floor (the steps ended)"
+    )
+    note = (
+        f"harness Swarm, 1 master + {workers} workers, think {THINK_S[0]:g}-{THINK_S[1]:g} s, "
+        f"default tool mix, against {where}; {stop}. Saturation: {SATURATION_RULE}; or the "
+        f"event loop late by more than {LAG_LIMIT_S * 1000:.0f} ms on average over a second, "
+        "in more than 10% of the seconds."
+    )
+    detail = {
+        "steps": [
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in results
+        ],
+        "target": target,
+        "workers": workers,
+        "think_time_s": list(THINK_S),
+        "hold_s_per_step": results and JUDGE_S,
+        "stack_up_s": round(stack_up_s, 1),
+        "bench_wall_s": round(started, 1),
+    }
+    figures = [
+        Figure(
+            BENCH,
+            "sessions_held",
+            float(sessions),
+            "sessions",
+            goal=f">= {GOAL_SESSIONS} sessions",
+            met=sessions >= GOAL_SESSIONS,
+            note=note,
+            detail=detail,
+        ),
+        Figure(
+            BENCH,
+            "memory_per_session",
+            (slope or 0.0) / 1024,
+            "KiB/session",
+            note="slope of the generator's RSS (master + workers) over the users of the steps held",
+        ),
+    ]
+    if held:
+        figures += [
+            Figure(
+                BENCH,
+                "requests_per_s_at_held",
+                held["requests_per_s"],
+                "req/s",
+                note=f"at {sessions} sessions; errors {held['errors_per_s']:.1f}/s",
+            ),
+            Figure(
+                BENCH,
+                "generator_cpu_at_held",
+                held["generator_cpu_cores"],
+                "cores",
+                note=f"busiest Locust process {held['busiest_process_cpu_max']:.2f} of a core; "
+                f"event loop lag max {held['lag_max_ms']:.0f} ms, mean {held['lag_mean_ms']:.1f} ms; "
+                f"canned server at most {held['server_cpu_max']:.2f} of a core",
+            ),
+        ]
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__)
+    parser.add_argument("--steps", default=",".join(map(str, STEPS)))
+    parser.add_argument("--hold", type=float, default=HOLD_S)
+    parser.add_argument("--workers", type=int, default=WORKERS)
+    parser.add_argument("--target", choices=("canned", "reference"), default="canned")
+    args = parser.parse_args(argv)
+    steps = [int(s) for s in args.steps.split(",")]
+    return run(steps, args.hold, args.workers, args.target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
