@@ -370,6 +370,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario.server.resolved_headers()  # a missing ${VAR} stops here, before anything starts
     except ScenarioError as exc:
         raise ScenarioError(f"{args.scenario}: {exc}") from None
+    if args.repeat > 1 and scenario.backend == "docker":
+        raise ScenarioError(
+            f"{args.scenario}: --repeat restores the database between runs (point-in-time "
+            "restore), which the docker backend does not implement; use --backend local"
+        )
     if args.dry_run:
         _print_dry_run(scenario)
         return 0

@@ -512,3 +512,21 @@ def test_doctor_lists_the_engine_as_optional() -> None:
     [engine] = [c for c in doctor_checks() if c.name == "docker engine"]
     assert not engine.ok and not engine.required
     assert "not reachable" in engine.detail and "--backend local" in engine.fix
+
+
+def test_repeat_is_refused_on_docker_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from harness.cli import main
+
+    scenario = str(REPO / "scenarios" / "primary_kill.yaml")
+    assert main(["run", scenario, "--backend", "docker", "--repeat", "2"]) == 2
+    assert "--repeat" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(_engine_answers(), reason="a Docker engine answers on this machine")
+def test_up_with_backend_docker_and_no_engine_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    assert main(["up", "--backend", "docker"]) == 3
+    assert "Docker is not reachable" in capsys.readouterr().err
