@@ -257,6 +257,21 @@ def _check_backend(scenario: Scenario, pg_bin: str | None) -> None:
     prerequisites.pg_run_user()
 
 
+def _refuse_what_docker_cannot_run(path: str, scenario: Scenario, repeat: int) -> None:
+    """A scenario the docker backend cannot run is bad usage (exit 2), found before
+    anything starts, with what to do instead."""
+    from harness.stack.docker import docker_refusals
+
+    refusals = docker_refusals(scenario)
+    if repeat > 1:
+        refusals.append(
+            "--repeat restores the database between runs (point-in-time restore), which "
+            "the docker backend does not implement; use --backend local"
+        )
+    if refusals:
+        raise ScenarioError(f"{path}: " + "\n  ".join(refusals))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -370,11 +385,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario.server.resolved_headers()  # a missing ${VAR} stops here, before anything starts
     except ScenarioError as exc:
         raise ScenarioError(f"{args.scenario}: {exc}") from None
-    if args.repeat > 1 and scenario.backend == "docker":
-        raise ScenarioError(
-            f"{args.scenario}: --repeat restores the database between runs (point-in-time "
-            "restore), which the docker backend does not implement; use --backend local"
-        )
+    if scenario.backend == "docker":
+        _refuse_what_docker_cannot_run(args.scenario, scenario, args.repeat)
     if args.dry_run:
         _print_dry_run(scenario)
         return 0

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from harness.config import Scenario
+from harness.load.wire import McpSession
 from harness.stack.containers import RUN_LABEL
 from harness.stack.docker import DockerStack
 from harness.stack.prerequisites import DockerUnreachable, docker_engine_info, docker_sdk
@@ -83,18 +84,13 @@ def _run_containers(run_id: str) -> list[str]:
         client.close()
 
 
-def _post_json(url: str, body: dict[str, object], headers: dict[str, str]) -> int:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-            **headers,
-        },
+def _initialize(url: str) -> int:
+    """The status of an MCP initialize, framed by the load's own wire code."""
+    request = McpSession().initialize(client_version="docker-engine-test")
+    http = urllib.request.Request(
+        url, data=request.body.encode(), method="POST", headers=request.headers
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(http, timeout=10) as response:
         return int(response.status)
 
 
@@ -103,17 +99,7 @@ def test_stack_up_serves_mcp_through_toxiproxy_with_a_streaming_replica(
 ) -> None:
     endpoints = stack.endpoints
     assert set(stack.toxiproxy.proxies()) == {"mcp", "pg-primary", "pg-replica", "pg-replication"}
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "docker-engine-test", "version": "0"},
-        },
-    }
-    assert _post_json(endpoints.mcp_url, initialize, {}) == 200
+    assert _initialize(endpoints.mcp_url) == 200
 
     async def check() -> tuple[object, object, object]:
         primary = await asyncpg.connect(endpoints.primary_dsn, timeout=10)

@@ -530,3 +530,14 @@ def test_up_with_backend_docker_and_no_engine_exits_3(capsys: pytest.CaptureFixt
 
     assert main(["up", "--backend", "docker"]) == 3
     assert "Docker is not reachable" in capsys.readouterr().err
+
+
+def test_a_scenario_docker_cannot_run_exits_2_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from harness.cli import main
+
+    pitr = str(REPO / "scenarios" / "pitr_restore.yaml")
+    assert main(["run", pitr, "--backend", "docker", "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "pitr_restore.yaml" in err and "recovery.restore" in err and "--backend local" in err
