@@ -46,3 +46,38 @@ def run_scenario(
         json.loads((run_dir / "result.json").read_text()),
         cli.stdout + cli.stderr,
     )
+
+
+def assert_tool_corruption_found_exactly(result: dict) -> None:
+    """tool_corrupts_state: the checks found exactly the damage the tool reported, and the
+    ledger's altered and lost sets equal the damaged acknowledged ids; nothing restored."""
+    metrics = result["metrics"]
+    (fault,) = result["faults"]
+    assert fault["confirmed"], fault
+    integrity = metrics["integrity"]
+    assert integrity["injected"]["updated"] > 0 and integrity["injected"]["deleted"] > 0
+    assert integrity["missed"] == 0, integrity
+    assert integrity["detected"] == {
+        k: v for k, v in integrity["injected"].items() if k in integrity["detected"]
+    }
+    assert integrity["ledger_agrees"]["exact"] is True, integrity["ledger_agrees"]
+    assert integrity["baseline"]["violations"] == 0
+    assert metrics["time_to_detect_s"] is not None and metrics["time_to_detect_s"] < 3
+    assert metrics["restore"] is None
+    assert metrics["writes"]["rpo_rows"] > 0
+
+
+def junit_cases(path: Path) -> dict[str, str]:
+    """testcase name -> outcome (passed, failure, error), after checking the counts."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite is not None
+    cases = {}
+    for case in suite.iter("testcase"):
+        outcome = next((c.tag for c in case if c.tag in ("failure", "error")), "passed")
+        cases[case.get("name", "")] = outcome
+    assert int(suite.get("tests", -1)) == len(cases)
+    assert int(suite.get("failures", -1)) == sum(v == "failure" for v in cases.values())
+    assert int(suite.get("errors", -1)) == sum(v == "error" for v in cases.values())
+    return cases

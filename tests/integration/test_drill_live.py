@@ -1,17 +1,39 @@
 """``mcp-harness drill`` end to end on a tiny drill: two small scenarios, each on its own
-real stack (server_restart at 30 clients / 20 s; tool_corrupts_state at 60 clients / 30 s),
-one objective made impossible. The drill directory must hold drill.json / .md / .html and
-one subfolder per scenario with its own result.json and reports; the gaps must name the
-forced miss; the exit code is 1 (a missed objective), 0 with --warn-only semantics aside."""
+real stack (server_restart at 30 clients / 14 s with one objective made impossible;
+tool_corrupts_state at 120 clients / 20 s). The drill directory must hold drill.json /
+.md / .html and one subfolder per scenario with its own result.json and reports; the
+gaps must name the forced miss; the exit code is 1 (a missed objective).
+
+The two runs carry more than the drill: the forced miss is the gate's failing run (its
+junit.xml names the objective with measured against target), and tool_corrupts_state's
+damage must be found exactly by the checks and the ledger."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from tests.helpers import assert_tool_corruption_found_exactly, junit_cases
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def assert_missed_objective_in_junit(run_dir: Path) -> None:
+    """A failing run's junit.xml: the missed objective is a <failure> whose message gives
+    the measured value against the target; summary.md says FAIL."""
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["verdict"] == "fail"
+    measured = next(o["measured"] for o in result["objectives"] if o["metric"] == "failover_s")
+    assert junit_cases(run_dir / "junit.xml")["failover_s"] == "failure"
+    failure = (
+        ET.parse(run_dir / "junit.xml").getroot().find(".//testcase[@name='failover_s']/failure")
+    )
+    assert failure is not None and "target 0.001" in failure.get("message", "")
+    assert f"{measured:.3g}" in failure.get("message", "")
+    assert "**FAIL**" in (run_dir / "summary.md").read_text()
 
 
 def test_tiny_drill_through_the_cli(tmp_path: Path) -> None:
@@ -20,9 +42,9 @@ def test_tiny_drill_through_the_cli(tmp_path: Path) -> None:
         "targets: {rto_s: 30s, rpo_s: 1s, rpo_rows: 0}\n"
         "scenarios:\n"
         f"  - file: {REPO}/scenarios/server_restart.yaml\n"
-        "    set: {load.users: 30, load.run_time: 20s, faults.0.at: 6s, objectives.0.max: 1ms}\n"
+        "    set: {load.users: 30, load.run_time: 14s, faults.0.at: 5s, objectives.0.max: 1ms}\n"
         f"  - file: {REPO}/scenarios/tool_corrupts_state.yaml\n"
-        "    set: {load.users: 60, load.run_time: 30s, faults.0.at: 10s}\n"
+        "    set: {load.users: 120, load.run_time: 20s, faults.0.at: 9s}\n"
     )
     out = tmp_path / "results"
     cli = subprocess.run(
@@ -58,3 +80,7 @@ def test_tiny_drill_through_the_cli(tmp_path: Path) -> None:
     html = (drill_dir / "drill.html").read_text()
     assert 'href="server_restart/report.html"' in html and "failover_s" in html
     assert "server_restart" in (drill_dir / "drill.md").read_text()
+
+    assert_missed_objective_in_junit(drill_dir / drill["scenarios"][0]["dir"])
+    corrupted = drill_dir / drill["scenarios"][1]["dir"] / "result.json"
+    assert_tool_corruption_found_exactly(json.loads(corrupted.read_text()))

@@ -1,23 +1,26 @@
 """The gate as CI sees it, from real runs through the CLI: exit codes, junit.xml,
-summary.md and report.html for a passing series of runs on one stack, a failing run
-and an inconclusive one (a real fault that did not take effect)."""
+summary.md and report.html for a passing series of runs on one stack and an
+inconclusive run (a real fault that did not take effect). A failing run's junit.xml is
+checked in the drill's live test (tests/integration/test_drill_live.py), on the drill's
+scenario made to miss an objective; the gate example fails `run` itself with exit 1."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from tests.helpers import junit_cases
 
 REPO = Path(__file__).resolve().parents[2]
 
 SMALL_RESTART = """
 name: small_restart
 seed: 4
-load: {users: 30, spawn_rate: 30, run_time: 18s, think_time: [0.5s, 1s]}
-faults: [{kind: kill_server, at: 8s, restart_after: 1s}]
-windows: {stability: 3s, reconnect: 10s}
+load: {users: 30, spawn_rate: 30, run_time: 14s, think_time: [0.5s, 1s]}
+faults: [{kind: kill_server, at: 6s, restart_after: 1s}]
+windows: {stability: 3s, reconnect: 8s}
 objectives:
   - {metric: failover_s, max: 10s}
   - {metric: reconnect.success_rate, min: 90%}
@@ -36,20 +39,6 @@ def cli(tmp_path: Path, scenario: str, *flags: str) -> tuple[int, Path, str]:
     )  # fmt: skip
     (run_dir,) = out.iterdir()
     return done.returncode, run_dir, done.stdout + done.stderr
-
-
-def junit_cases(path: Path) -> dict[str, str]:
-    """testcase name -> outcome (passed, failure, error), after checking the counts."""
-    suite = ET.parse(path).getroot().find("testsuite")
-    assert suite is not None
-    cases = {}
-    for case in suite.iter("testcase"):
-        outcome = next((c.tag for c in case if c.tag in ("failure", "error")), "passed")
-        cases[case.get("name", "")] = outcome
-    assert int(suite.get("tests", -1)) == len(cases)
-    assert int(suite.get("failures", -1)) == sum(v == "failure" for v in cases.values())
-    assert int(suite.get("errors", -1)) == sum(v == "error" for v in cases.values())
-    return cases
 
 
 def test_a_passing_series_on_one_stack(tmp_path: Path) -> None:
@@ -72,27 +61,10 @@ def test_a_passing_series_on_one_stack(tmp_path: Path) -> None:
     assert "series verdict: PASS" in output
 
 
-def test_a_missed_objective_fails_the_gate_with_measured_against_target(tmp_path: Path) -> None:
-    impossible = SMALL_RESTART.replace("failover_s, max: 10s", "failover_s, max: 1ms")
-    code, run_dir, output = cli(tmp_path, impossible)
-    assert code == 1, output[-3000:]
-    result = json.loads((run_dir / "result.json").read_text())
-    assert result["verdict"] == "fail"
-    measured = next(o["measured"] for o in result["objectives"] if o["metric"] == "failover_s")
-    cases = junit_cases(run_dir / "junit.xml")
-    assert cases["failover_s"] == "failure"
-    failure = (
-        ET.parse(run_dir / "junit.xml").getroot().find(".//testcase[@name='failover_s']/failure")
-    )
-    assert failure is not None and "target 0.001" in failure.get("message", "")
-    assert f"{measured:.3g}" in failure.get("message", "")
-    assert "**FAIL**" in (run_dir / "summary.md").read_text()
-
-
 def test_a_fault_that_did_not_take_effect_is_inconclusive_never_pass(tmp_path: Path) -> None:
     no_such_tool = SMALL_RESTART.replace(
-        "faults: [{kind: kill_server, at: 8s, restart_after: 1s}]",
-        "faults: [{kind: call_tool, at: 8s, tool: no_such_tool}]",
+        "faults: [{kind: kill_server, at: 6s, restart_after: 1s}]",
+        "faults: [{kind: call_tool, at: 6s, tool: no_such_tool}]",
     ).replace("  - {metric: failover_s, max: 10s}\n", "")
     code, run_dir, output = cli(tmp_path, no_such_tool)
     assert code == 3, output[-3000:]

@@ -16,7 +16,9 @@ from tests.helpers import run_scenario
 KV_SERVER = Path(__file__).with_name("kv_mcp_server.py")
 RESTORE_STEPS = {f"{step}_s" for step in RESTORE_TIMED_STEPS}
 """Every timed restore step, as result.json names them."""
-TARGET_S = 14.0
+FAULT_AT_S = 11.0
+TARGET_S = 10.0
+RESTORE_AT_S = 20.0
 CLOCK_SLACK_S = 0.25
 """Postgres stamps commits on the wall clock, the ledger on the monotonic one; a write
 this close to the target on either side may fall either way."""
@@ -26,7 +28,7 @@ def scenario_text() -> str:
     python, server = json.dumps(sys.executable), json.dumps(str(KV_SERVER))
     return f"""
 name: own_server_ledger
-description: a user's key-value server; faulty release for 5 s; restore to a given time.
+description: a user's key-value server; faulty release for 4 s; restore to a given time.
 seed: 11
 server:
   command: [{python}, {server}, --port, "{{port}}"]
@@ -34,7 +36,7 @@ server:
 load:
   users: 90
   spawn_rate: 90
-  run_time: 55s
+  run_time: 36s
   think_time: [0.5s, 1.5s]
   tool_mix: {{"tools/list": 1, "create_note": 2}}
 ledger:
@@ -50,15 +52,15 @@ integrity:
       sql: "SELECT k, written_at FROM items WHERE v LIKE '%~garbage'"
 faults:
   - kind: bad_deployment
-    at: 15s
-    duration: 5s
+    at: {FAULT_AT_S:g}s
+    duration: 4s
     command: [{python}, {server}, --port, "{{port}}", --garbage]
 recovery:
   promote_after: null
   restore:
     target: time
     target_time: "{TARGET_S:g}s"
-    at: 26s
+    at: {RESTORE_AT_S:g}s
     timeout: 2m
 windows:
   stability: 5s
@@ -96,7 +98,7 @@ def test_own_server_bad_release_restored_to_a_given_time(tmp_path: Path) -> None
     (fault,) = result["faults"]
     assert fault["kind"] == "bad_deployment" and fault["confirmed"], fault
     t_fault = fault["t_fault_s"]
-    assert 15.0 <= t_fault < 20.0, fault
+    assert FAULT_AT_S <= t_fault < FAULT_AT_S + 4, fault
     assert fault["t_end_s"] > t_fault, fault
     metrics = result["metrics"]
 
@@ -112,7 +114,7 @@ def test_own_server_bad_release_restored_to_a_given_time(tmp_path: Path) -> None
     assert restore["trigger"] == "scheduled"
     assert restore["target"]["kind"] == "time" and restore["target"]["found_by"] == "given"
     assert abs(restore["target"]["t_s"] - TARGET_S) < 0.05, restore["target"]
-    assert restore["started_s"] >= 26.0, restore
+    assert restore["started_s"] >= RESTORE_AT_S, restore
     assert set(restore["steps"]) == RESTORE_STEPS, restore["steps"]
     assert all(v is not None and v >= 0 for v in restore["steps"].values()), restore["steps"]
     assert restore["total_s"] is not None and restore["total_s"] > 0

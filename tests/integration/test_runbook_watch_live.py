@@ -11,14 +11,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DB_FAILOVER_BOUND_S = 10.0
-FAULT_AT_S = 12.0
+FAULT_AT_S = 8.0
+RUN_TIME_S = 24
 
 
 def test_the_runbook_watcher_promotes_after_a_primary_kill(tmp_path: Path) -> None:
     cli = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run",
          str(REPO / "scenarios" / "primary_kill_runbook.yaml"),
-         "-u", "60", "-t", "35s", "--set", f"faults.0.at={FAULT_AT_S:g}s", "--out", str(tmp_path)],
+         "-u", "60", "-t", f"{RUN_TIME_S}s", "--set", f"faults.0.at={FAULT_AT_S:g}s", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=240, cwd=REPO,
     )  # fmt: skip
     output = cli.stdout[-3000:] + cli.stderr[-3000:]
@@ -35,7 +36,7 @@ def test_the_runbook_watcher_promotes_after_a_primary_kill(tmp_path: Path) -> No
     metrics = result["metrics"]
     runbook = metrics["runbook"]
     assert runbook["spec"] == "default" and runbook["interval_s"] == 1.0
-    assert runbook["checks"] >= 20
+    assert runbook["checks"] >= RUN_TIME_S - 6  # one round a second for the whole run
     first = runbook["executions"][0]
     assert first["t_s"] >= fault["t_fault_s"], runbook
     primary = next(s for s in first["steps"] if s["name"] == "primary_connectivity")
