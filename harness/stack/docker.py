@@ -386,8 +386,9 @@ class DockerStack(Stack):
                 except docker.errors.DockerException as exc:
                     raise StackError(
                         f"building the reference server's image {tag} from docker/Dockerfile "
-                        f"failed: {exc}. Build it by hand (docker build -f docker/Dockerfile "
-                        "-t TAG .) and give it as docker.server_image, or use --backend local."
+                        f"failed: {exc}. Build it by hand in the repository (docker build -f "
+                        f"docker/Dockerfile -t {tag} .): the next run finds it; or use "
+                        "--backend local."
                     ) from None
             return tag
         finally:
