@@ -112,8 +112,10 @@ def drive(
                 user.connect(broken_by=ErrorKind.HTTP_404)
 
             class StormUser(McpUser):
-                tasks = [storm_cycle]
+                pass
 
+            # set after the class is made: Locust's metaclass would add McpUser's own task
+            StormUser.tasks = [storm_cycle]
             user_class = StormUser
 
     env = Environment(user_classes=[user_class], host=host, events=events)
