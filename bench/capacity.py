@@ -194,6 +194,7 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
     samples: list[dict[str, Any]] = []
     req_by_second: Counter[int] = Counter()
     err_by_second: Counter[int] = Counter()
+    kinds_by_second: dict[int, Counter[str]] = {}
     t0: float | None = None
     stopped_early_at: int | None = None
     judged: dict[int, dict[str, Any]] = {}
@@ -238,6 +239,9 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
             "users_seen_min": min((w["users"] for w in window), default=0),
             "requests_per_s": sum(req_by_second[sec] for sec in whole) / n,
             "errors_per_s": sum(err_by_second[sec] for sec in whole) / n,
+            "errors_by_kind": dict(
+                sum((kinds_by_second.get(sec, Counter()) for sec in whole), Counter())
+            ),
             "generator_cpu_cores": mean("cpu_cores"),
             "busiest_process_cpu_max": max((w["busiest"] for w in window), default=0.0),
             "cpu_saturated_fraction": cpu_fraction,
@@ -301,6 +305,9 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
                     req_by_second[int(r["t"])] += 1
                     if not r["ok"]:
                         err_by_second[int(r["t"])] += 1
+                        kinds_by_second.setdefault(int(r["t"]), Counter())[
+                            f"{r['m']}:{r.get('err')}"
+                        ] += 1
             now = time.monotonic()
             pids = swarm.pids()
             cpu = {pid: cpu_seconds(pid) for pid in pids}
