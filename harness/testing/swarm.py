@@ -1,0 +1,385 @@
+"""The ``mcp_swarm`` fixture: real Locust MCP clients on the test's stack, and what they saw.
+
+The clients are the harness's own (``harness.load``): a Locust master and worker
+processes started through the stack's process registry, never Locust in the pytest
+process. Their records (every request, every broken and restored session, every
+acknowledged write) are read back as they come and judged with the harness's own
+measures (``harness.measure.reconnect``, ``harness.measure.failover``), so a test's
+figures mean what the same names mean in result.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from harness.config import Scenario
+from harness.load.settings import LoadSettings
+from harness.load.swarm import RecordTail, Swarm
+from harness.measure.failover import ServiceProbeSample, stable_from_s
+from harness.measure.histogram import LatencyHistogram
+from harness.measure.reconnect import reconnect_metrics
+from harness.testing.case import Case
+
+START_TIMEOUT_S = 45.0
+"""For the Locust master to see its workers and start (it waits 30 s for them)."""
+SPAWN_GRACE_S = 30.0
+RECORD_LAG_S = 0.5
+"""Records reach the file in batches (every 0.25 s): the last half second is not judged yet."""
+POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What ``wait_recovered`` saw, from the fault (``t_fault_s``, the test's axis) on.
+
+    ``recovered``: every client whose session broke after the fault listed tools again,
+    and the service calls (writes, or tools/list when the clients write nothing)
+    succeeded without a failure for ``stable_s``, before the timeout.
+    ``reconnect_success_rate`` is reconnected / broken among those clients, and 1.0
+    when no session broke (nothing needed to reconnect: a primary loss behind a server
+    that keeps its sessions breaks none; ``clients_broken`` tells). Time to reconnect
+    is per client, measured by the client (p50/p95/p99/max).
+    ``service_recovered_s``: the fault to the first service call after which they kept
+    succeeding for ``stable_s`` (the clients' own calls, not the harness's probe).
+    ``errors`` / ``errors_by_kind``: failed requests since the fault.
+    """
+
+    recovered: bool
+    t_fault_s: float
+    waited_s: float
+    clients_broken: int
+    clients_reconnected: int
+    reconnect_success_rate: float
+    time_to_reconnect_s: dict[str, float | None]
+    all_reconnected_s: float | None
+    service_recovered_s: float | None
+    requests: int
+    errors: int
+    errors_by_kind: dict[str, int]
+    reconnect: dict[str, Any] = field(repr=False)
+    """The harness's full reconnect figures (attempts per client, histogram, ...)."""
+
+    @property
+    def clients_not_reconnected(self) -> int:
+        return self.clients_broken - self.clients_reconnected
+
+
+def recovery_of(
+    records: list[dict[str, Any]],
+    t_fault_s: float,
+    observed_until_s: float,
+    *,
+    service_method: str,
+    stable_s: float,
+    window_s: float,
+    sessions: bool = True,
+    waited_s: float = 0.0,
+) -> Recovery:
+    """Judge the records (with ``t_s`` on the test's axis) seen up to ``observed_until_s``."""
+    seen = [r for r in records if r["t_s"] <= observed_until_s]
+    reconnect = reconnect_metrics(
+        (r for r in seen if r.get("k") in ("broken", "reconnected", "req")),
+        t_fault_s,
+        window_s,
+        sessions=sessions,
+    )
+    after = [r for r in seen if r.get("k") == "req" and r["t_s"] >= t_fault_s]
+    samples = [
+        ServiceProbeSample(r["t_s"], bool(r["ok"]), r.get("err"))
+        for r in after
+        if r["m"] == service_method
+    ]
+    stable = stable_from_s(samples, t_fault_s, stable_s, observed_until_s)
+    errors = Counter(str(r.get("err") or "unknown") for r in after if not r["ok"])
+    broken = reconnect["clients_broken"]
+    return Recovery(
+        recovered=stable is not None and reconnect["clients_not_reconnected"] == 0,
+        t_fault_s=t_fault_s,
+        waited_s=waited_s,
+        clients_broken=broken,
+        clients_reconnected=reconnect["clients_reconnected"],
+        reconnect_success_rate=1.0 if broken == 0 else reconnect["success_rate"],
+        time_to_reconnect_s=reconnect["time_to_reconnect_s"],
+        all_reconnected_s=reconnect["all_reconnected_s"],
+        service_recovered_s=None if stable is None else stable - t_fault_s,
+        requests=len(after),
+        errors=sum(errors.values()),
+        errors_by_kind=dict(errors),
+        reconnect=reconnect,
+    )
+
+
+@dataclass(frozen=True)
+class RequestStats:
+    """The requests the clients completed in [``start_s``, ``end_s``) on the test's axis.
+
+    Methods are named as in the records: ``tools/list``, ``initialize``,
+    ``notifications/initialized``, ``tools/call:<tool>``; ``None`` means all of them.
+    """
+
+    start_s: float
+    end_s: float
+    requests: list[dict[str, Any]] = field(repr=False)
+
+    def _of(self, method: str | None) -> list[dict[str, Any]]:
+        return [r for r in self.requests if method is None or r["m"] == method]
+
+    def count(self, method: str | None = None) -> int:
+        return len(self._of(method))
+
+    def errors(self, method: str | None = None) -> int:
+        return sum(1 for r in self._of(method) if not r["ok"])
+
+    def errors_by_kind(self, method: str | None = None) -> dict[str, int]:
+        return dict(
+            Counter(str(r.get("err") or "unknown") for r in self._of(method) if not r["ok"])
+        )
+
+    def percentile_ms(self, method: str | None, percentile: float) -> float | None:
+        """Latency percentile of the successful requests (None when there were none)."""
+        ok = (r["ms"] for r in self._of(method) if r["ok"])
+        return LatencyHistogram.of(ok).percentile_ms(percentile)
+
+    def methods(self) -> list[str]:
+        return sorted({r["m"] for r in self.requests})
+
+    def __str__(self) -> str:
+        lines = [f"requests in [{self.start_s:.2f} s, {self.end_s:.2f} s):"]
+        for method in self.methods():
+            p99 = self.percentile_ms(method, 99)
+            lines.append(
+                f"  {method}: {self.count(method)}, {self.errors(method)} failed "
+                f"{self.errors_by_kind(method) or ''}, p99 "
+                + ("-" if p99 is None else f"{p99:.0f} ms")
+            )
+        return "\n".join(lines)
+
+
+def settings_for(scenario: Scenario, records_path: Path, id_prefix: str) -> LoadSettings:
+    """The clients the scenario's ``load`` section describes (think time, tool mix,
+    reconnect policy, protocol), writing through its ``ledger`` tool."""
+    load, server, ledger = scenario.load, scenario.server, scenario.ledger
+    return LoadSettings(
+        records_path=str(records_path),
+        mcp_path=server.path,
+        protocol=load.protocol,
+        think_time_s=load.think_time,
+        tool_mix={str(op): weight for op, weight in load.tool_mix.items()},
+        reconnect_policy=load.reconnect.policy,
+        backoff_base_s=load.reconnect.base,
+        backoff_cap_s=load.reconnect.cap,
+        request_timeout_s=load.request_timeout,
+        hold_stream=load.hold_stream,
+        headers=server.resolved_headers(),
+        id_prefix=id_prefix,
+        seed=scenario.seed,
+        write_tool=ledger.tool,
+        write_arguments=dict(ledger.arguments),
+        write_content=ledger.content,
+    )
+
+
+class SwarmRun:
+    """One swarm of a test: started on enter (once its users are spawned and ran
+    ``warmup_s``), stopped on exit. Bounded in time by itself: Locust stops after
+    ``run_time_s`` even if nobody stops it."""
+
+    def __init__(
+        self,
+        case: Case,
+        settings: LoadSettings,
+        *,
+        users: int,
+        requested_users: int,
+        spawn_rate: float,
+        run_time_s: float,
+        warmup_s: float,
+        workers: int,
+    ) -> None:
+        self.case = case
+        self.settings = settings
+        self.users = users
+        self.requested_users = requested_users
+        """What the test asked for; ``users`` is less when ``--mcp-max-users`` capped it."""
+        self.spawn_rate = spawn_rate
+        self.run_time_s = run_time_s
+        self.warmup_s = warmup_s
+        self.workers = workers
+        self.records: list[dict[str, Any]] = []
+        self.swarm: Swarm | None = None
+        self.tail: RecordTail | None = None
+        self.stopped = False
+
+    @property
+    def running(self) -> bool:
+        return self.swarm is not None and self.swarm.running
+
+    @property
+    def service_method(self) -> str:
+        """What says the service works: the write tool when the clients write, else tools/list."""
+        if self.settings.tool_mix.get("create_note", 0) > 0:
+            return f"tools/call:{self.settings.write_tool}"
+        return "tools/list"
+
+    def start(self) -> SwarmRun:
+        stack = self.case.session.stack
+        mcp = urlsplit(stack.endpoints.mcp_url)
+        self.swarm = Swarm(
+            stack.registry,
+            self.settings,
+            base_url=f"{mcp.scheme}://{mcp.netloc}",
+            users=self.users,
+            spawn_rate=self.spawn_rate,
+            run_time_s=self.run_time_s,
+            workers=self.workers,
+        )
+        Path(self.settings.records_path).parent.mkdir(parents=True, exist_ok=True)
+        self.tail = self.swarm.tail()
+        self.case.on_close.append(self.stop)
+        self.swarm.start()
+        self._wait_for("users", START_TIMEOUT_S, "the load did not start (workers did not connect)")
+        self.case.event(f"swarm of {self.users} users started")
+        spawn_s = self.users / self.spawn_rate + SPAWN_GRACE_S
+        self._wait_for("spawned", spawn_s, f"{self.users} users were not spawned")
+        self.case.event(f"{self.users} users spawned")
+        time.sleep(self.warmup_s)
+        return self
+
+    def _wait_for(self, kind: str, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(r.get("k") == kind for r in self.poll()):
+            if not self.running or time.monotonic() > deadline:
+                master = self.swarm.master if self.swarm else None
+                log = master.log_tail(30) if master is not None else ""
+                self.stop()
+                raise RuntimeError(f"mcp_swarm: {what} within {timeout_s:g} s. Master log:\n{log}")
+            time.sleep(0.05)
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Read the records that came since the last call; feed writes to the ledger."""
+        if self.tail is None:
+            return []
+        new = self.tail.read_new()
+        ledger, t0 = self.case.ledger, self.case.t0
+        for record in new:
+            record["t_s"] = record["t"] - t0
+            if record.get("k") == "write":
+                ledger.ack(record["id"], record["sum"], record["t_s"])
+            elif record.get("k") == "write_attempt":
+                ledger.attempt(record["id"], record["t_s"])
+        self.records.extend(new)
+        return new
+
+    def stats(self, since_s: float | None = None, until_s: float | None = None) -> RequestStats:
+        """Requests completed in [since_s, until_s) on the test's axis (default: all so far)."""
+        self.poll()
+        start = since_s if since_s is not None else 0.0
+        end = until_s if until_s is not None else self.case.now_s()
+        requests = [r for r in self.records if r.get("k") == "req" and start <= r["t_s"] < end]
+        return RequestStats(start, end, requests)
+
+    def observe(self, seconds: float) -> RequestStats:
+        """Let the clients run ``seconds`` more; the requests they completed meanwhile."""
+        start = self.case.now_s()
+        time.sleep(seconds + RECORD_LAG_S)
+        return self.stats(start, start + seconds)
+
+    def wait_recovered(
+        self, timeout: float = 30.0, *, since_s: float | None = None, stable_s: float | None = None
+    ) -> Recovery:
+        """Block until the clients recovered from the test's latest fault (or ``since_s``
+        on the test's axis), or ``timeout`` seconds passed; see ``Recovery``.
+        ``stable_s``: default the scenario's ``windows.stability``."""
+        t_fault = since_s if since_s is not None else self.case.last_fault_s
+        if t_fault is None:
+            raise RuntimeError(
+                "wait_recovered: no fault was fired in this test; fire one with the chaos "
+                "fixture first, or pass since_s= (seconds on the test's axis)"
+            )
+        windows = self.case.session.scenario.windows
+        started = time.monotonic()
+        while True:
+            self.poll()
+            result = recovery_of(
+                self.records,
+                t_fault,
+                self.case.now_s() - RECORD_LAG_S,
+                service_method=self.service_method,
+                stable_s=windows.stability if stable_s is None else stable_s,
+                window_s=windows.reconnect,
+                sessions=self.settings.protocol != "2026-07-28",
+                waited_s=time.monotonic() - started,
+            )
+            if result.recovered or not self.running or time.monotonic() - started >= timeout:
+                self.case.event(f"wait_recovered: {result}")
+                return result
+            time.sleep(POLL_S)
+
+    def stop(self) -> None:
+        """Stop the Locust processes (idempotent) and read their last records."""
+        if self.stopped or self.swarm is None:
+            return
+        self.stopped = True
+        self.swarm.stop()
+        self.poll()
+        self.case.event(f"swarm of {self.users} users stopped")
+
+    def __enter__(self) -> SwarmRun:
+        return self.start() if self.swarm is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"SwarmRun(users={self.users}, running={self.running})"
+
+
+class SwarmFactory:
+    """``mcp_swarm(users=500)``: a ``SwarmRun`` to use as ``with``; its clients follow the
+    scenario's ``load`` section, any ``LoadSettings`` field can be overridden by name
+    (``think_time_s=(0.5, 1.0)``, ``tool_mix={...}``, ``protocol=...``)."""
+
+    def __init__(self, case: Case, max_users: int | None) -> None:
+        self.case = case
+        self.max_users = max_users
+        self.runs: list[SwarmRun] = []
+
+    def __call__(
+        self,
+        users: int = 100,
+        *,
+        spawn_rate: float | None = None,
+        run_time_s: float = 120.0,
+        warmup_s: float = 1.0,
+        workers: int | None = None,
+        **load: Any,
+    ) -> SwarmRun:
+        if any(run.running for run in self.runs):
+            raise RuntimeError("mcp_swarm: one swarm at a time per test; stop the other first")
+        scenario = self.case.session.scenario
+        records = (
+            Path(self.case.session.stack.registry.run_dir)
+            / "pytest"
+            / f"{self.case.id_prefix}-swarm{len(self.runs)}.jsonl"
+        )
+        prefix = f"{self.case.id_prefix}s{len(self.runs)}"
+        settings = dataclasses.replace(settings_for(scenario, records, prefix), **load)
+        capped = min(users, self.max_users) if self.max_users else users
+        run = SwarmRun(
+            self.case,
+            settings,
+            users=capped,
+            requested_users=users,
+            spawn_rate=spawn_rate or float(min(capped, 100)),
+            run_time_s=run_time_s,
+            warmup_s=warmup_s,
+            workers=workers or scenario.load.workers,
+        )
+        self.runs.append(run)
+        return run
