@@ -5,8 +5,8 @@ alone in a user's own runbook (``Runbook([PrimaryConnectivity(timeout_s=1), ...]
 
 - ``PrimaryConnectivity``: a write through the server's own DSN; fix: promote the
   standby, then make each server's pool connect anew (``POST /admin/pool/repoint``).
-- ``ReplicationLag``: replay lag of the streaming replica on the primary; check-only
-  (an alert: no fix a runbook should make on its own).
+- ``ReplicationLag``: replay lag of the streaming replica on the primary; fix, only when
+  no replica streams at all: a new one from the primary (a lagging one is an alert).
 - ``ConnectionRate``: new sessions per second from the servers' ``/metrics`` (a
   reconnection storm); fix: admission control at a set rate (``POST /admin/admission``).
 - ``ToolSuccessRate``: tools/call success over the last seconds from ``/metrics``; fix:
@@ -531,30 +531,53 @@ def _bytes(n: float) -> str:
 @dataclass
 class ReplicationLag(Step[RunbookContext]):
     """The streaming replica replays within ``max_bytes`` of WAL and ``max_s`` seconds,
-    read from ``pg_stat_replication`` on the primary. Check-only: a lagging or missing
-    replica is an alert for a person (rebuild it, look at the network)."""
+    read from ``pg_stat_replication`` on the primary.
+
+    Fix, only when no replica streams at all (after a promotion, or a replica lost): a new
+    streaming replica of the current primary, built by the stack's owner. A replica that
+    streams but lags is left to a person: a new one would lag the same way (look at its
+    disk and at the ``pg-replication`` path)."""
 
     max_bytes: float = 16 * MIB
     max_s: float = 5.0
     timeout_s: float = 2.0
     name: str = REPLICATION_LAG
     check_timeout_s: float = 10.0
+    fix_timeout_s: float = 120.0
     preconditions: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         _positive(self.name, max_bytes=self.max_bytes, max_s=self.max_s, timeout_s=self.timeout_s)
 
-    async def check(self, ctx: RunbookContext) -> Health:
-        try:
-            conn = await asyncpg.connect(ctx.stack.current_primary_dsn, timeout=self.timeout_s)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            return Health(False, f"the primary does not answer: {_why(exc)}")
+    async def replicas(self, ctx: RunbookContext) -> list[ReplicaLag]:
+        """The primary's ``pg_stat_replication``; raises when the primary does not answer."""
+        conn = await asyncpg.connect(ctx.stack.current_primary_dsn, timeout=self.timeout_s)
         try:
             rows = await conn.fetch(LAG_SQL, timeout=self.timeout_s)
         finally:
             await _close(conn)
-        replicas = [ReplicaLag(r[0] or "", r[1] or "", r[2], r[3]) for r in rows]
+        return [ReplicaLag(r[0] or "", r[1] or "", r[2], r[3]) for r in rows]
+
+    async def check(self, ctx: RunbookContext) -> Health:
+        try:
+            replicas = await self.replicas(ctx)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return Health(False, f"the primary does not answer: {_why(exc)}")
         return lag_health(replicas, self.max_bytes, self.max_s)
+
+    async def fix(self, ctx: RunbookContext) -> str:
+        streaming = [r for r in await self.replicas(ctx) if r.state == "streaming"]
+        if streaming:
+            raise FixFailed(
+                "a replica streams but replays too slowly: a new one would lag the same way; "
+                "look at the replica's disk and at the pg-replication path"
+            )
+        ctx.say(f"{self.name}: no replica streams; building a new one from the primary")
+        try:
+            built_s = await ctx.stack.rebuild_replica()
+        except StackError as exc:
+            raise FixFailed(f"a new replica could not be built: {exc}") from None
+        return f"a new streaming replica of the primary (port {ctx.stack.current_primary_port}) in {built_s:.2f} s"
 
 
 # -- new-session rate (reconnection storm) ----------------------------------------------

@@ -45,6 +45,11 @@ def test_runbook_against_a_running_stack() -> None:
         out = executed.stdout + executed.stderr
         assert "primary_connectivity" in out and "fixed" in out, out
         assert "fix: done" in out, out
+        # no standby streams now; a new one needs the processes `up` owns: said, not done
+        assert re.search(r"replication_lag\s*│\s*fix_failed", executed.stdout), out
+        said = " ".join(out.split())
+        assert "replication_lag fix: failed" in said, out
+        assert "a new replica needs the processes, which belong to `mcp-harness up`" in said, out
         after = harness("runbook", "--check-only", "--stack", credentials)
         assert re.search(r"primary_connectivity\s*│\s*healthy", after.stdout), after.stdout
         # the old replica is the primary now, with no standby of its own: an alert

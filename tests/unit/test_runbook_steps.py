@@ -43,7 +43,7 @@ from harness.runbook_steps import (
     tool_calls,
     tools_to_open,
 )
-from harness.stack import AdminEndpoint, Stack
+from harness.stack import AdminEndpoint, Stack, StackError
 
 MIB = 1024 * 1024
 
@@ -284,7 +284,6 @@ def test_default_runbook_puts_the_primary_first() -> None:
     needs = {s.name: tuple(s.preconditions) for s in runbook.steps}
     assert needs["connection_rate"] == ()  # a storm is throttled even with no primary
     assert needs["tool_success_rate"] == ("primary_connectivity",)
-    assert ReplicationLag().fix is None  # check-only: an alert
 
 
 @dataclass
@@ -358,3 +357,51 @@ def test_the_admin_token_goes_to_loopback_only() -> None:
     with pytest.raises(AdminRequestFailed, match="loopback only"):
         asyncio.run(admin_request(elsewhere, "GET", "state", timeout_s=1))
     assert "secret-token" not in repr(elsewhere)
+
+
+@dataclass
+class ReplicaStack(ServerlessStack):
+    """A stack whose ``rebuild_replica`` is counted, or fails as an attached stack's does."""
+
+    rebuilt: int = 0
+    refuse: bool = False
+    current_primary_port: int = 5433
+
+    async def rebuild_replica(self) -> float:
+        if self.refuse:
+            raise StackError("a new replica needs the process that started the stack")
+        self.rebuilt += 1
+        return 0.5
+
+
+def replication_fix(
+    monkeypatch: pytest.MonkeyPatch, replicas: list[ReplicaLag], stack: ReplicaStack
+) -> tuple[ReplicationLag, RunbookContext]:
+    step = ReplicationLag()
+
+    async def rows(ctx: RunbookContext) -> list[ReplicaLag]:
+        return replicas
+
+    monkeypatch.setattr(step, "replicas", rows)
+    return step, RunbookContext(cast(Stack, stack), say=lambda _: None, clock=FakeClock())
+
+
+def test_no_streaming_replica_gets_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = ReplicaStack()
+    step, ctx = replication_fix(monkeypatch, [ReplicaLag("old", "catchup", None, None)], stack)
+    done = asyncio.run(step.fix(ctx))
+    assert stack.rebuilt == 1 and "new streaming replica" in done and "5433" in done
+
+
+def test_a_lagging_replica_is_left_to_a_person(monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = ReplicaStack()
+    step, ctx = replication_fix(monkeypatch, [ReplicaLag("r", "streaming", 1e9, 60.0)], stack)
+    with pytest.raises(FixFailed, match="would lag the same way"):
+        asyncio.run(step.fix(ctx))
+    assert stack.rebuilt == 0
+
+
+def test_a_replica_the_stack_cannot_build_needs_a_person(monkeypatch: pytest.MonkeyPatch) -> None:
+    step, ctx = replication_fix(monkeypatch, [], ReplicaStack(refuse=True))
+    with pytest.raises(FixFailed, match="could not be built: a new replica needs the process"):
+        asyncio.run(step.fix(ctx))
