@@ -36,7 +36,6 @@ from harness.objectives import (
     run_verdict,
     series_verdict,
 )
-from harness.report.result import SCHEMA_VERSION
 from harness.stack.net import require_loopback
 from harness.stack.prerequisites import MissingPrerequisite, doctor_checks
 
@@ -452,7 +451,7 @@ def _conclude(record: Any, result_dir: Path) -> tuple[Path, dict[str, Any]]:
     """Judge one run's objectives, write result.json and the reports, print its table."""
     from harness.report.console import render
     from harness.report.outputs import write_outputs
-    from harness.report.result import write_result
+    from harness.report.result import stamped, write_result
 
     judged = judge_all(record.scenario.objectives, record.metrics)
     result = record.result()
@@ -465,7 +464,7 @@ def _conclude(record: Any, result_dir: Path) -> tuple[Path, dict[str, Any]]:
         doubts=record.doubts,
     )
     path = write_result(result_dir, result)
-    write_outputs(result_dir, {"schema_version": SCHEMA_VERSION, **result})
+    write_outputs(result_dir, stamped(result))
     render(result, console)
     console.print(f"result: {path} (report.html, junit.xml and summary.md beside it)")
     return result_dir, result
@@ -584,18 +583,21 @@ async def _up(scenario: Scenario, as_json: bool, pg_bin: str | None) -> int:
         credentials = write_credentials(
             Path(stack.endpoints.run_dir) / CREDENTIALS_FILE, stack, os.getpid()
         )
-        shown = {**stack.endpoints.redacted(), "credentials_file": str(credentials)}
-        if as_json:
-            print(json.dumps(shown), flush=True)
-        else:
-            table = Table(title="stack up (Ctrl-C to stop); passwords are in credentials_file")
-            table.add_column("endpoint")
-            table.add_column("address")
-            for name, value in shown.items():
-                table.add_row(name, value)
-            console.print(table)
-        await stopping.wait()
-        err_console.print("stopping the stack")
+        try:
+            shown = {**stack.endpoints.redacted(), "credentials_file": str(credentials)}
+            if as_json:
+                print(json.dumps(shown), flush=True)
+            else:
+                table = Table(title="stack up (Ctrl-C to stop); passwords are in credentials_file")
+                table.add_column("endpoint")
+                table.add_column("address")
+                for name, value in shown.items():
+                    table.add_row(name, value)
+                console.print(table)
+            await stopping.wait()
+            err_console.print("stopping the stack")
+        finally:
+            credentials.unlink(missing_ok=True)  # its passwords and tokens end with the stack
     return 0
 
 

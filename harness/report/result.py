@@ -46,12 +46,17 @@ def environment(stack_versions: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stamped(result: dict[str, Any]) -> dict[str, Any]:
+    """The result as result.json holds it: ``schema_version`` first."""
+    return {"schema_version": SCHEMA_VERSION, **result}
+
+
 def write_result(result_dir: Path, result: dict[str, Any]) -> Path:
     """Write atomically so a reader never sees half a file."""
     result_dir.mkdir(parents=True, exist_ok=True)
     path = result_dir / RESULT_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **result}, indent=2, default=str))
+    tmp.write_text(json.dumps(stamped(result), indent=2, default=str))
     tmp.replace(path)
     return path
 

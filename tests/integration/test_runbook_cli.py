@@ -59,3 +59,4 @@ def test_runbook_against_a_running_stack() -> None:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=60)
     assert up.returncode == 0
+    assert not Path(credentials).exists()  # passwords and tokens end with the stack
