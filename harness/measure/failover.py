@@ -1,6 +1,12 @@
 """Failover and recovery times from probe samples (DESIGN.md, "Measurements").
 
 Times are seconds relative to the start of the load, all from CLOCK_MONOTONIC.
+
+A probe sample counts for "the first write after" an instant only if it was sent at or
+after that instant (when its send time is known): a write in flight at the fault may
+have committed before it, and its reply, arriving a few ms after t_fault, would make a
+200 ms outage read as 5 ms (seen with ``bench/accuracy.py``). Skipping it costs at most
+one probe beat.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class WriteProbeSample:
     ok: bool
     port: int | None = None
     error: str | None = None
+    sent_s: float | None = None
+    """When the attempt began (its connect or its insert); None where unknown."""
 
 
 @dataclass(frozen=True)
@@ -34,14 +42,21 @@ class ServiceProbeSample:
     t_s: float
     ok: bool
     error: str | None = None
+    sent_s: float | None = None
+    """When the call (or the handshake before it) was sent; None where unknown."""
+
+
+def _sent_from(sample: WriteProbeSample | ServiceProbeSample, t_s: float) -> bool:
+    """Acknowledged at or after ``t_s``, and not sent before it (where that is known)."""
+    return sample.t_s >= t_s and (sample.sent_s is None or sample.sent_s >= t_s)
 
 
 def first_write_on(
     samples: Sequence[WriteProbeSample], t_fault_s: float, port: int
 ) -> WriteProbeSample | None:
-    """The first write committed after the fault on the node listening on ``port``."""
+    """The first write sent after the fault and committed on the node listening on ``port``."""
     for sample in samples:
-        if sample.ok and sample.t_s >= t_fault_s and sample.port == port:
+        if sample.ok and sample.port == port and _sent_from(sample, t_fault_s):
             return sample
     return None
 
@@ -55,8 +70,9 @@ def db_failover_s(
 
 
 def first_service_write_s(samples: Sequence[ServiceProbeSample], t_fault_s: float) -> float | None:
+    """When the first service write sent after the fault succeeded."""
     for sample in samples:
-        if sample.ok and sample.t_s >= t_fault_s:
+        if sample.ok and _sent_from(sample, t_fault_s):
             return sample.t_s
     return None
 
@@ -69,13 +85,13 @@ def stable_from_s(
     latency: Sequence[tuple[float, float]] = (),
     p99_max_ms: float | None = None,
 ) -> float | None:
-    """The first successful service write at or after ``t_from_s`` after which every service
+    """The first successful service write sent at or after ``t_from_s`` after which every service
     write succeeds for ``window_s`` (and, if ``p99_max_ms`` is given, tools/list p99 over that
     window stays under it). None when no such window fits before ``run_end_s``.
     """
     ordered = sorted(samples, key=lambda s: s.t_s)
     for index, candidate in enumerate(ordered):
-        if not candidate.ok or candidate.t_s < t_from_s:
+        if not candidate.ok or not _sent_from(candidate, t_from_s):
             continue
         window_end = candidate.t_s + window_s
         if window_end > run_end_s:

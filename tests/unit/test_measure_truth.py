@@ -1,0 +1,182 @@
+"""The pure parts of the measurement-truth checks: how an outage's samples become
+db_failover_s / failover_s and their errors against the injected truth, the goal, the
+figures, and LSN comparison."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bench.accuracy import (
+    STABILITY_S,
+    Outage,
+    lsn_value,
+    measure_outage,
+    outage_figures,
+)
+from harness.measure.failover import (
+    ServiceProbeSample,
+    WriteProbeSample,
+    first_service_write_s,
+    stable_from_s,
+)
+from harness.measure.ledger import WriteLedger
+from harness.measure.probes import RETRY_INTERVAL_S, ServiceProbe, WriteProbe
+from harness.stack.net import free_port
+
+PORT = 5432
+OTHER_PORT = 5433
+
+
+def writes_every(start: float, end: float, step: float, ok: bool, port: int = PORT):
+    """Probe writes sent at start, start + step, ...; each acknowledged 5 ms after it was sent."""
+    samples, seq, t = [], 0, start
+    while t < end:
+        seq += 1
+        samples.append(
+            WriteProbeSample(seq, t + 0.005, ok, port if ok else None, None if ok else "refused", t)
+        )
+        t += step
+    return samples
+
+
+def calls_every(start: float, end: float, step: float, ok: bool):
+    samples, t = [], start
+    while t < end:
+        samples.append(ServiceProbeSample(t + 0.02, ok, None if ok else "tool_error", t))
+        t += step
+    return samples
+
+
+OUTAGE = Outage(planned_s=1.0, t_fault_s=10.0, t_restore_s=11.0, call_s=0.002)
+
+
+def probes(first_ok_write_s: float, first_ok_call_s: float):
+    writes = (
+        writes_every(9.0, 10.0, 0.05, True)
+        + writes_every(10.0, first_ok_write_s, 0.05, False)
+        + writes_every(first_ok_write_s, 20.0, 0.05, True)
+    )
+    calls = (
+        calls_every(9.0, 10.0, 0.1, True)
+        + calls_every(10.0, first_ok_call_s, 0.1, False)
+        + calls_every(first_ok_call_s, 20.0, 0.1, True)
+    )
+    return writes, calls
+
+
+def test_errors_are_measured_minus_the_outage_length() -> None:
+    writes, calls = probes(first_ok_write_s=11.03, first_ok_call_s=11.06)
+    m = measure_outage(OUTAGE, 20.0, writes, calls, PORT)
+    assert OUTAGE.truth_s == pytest.approx(1.0)
+    assert m.db_failover_s == pytest.approx(1.035)
+    assert m.error_s("db_failover_s") == pytest.approx(0.035)
+    assert m.failover_s == pytest.approx(1.08)
+    assert m.error_s("failover_s") == pytest.approx(0.08)
+    assert m.writes_in_outage == 0
+    assert m.counted["db_failover_s"].sent_s == pytest.approx(11.03)
+    # 35 ms late: sent 30 ms after the restore (the pace), acknowledged 5 ms later.
+    assert m.split_s("db_failover_s") == pytest.approx((0.03, 0.005))
+    assert m.split_s("failover_s") == pytest.approx((0.06, 0.02))
+
+
+def test_a_write_in_flight_at_the_fault_is_not_the_first_after_it() -> None:
+    """A reply stamped after t_fault for a write sent before it may be of a commit before the
+    fault: counted, a 1 s outage read as 1 ms (before the fix). Now only writes sent after
+    the fault count, for both probes."""
+    write_straggler = WriteProbeSample(999, 10.001, True, PORT, None, 9.99)
+    call_straggler = ServiceProbeSample(10.004, True, None, 9.98)
+    writes, calls = probes(first_ok_write_s=11.03, first_ok_call_s=11.06)
+    writes = sorted([*writes, write_straggler], key=lambda s: s.t_s)
+    calls = sorted([*calls, call_straggler], key=lambda s: s.t_s)
+    m = measure_outage(OUTAGE, 20.0, writes, calls, PORT)
+    assert m.db_failover_s == pytest.approx(1.035)
+    assert m.counted["db_failover_s"].sent_s == pytest.approx(11.03)
+    assert m.writes_in_outage == 1  # the bench still shows it was there
+    assert m.first_service_write_s == pytest.approx(1.08)
+    assert first_service_write_s(calls, 10.0) == pytest.approx(11.08)
+    assert stable_from_s(calls, 10.0, STABILITY_S, 20.0) == pytest.approx(11.08)
+    # Samples without a send time (older records) are judged by their ack time, as before.
+    unsent = [ServiceProbeSample(10.004, True), *calls]
+    assert first_service_write_s(unsent, 10.0) == pytest.approx(10.004)
+
+
+def test_only_the_node_named_counts_and_unseen_recovery_is_none() -> None:
+    writes, calls = probes(first_ok_write_s=11.03, first_ok_call_s=11.06)
+    assert measure_outage(OUTAGE, 20.0, writes, calls, OTHER_PORT).db_failover_s is None
+    # The service probe must stay good for the stability window before the next outage.
+    watched = 11.06 + STABILITY_S - 0.5
+    assert measure_outage(OUTAGE, watched, writes, calls, PORT).failover_s is None
+
+
+def test_figures_judge_the_worst_repetition_against_probe_interval_plus_50_ms() -> None:
+    good_writes, good_calls = probes(first_ok_write_s=11.03, first_ok_call_s=11.06)
+    late_writes, late_calls = probes(first_ok_write_s=11.2, first_ok_call_s=11.12)
+    measures = [
+        measure_outage(OUTAGE, 20.0, good_writes, good_calls, PORT),
+        measure_outage(OUTAGE, 20.0, late_writes, late_calls, PORT),
+    ]
+    by_name = {f.name: f for f in outage_figures(measures)}
+    db = by_name["db_failover_s error, 1000 ms outage"]
+    assert db.value == pytest.approx(205.0)  # the worst of the two: 1.205 s for 1 s
+    assert db.met is False and "100 ms" in (db.goal or "")
+    assert db.detail["error_ms"] == [35.0, 205.0]
+    service = by_name["failover_s error, 1000 ms outage"]
+    assert service.value == pytest.approx(140.0)
+    assert service.met is True and "150 ms" in (service.goal or "")
+
+
+def test_an_unmeasured_repetition_misses_the_goal() -> None:
+    writes, calls = probes(first_ok_write_s=11.03, first_ok_call_s=11.06)
+    measures = [measure_outage(OUTAGE, 20.0, writes, calls, OTHER_PORT)]
+    db = {f.name: f for f in outage_figures(measures)}["db_failover_s error, 1000 ms outage"]
+    assert db.met is False and db.detail["measured_ms"] == [None]
+
+
+def test_lsn_values_order_like_postgres() -> None:
+    assert lsn_value("0/30D82D0") == 0x30D82D0
+    assert lsn_value("1/0") > lsn_value("0/FFFFFFFF")
+    assert lsn_value("0/30DB2A0") > lsn_value("0/30D82D0")
+
+
+def test_write_probe_samples_without_a_send_time_still_work() -> None:
+    sample = WriteProbeSample(1, 2.0, True, PORT)
+    assert sample.sent_s is None
+
+
+async def _run_for(probe: WriteProbe | ServiceProbe, seconds: float) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(probe.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+
+
+def _gaps(sent: list[float | None]) -> list[float]:
+    known = [s for s in sent if s is not None]
+    return [b - a for a, b in zip(known, known[1:], strict=False)]
+
+
+def test_probes_retry_every_25_ms_while_failing_and_stamp_each_send() -> None:
+    """Against a port nothing listens on (connection refused at once): each failure is a
+    sample with its send time, and the next try comes after the retry interval, not the
+    interval. Only bounds contention cannot break are asserted: never faster than the
+    retry interval, and faster than the interval at least once."""
+    port = free_port()
+    t0 = time.monotonic()
+    writes = WriteProbe(f"postgresql://u:p@127.0.0.1:{port}/db", t0, 0.05, 1.0)
+    service = ServiceProbe(f"http://127.0.0.1:{port}/mcp", t0, WriteLedger(), 0.1)
+
+    async def both() -> None:
+        await asyncio.gather(_run_for(writes, 0.6), _run_for(service, 0.6))
+
+    asyncio.run(both())
+    assert RETRY_INTERVAL_S == 0.025
+    for samples, interval in ((writes.samples, 0.05), (service.samples, 0.1)):
+        assert len(samples) >= 3 and not any(s.ok for s in samples)
+        assert all(s.sent_s is not None and s.sent_s <= s.t_s for s in samples)
+        gaps = _gaps([s.sent_s for s in samples])
+        assert min(gaps) >= RETRY_INTERVAL_S - 0.002, gaps
+        assert min(gaps) < interval, gaps
