@@ -524,6 +524,7 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
     stack = LocalStack(scenario, cpus=frozenset({DRIVER_CPU}))
     canned_handle: canned.Canned | None = None
     rounds: list[dict[str, Any]] = []
+    cpus = os.sched_getaffinity(0)
     micro = {
         "off": await protection_cost_us(settings_of(PROTECTIONS_OFF)),
         "on": await protection_cost_us(settings_of(PROTECTIONS_ON)),
@@ -561,6 +562,7 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
             if r["first_error"]:
                 print(f"  first error: {r['first_error']}", flush=True)
     finally:
+        os.sched_setaffinity(0, cpus)
         if canned_handle is not None:
             canned_handle.stop()
         await stack.down()
@@ -571,8 +573,8 @@ async def bench(args: argparse.Namespace) -> list[Figure]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.server", description=__doc__)
     parser.add_argument("--cycles", type=int, default=3, help="rounds per variant (default 3)")
-    parser.add_argument("--round-s", type=float, default=5.5, help="measured seconds per round")
-    parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured lead-in")
+    parser.add_argument("--round-s", type=float, default=5.0, help="measured seconds per round")
+    parser.add_argument("--warmup-s", type=float, default=0.8, help="unmeasured lead-in")
     parser.add_argument(
         "--connections", type=int, default=32, help="keep-alive connections (= sessions)"
     )
