@@ -5,12 +5,19 @@ processes started through the stack's process registry, never Locust in the pyte
 process. Their records (every request, every broken and restored session, every
 acknowledged write) are read back as they come and judged with the harness's own
 measures (``harness.measure.reconnect``, ``harness.measure.failover``), so a test's
-figures mean what the same names mean in result.json.
+figures mean what the same names mean in result.json. As in a run, the service's
+recovery is seen by the harness's service probe (``harness.measure.probes``), which
+writes through MCP at a fixed pace while the swarm runs: judged on the clients' own
+writes, one sporadic failure among hundreds of clients would keep any window from
+being clean, and the answer would depend on the number of clients.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +30,7 @@ from harness.load.settings import LoadSettings
 from harness.load.swarm import RecordTail, Swarm
 from harness.measure.failover import ServiceProbeSample, stable_from_s
 from harness.measure.histogram import LatencyHistogram
+from harness.measure.probes import ServiceProbe
 from harness.measure.reconnect import reconnect_metrics
 from harness.testing.case import Case
 
@@ -32,6 +40,7 @@ SPAWN_GRACE_S = 30.0
 RECORD_LAG_S = 0.5
 """Records reach the file in batches (every 0.25 s): the last half second is not judged yet."""
 POLL_S = 0.2
+PROBE_STOP_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -39,15 +48,14 @@ class Recovery:
     """What ``wait_recovered`` saw, from the fault (``t_fault_s``, the test's axis) on.
 
     ``recovered``: every client whose session broke after the fault listed tools again,
-    and the service calls (writes, or tools/list when the clients write nothing)
-    succeeded without a failure for ``stable_s``, before the timeout.
+    and the service came back: the service probe's writes through MCP succeeded
+    without a failure for ``stable_s``, before the timeout. ``failover_s`` is the
+    fault to the first write of that window (the harness's ``failover_s``).
     ``reconnect_success_rate`` is reconnected / broken among those clients, and 1.0
     when no session broke (nothing needed to reconnect: a primary loss behind a server
     that keeps its sessions breaks none; ``clients_broken`` tells). Time to reconnect
     is per client, measured by the client (p50/p95/p99/max).
-    ``service_recovered_s``: the fault to the first service call after which they kept
-    succeeding for ``stable_s`` (the clients' own calls, not the harness's probe).
-    ``errors`` / ``errors_by_kind``: failed requests since the fault.
+    ``requests``, ``errors`` / ``errors_by_kind``: the clients' requests since the fault.
     """
 
     recovered: bool
@@ -58,7 +66,7 @@ class Recovery:
     reconnect_success_rate: float
     time_to_reconnect_s: dict[str, float | None]
     all_reconnected_s: float | None
-    service_recovered_s: float | None
+    failover_s: float | None
     requests: int
     errors: int
     errors_by_kind: dict[str, int]
@@ -72,16 +80,17 @@ class Recovery:
 
 def recovery_of(
     records: list[dict[str, Any]],
+    service: list[ServiceProbeSample],
     t_fault_s: float,
     observed_until_s: float,
     *,
-    service_method: str,
     stable_s: float,
     window_s: float,
     sessions: bool = True,
     waited_s: float = 0.0,
 ) -> Recovery:
-    """Judge the records (with ``t_s`` on the test's axis) seen up to ``observed_until_s``."""
+    """Judge the clients' records and the service probe's samples (``t_s`` on the test's
+    axis) seen up to ``observed_until_s``."""
     seen = [r for r in records if r["t_s"] <= observed_until_s]
     reconnect = reconnect_metrics(
         (r for r in seen if r.get("k") in ("broken", "reconnected", "req")),
@@ -89,13 +98,9 @@ def recovery_of(
         window_s,
         sessions=sessions,
     )
+    probed = [sample for sample in service if sample.t_s <= observed_until_s]
+    stable = stable_from_s(probed, t_fault_s, stable_s, observed_until_s)
     after = [r for r in seen if r.get("k") == "req" and r["t_s"] >= t_fault_s]
-    samples = [
-        ServiceProbeSample(r["t_s"], bool(r["ok"]), r.get("err"))
-        for r in after
-        if r["m"] == service_method
-    ]
-    stable = stable_from_s(samples, t_fault_s, stable_s, observed_until_s)
     errors = Counter(str(r.get("err") or "unknown") for r in after if not r["ok"])
     broken = reconnect["clients_broken"]
     return Recovery(
@@ -107,7 +112,7 @@ def recovery_of(
         reconnect_success_rate=1.0 if broken == 0 else reconnect["success_rate"],
         time_to_reconnect_s=reconnect["time_to_reconnect_s"],
         all_reconnected_s=reconnect["all_reconnected_s"],
-        service_recovered_s=None if stable is None else stable - t_fault_s,
+        failover_s=None if stable is None else stable - t_fault_s,
         requests=len(after),
         errors=sum(errors.values()),
         errors_by_kind=dict(errors),
@@ -214,18 +219,14 @@ class SwarmRun:
         self.records: list[dict[str, Any]] = []
         self.swarm: Swarm | None = None
         self.tail: RecordTail | None = None
+        self.probe: ServiceProbe | None = None
+        self.probe_stop: asyncio.Event | None = None
+        self.probe_task: concurrent.futures.Future[None] | None = None
         self.stopped = False
 
     @property
     def running(self) -> bool:
         return self.swarm is not None and self.swarm.running
-
-    @property
-    def service_method(self) -> str:
-        """What says the service works: the write tool when the clients write, else tools/list."""
-        if self.settings.tool_mix.get("create_note", 0) > 0:
-            return f"tools/call:{self.settings.write_tool}"
-        return "tools/list"
 
     def start(self) -> SwarmRun:
         stack = self.case.session.stack
@@ -245,11 +246,36 @@ class SwarmRun:
         self.swarm.start()
         self._wait_for("users", START_TIMEOUT_S, "the load did not start (workers did not connect)")
         self.case.event(f"swarm of {self.users} users started")
+        self._start_probe()
         spawn_s = self.users / self.spawn_rate + SPAWN_GRACE_S
         self._wait_for("spawned", spawn_s, f"{self.users} users were not spawned")
         self.case.event(f"{self.users} users spawned")
         time.sleep(self.warmup_s)
         return self
+
+    def _start_probe(self) -> None:
+        """The harness's service probe, on the session's loop, for as long as the swarm runs."""
+        session = self.case.session
+        scenario = session.scenario
+        self.probe = ServiceProbe(
+            url=session.stack.endpoints.mcp_url,
+            t0=self.case.t0,
+            ledger=self.case.ledger,
+            interval_s=scenario.probes.service_interval,
+            timeout_s=scenario.probes.service_timeout,
+            headers=self.settings.headers,
+            seed=secrets.randbits(32),
+            protocol=self.settings.protocol,
+            write=self.settings.write_template(),
+        )
+        self.probe_stop = asyncio.Event()
+        self.probe_task = session.loop.submit(self.probe.run(self.probe_stop))
+
+    def _stop_probe(self) -> None:
+        if self.probe_stop is None or self.probe_task is None:
+            return
+        self.case.session.loop.loop.call_soon_threadsafe(self.probe_stop.set)
+        self.probe_task.result(PROBE_STOP_S)
 
     def _wait_for(self, kind: str, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -308,9 +334,9 @@ class SwarmRun:
             self.poll()
             result = recovery_of(
                 self.records,
+                list(self.probe.samples) if self.probe is not None else [],
                 t_fault,
                 self.case.now_s() - RECORD_LAG_S,
-                service_method=self.service_method,
                 stable_s=windows.stability if stable_s is None else stable_s,
                 window_s=windows.reconnect,
                 sessions=self.settings.protocol != "2026-07-28",
@@ -326,8 +352,11 @@ class SwarmRun:
         if self.stopped or self.swarm is None:
             return
         self.stopped = True
-        self.swarm.stop()
-        self.poll()
+        try:
+            self._stop_probe()
+        finally:
+            self.swarm.stop()
+            self.poll()
         self.case.event(f"swarm of {self.users} users stopped")
 
     def __enter__(self) -> SwarmRun:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from harness.config import LedgerConfig, LoadConfig, Scenario
+from harness.measure.failover import ServiceProbeSample
 from harness.testing.swarm import RequestStats, recovery_of, settings_for
 
 WRITE = "tools/call:create_note"
@@ -27,8 +28,15 @@ def req(t_s: float, ok: bool, method: str = WRITE, user: int = 0, ms: float = 5.
 
 
 def writes(start_s: float, end_s: float, ok: bool, step_s: float = 0.1) -> list[dict]:
+    """The clients' write requests."""
     count = round((end_s - start_s) / step_s)
     return [req(start_s + i * step_s, ok) for i in range(count)]
+
+
+def probe(start_s: float, end_s: float, ok: bool, step_s: float = 0.1) -> list[ServiceProbeSample]:
+    """The service probe's writes."""
+    count = round((end_s - start_s) / step_s)
+    return [ServiceProbeSample(start_s + i * step_s, ok) for i in range(count)]
 
 
 def broken(t_s: float, user: int) -> dict:
@@ -39,14 +47,25 @@ def reconnected(t_s: float, user: int, duration_s: float) -> dict:
     return {"k": "reconnected", "t_s": t_s, "u": user, "duration_s": duration_s, "attempts": 3}
 
 
-def judge(records: list[dict], observed_until_s: float = 20.0, **kwargs: Any):
-    options: dict[str, Any] = {"service_method": WRITE, "stable_s": 2.0, "window_s": 60.0}
+def judge(
+    records: list[dict],
+    service: list[ServiceProbeSample],
+    observed_until_s: float = 20.0,
+    **kwargs: Any,
+):
+    options: dict[str, Any] = {"stable_s": 2.0, "window_s": 60.0}
     options.update(kwargs)
-    return recovery_of(records, 10.0, observed_until_s, **options)
+    return recovery_of(records, service, 10.0, observed_until_s, **options)
+
+
+def outage(back_s: float) -> list[ServiceProbeSample]:
+    """Fault at 10 s: the probe's writes fail until ``back_s``, then succeed."""
+    return [*probe(5.0, 10.0, True), *probe(10.0, back_s, False), *probe(back_s, 20.0, True)]
 
 
 def server_restart() -> list[dict]:
-    """Fault at 10 s: writes fail until 11.5 s; users 1 and 2 break and come back."""
+    """Fault at 10 s: the clients' writes fail until 11.5 s; users 1 and 2 break and
+    come back."""
     return [
         *writes(5.0, 10.0, ok=True),
         *writes(10.0, 11.5, ok=False),
@@ -58,19 +77,19 @@ def server_restart() -> list[dict]:
     ]
 
 
-def test_recovered_when_every_broken_client_is_back_and_writes_stay_good() -> None:
-    recovery = judge(server_restart())
+def test_recovered_when_every_broken_client_is_back_and_the_probe_writes_stay_good() -> None:
+    recovery = judge(server_restart(), outage(11.5))
     assert recovery.recovered
     assert recovery.clients_broken == 2 and recovery.clients_reconnected == 2
     assert recovery.reconnect_success_rate == 1.0
-    assert recovery.service_recovered_s == pytest.approx(1.5)
+    assert recovery.failover_s == pytest.approx(1.5)
     assert recovery.time_to_reconnect_s["max"] == pytest.approx(2.0, rel=0.01)
     assert recovery.errors == 15 and recovery.errors_by_kind == {"connect_refused": 15}
     assert recovery.requests == 100  # from the fault on, not before
 
 
 def test_a_client_still_out_is_not_recovered_and_counts_against_the_rate() -> None:
-    recovery = judge([*server_restart(), broken(10.3, 3)])
+    recovery = judge([*server_restart(), broken(10.3, 3)], outage(11.5))
     assert not recovery.recovered
     assert recovery.clients_not_reconnected == 1
     assert recovery.reconnect_success_rate == pytest.approx(2 / 3)
@@ -80,31 +99,34 @@ def test_no_broken_session_is_a_rate_of_one_with_nothing_broken() -> None:
     """A primary loss behind a server that keeps its sessions: writes fail, no session
     breaks; the rate is 1.0 and clients_broken says why."""
     records = [*writes(5.0, 10.0, True), *writes(10.0, 12.0, False), *writes(12.0, 20.0, True)]
-    recovery = judge(records)
+    recovery = judge(records, outage(12.0))
     assert recovery.recovered and recovery.clients_broken == 0
     assert recovery.reconnect_success_rate == 1.0
-    assert recovery.service_recovered_s == pytest.approx(2.0)
+    assert recovery.failover_s == pytest.approx(2.0)
 
 
 def test_not_recovered_before_the_stable_window_was_watched_to_its_end() -> None:
-    records = [*writes(10.0, 12.0, False), *writes(12.0, 13.5, True)]
-    assert not judge(records, observed_until_s=13.5).recovered
-    assert judge(records, observed_until_s=13.5, stable_s=1.0).recovered
+    service = [*probe(10.0, 12.0, False), *probe(12.0, 13.5, True)]
+    assert not judge([], service, observed_until_s=13.5).recovered
+    assert judge([], service, observed_until_s=13.5, stable_s=1.0).recovered
 
 
 def test_records_after_the_observed_instant_are_not_judged_yet() -> None:
     """A session that broke after the instant judged is not counted yet."""
     records = [*writes(10.0, 11.0, False), *writes(11.0, 14.0, True), broken(14.2, 5)]
-    early = judge(records, observed_until_s=14.0)
+    service = [*probe(10.0, 11.0, False), *probe(11.0, 14.0, True), ServiceProbeSample(14.2, False)]
+    early = judge(records, service, observed_until_s=14.0)
     assert early.recovered and early.clients_broken == 0
-    late = judge(records, observed_until_s=14.5)
+    late = judge(records, service, observed_until_s=14.5)
     assert not late.recovered and late.clients_broken == 1
 
 
-def test_a_failure_in_the_window_restarts_the_search() -> None:
-    records = [*writes(10.0, 11.0, True), req(11.5, False), *writes(11.6, 20.0, True)]
-    recovery = judge(records)
-    assert recovery.service_recovered_s == pytest.approx(1.6)
+def test_a_probe_failure_in_the_window_restarts_the_search_a_client_failure_does_not() -> None:
+    """A sporadic failure among hundreds of clients is not the service being down."""
+    service = [*probe(10.0, 11.0, True), ServiceProbeSample(11.5, False), *probe(11.6, 20.0, True)]
+    recovery = judge([*writes(10.0, 20.0, True), req(12.0, False)], service)
+    assert recovery.failover_s == pytest.approx(1.6)
+    assert recovery.errors == 1
 
 
 def test_request_stats_by_method() -> None:
