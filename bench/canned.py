@@ -207,7 +207,9 @@ def bound_socket(port: int) -> socket.socket:
     return sock
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, parent: int | None = None) -> None:
+    """Serve until SIGTERM / SIGINT, or until ``parent`` is no longer this process's parent
+    (the process that started it died without stopping it)."""
     sock = bound_socket(port)
     sock.listen(4096)
     loop = asyncio.get_running_loop()
@@ -215,18 +217,26 @@ async def serve(port: int) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if parent is not None:
+        loop.create_task(_watch_parent(parent, stop))
     print(f"{READY_LINE} {port} pid {os.getpid()}", flush=True)
     async with server:
         await stop.wait()
 
 
-def run_one(port: int) -> None:
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    stop.set()
+
+
+def run_one(port: int, parent: int | None = None) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(port))
+        asyncio.run(serve(port, parent))
     else:
-        uvloop.run(serve(port))
+        uvloop.run(serve(port, parent))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -299,7 +309,15 @@ def start(
     try:
         for _ in range(processes):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.canned", "--port", str(handle.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.canned",
+                    "--port",
+                    str(handle.port),
+                    "--parent",
+                    str(os.getpid()),
+                ],  # fmt: skip
                 stdout=subprocess.PIPE,
                 text=True,
                 cwd=REPO,
@@ -337,12 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--cpu", type=int, action="append", help="pin to this CPU (repeatable)")
+    parser.add_argument("--parent", type=int, help="exit when this process is no longer the parent")
     args = parser.parse_args(argv)
     cpus = set(args.cpu) if args.cpu else None
     if args.processes <= 1:
         if cpus:
             os.sched_setaffinity(0, cpus)
-        run_one(args.port)
+        run_one(args.port, args.parent)
         return 0
     handle = start(args.processes, cpus, port=args.port)
     print(f"{READY_LINE} {handle.port} pids {handle.pids}", flush=True)

@@ -157,6 +157,7 @@ def least_squares_slope(xs: list[float], ys: list[float]) -> float | None:
 def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
     import asyncio
     import json
+    import shutil
     import tempfile
     from collections import Counter
     from pathlib import Path
@@ -359,6 +360,7 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
         server.stop()
         asyncio.run(stack.down())
         stack.remove_run_dir()
+        shutil.rmtree(lag_dir, ignore_errors=True)
 
     if t0 is not None:
         for index in range(len(steps)):
