@@ -52,7 +52,13 @@ from harness.measure.phases import Phase, compute_phases, phase_of
 from harness.measure.probes import CREATE_PROBE_TABLE, PROBE_TABLE, ServiceProbe, WriteProbe
 from harness.measure.readback import read_all_ids, read_written
 from harness.measure.reconnect import reconnect_metrics
-from harness.measure.resources import SATURATION_RULE, ResourceSampler, generator_saturation
+from harness.measure.resources import (
+    SATURATION_RULE,
+    ResourceSampler,
+    generator_saturation,
+    loop_lag_by_second,
+    loop_lag_saturation,
+)
 from harness.measure.timeline import build_timeline, connection_opens
 from harness.recover import (
     IntegrityWatch,
@@ -767,8 +773,10 @@ def _measure(
     generator = record.metrics["generator"]
     if generator["saturated"]:
         record.doubts.append(
-            f"the load generator was saturated ({SATURATION_RULE}: {generator['saturated_fraction']:.0%} "
-            "of seconds): the figures may measure the generator, not the server"
+            f"the load generator was saturated ({SATURATION_RULE}): CPU in "
+            f"{generator['saturated_fraction']:.0%} of seconds, event loop late in "
+            f"{generator['loop_lagging_fraction']:.0%}; the figures may measure the generator, "
+            "not the server"
         )
     if not tools_list:
         record.notes.append(
@@ -941,9 +949,11 @@ def _around_the_load(
 
     measured = [r for r in resources if r.get("generator_cpu_cores") is not None]
     cpu = [r["generator_cpu_cores"] for r in measured]
-    saturated, fraction = generator_saturation(
+    cpu_saturated, fraction = generator_saturation(
         cpu, [r["generator_cpu_busiest_process"] for r in measured], cores
     )
+    lag = loop_lag_by_second([r for r in live.records if r.get("k") == "lag" and r["t_s"] >= 0])
+    lagging, lag_fraction = loop_lag_saturation(lag)
     span = (requests[-1]["t_s"] - requests[0]["t_s"]) if len(requests) > 1 else 0.0
     return {
         "database": {
@@ -963,8 +973,14 @@ def _around_the_load(
                 (r["generator_cpu_busiest_process"] for r in measured), default=None
             ),
             "cores_available": cores,
+            "loop_lag_ms_mean": (1000 * sum(lag) / len(lag)) if lag else None,
+            "loop_lag_ms_max": (1000 * max(lag)) if lag else None,
+            "loop_lagging_fraction": lag_fraction,
             "saturated_fraction": fraction,
-            "saturated": saturated,
+            "saturated": cpu_saturated or lagging,
+            "saturated_by": [
+                name for name, hit in (("cpu", cpu_saturated), ("loop_lag", lagging)) if hit
+            ],
             "rule": SATURATION_RULE,
         },
     }

@@ -26,6 +26,7 @@ needs no such care.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ __all__ = ["McpUser"]
 RECORDS_MESSAGE = "mcp_harness_records"
 FINAL_BATCH_REQUEST = "mcp_harness_final_batch"
 BATCH_INTERVAL_S = 0.25
+LOOP_LAG_TICK_S = 0.1
+"""The event-loop lag probe sleeps this long, over and over, and records how late it woke."""
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -143,6 +146,29 @@ class RecordStream:
         """Worker: stop the users now; the test_stop listener then sends the final batch."""
         self.runner.stop()
 
+    def measure_loop_lag(self) -> None:
+        """Once a second, how late this process's event loop woke from short sleeps (mean and
+        worst). A loop that runs late delays every response it times: the generator is
+        saturated, or starved of CPU by something else, and the run must say so."""
+        while True:
+            late: list[float] = []
+            second_end = time.monotonic() + 1.0
+            while time.monotonic() < second_end:
+                before = time.monotonic()
+                gevent.sleep(LOOP_LAG_TICK_S)
+                late.append(max(0.0, time.monotonic() - before - LOOP_LAG_TICK_S))
+            record: Record = {
+                "k": "lag",
+                "t": time.monotonic(),
+                "p": os.getpid(),
+                "mean": sum(late) / len(late),
+                "max": max(late),
+            }
+            if isinstance(self.runner, MasterRunner):
+                self.write([record])
+            else:
+                self.pending.append(record)
+
     def user_count(self) -> int:
         if isinstance(self.runner, MasterRunner):
             return sum(self.users_by_worker.values())
@@ -201,6 +227,7 @@ def stream_records(environment: Environment, **_: Any) -> None:
     environment.events.test_stop.add_listener(stream.on_test_stop)
     environment.events.quitting.add_listener(stream.on_quitting)
     runner = environment.runner
+    gevent.spawn(stream.measure_loop_lag)
     if isinstance(runner, MasterRunner):
         runner.register_message(RECORDS_MESSAGE, stream.on_worker_batch)
     else:

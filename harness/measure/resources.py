@@ -26,10 +26,18 @@ SERVER_GAUGES = (
 )
 SATURATION_CPU_FRACTION = 0.9
 SATURATION_TIME_FRACTION = 0.1
+LOOP_LAG_LIMIT_S = 0.05
+"""A second in which a Locust process's event loop woke this late on average is a lagging
+second: every response it timed then carries up to that much of the generator's own delay."""
+LOOP_LAG_MIN_SECONDS = 2
+"""Lagging seconds must also be at least this many: one hiccup is not a saturated generator."""
 SATURATION_RULE = (
     f"a Locust process at or above {SATURATION_CPU_FRACTION:.0%} of one core (each is a single "
     f"gevent thread), or the generator at or above {SATURATION_CPU_FRACTION:.0%} of the cores "
-    f"it is pinned to, for more than {SATURATION_TIME_FRACTION:.0%} of the sampled seconds"
+    f"it is pinned to, for more than {SATURATION_TIME_FRACTION:.0%} of the sampled seconds; or "
+    f"a Locust process's event loop late by more than {LOOP_LAG_LIMIT_S * 1000:.0f} ms on "
+    f"average in more than {SATURATION_TIME_FRACTION:.0%} of the seconds (at least "
+    f"{LOOP_LAG_MIN_SECONDS})"
 )
 
 DB_SQL = """
@@ -79,6 +87,25 @@ def generator_saturation(
     )
     fraction = hot / len(cpu_cores)
     return fraction > SATURATION_TIME_FRACTION, fraction
+
+
+def loop_lag_by_second(lag_records: list[dict[str, Any]]) -> list[float]:
+    """Per second of the run (``t_s``), the worst mean lateness over the Locust processes."""
+    worst: dict[int, float] = {}
+    for record in lag_records:
+        second = int(record["t_s"])
+        worst[second] = max(worst.get(second, 0.0), float(record["mean"]))
+    return [worst[s] for s in sorted(worst)]
+
+
+def loop_lag_saturation(lag_by_second: list[float]) -> tuple[bool, float]:
+    """Whether the generator's event loops lagged by the rule above, and the fraction of
+    seconds they did."""
+    if not lag_by_second:
+        return False, 0.0
+    lagging = sum(1 for late in lag_by_second if late > LOOP_LAG_LIMIT_S)
+    fraction = lagging / len(lag_by_second)
+    return fraction > SATURATION_TIME_FRACTION and lagging >= LOOP_LAG_MIN_SECONDS, fraction
 
 
 @dataclass

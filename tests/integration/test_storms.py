@@ -27,7 +27,7 @@ def test_all_connections_of_300_clients_dropped(tmp_path: Path) -> None:
         tmp_path,
         """
 name: drop_all
-load: {users: 300, spawn_rate: 150, run_time: 24s, think_time: [500ms, 1s], reconnect: {policy: backoff, base: 100ms, cap: 2s}}
+load: {users: 300, spawn_rate: 150, run_time: 20s, think_time: [500ms, 1s], reconnect: {policy: backoff, base: 100ms, cap: 2s}}
 faults: [{kind: proxy_down, at: 8s, duration: 2s, proxy: mcp}]
 objectives: [{metric: reconnect.success_rate, min: 100%}]
 """,
@@ -46,8 +46,8 @@ def test_server_restart_in_both_protocol_eras(tmp_path: Path, protocol: str) -> 
         tmp_path,
         f"""
 name: restart_{protocol.replace("-", "_")}
-load: {{users: 150, spawn_rate: 150, run_time: 20s, think_time: [500ms, 1s], protocol: "{protocol}"}}
-faults: [{{kind: kill_server, at: 7s, restart_after: 1s}}]
+load: {{users: 150, spawn_rate: 150, run_time: 16s, think_time: [500ms, 1s], protocol: "{protocol}"}}
+faults: [{{kind: kill_server, at: 5s, restart_after: 1s}}]
 """,
     )
     assert code == 0, output[-3000:]
@@ -66,8 +66,8 @@ def test_killing_one_of_two_instances_storms_only_its_share(tmp_path: Path) -> N
         """
 name: one_of_two
 server: {instances: 2}
-load: {users: 200, spawn_rate: 200, run_time: 20s, think_time: [500ms, 1s]}
-faults: [{kind: kill_server, at: 7s, instance: 0, restart_after: null}]
+load: {users: 200, spawn_rate: 200, run_time: 16s, think_time: [500ms, 1s]}
+faults: [{kind: kill_server, at: 5s, instance: 0, restart_after: null}]
 """,
     )
     assert code == 0, output[-3000:]
@@ -90,5 +90,7 @@ faults: [{kind: proxy_down, at: 3s, proxy: mcp}]
     assert code == 3, output[-3000:]
     generator = result["metrics"]["generator"]
     assert generator["saturated"] is True and generator["cores_available"] == 1
+    assert "cpu" in generator["saturated_by"], generator
+    assert generator["loop_lag_ms_max"] is not None  # every Locust process reports its loop
     assert result["verdict"] == "inconclusive"
     assert any("saturated" in doubt for doubt in result["doubts"])

@@ -222,6 +222,24 @@ def test_resources_parsing_and_saturation_rule() -> None:
     assert cpu_seconds(2**22 + 12345) is None
 
 
+def test_a_lagging_event_loop_saturates_the_generator_a_hiccup_does_not() -> None:
+    from harness.measure.resources import loop_lag_by_second, loop_lag_saturation
+
+    records = [
+        {"t_s": 0.2, "mean": 0.001, "p": 1},
+        {"t_s": 0.4, "mean": 0.080, "p": 2},  # the worst process decides the second
+        {"t_s": 1.5, "mean": 0.002, "p": 1},
+        {"t_s": 1.6, "mean": 0.003, "p": 2},
+    ]
+    assert loop_lag_by_second(records) == [0.080, 0.003]
+    calm = [0.004] * 18
+    assert loop_lag_saturation([0.2] + calm + [0.01]) == (False, 0.05)  # one hiccup
+    assert loop_lag_saturation([0.2, 0.06, 0.07] + calm[:17]) == (True, 0.15)
+    assert loop_lag_saturation([0.2, 0.2]) == (True, 1.0)
+    assert loop_lag_saturation([0.2]) == (False, 1.0)  # fewer than two seconds: no verdict
+    assert loop_lag_saturation([]) == (False, 0.0)
+
+
 def test_clients_cut_off_by_the_end_of_the_run_are_unobserved_not_failed() -> None:
     records = [
         {"k": "broken", "t_s": 10.0, "u": 1},
