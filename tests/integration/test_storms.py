@@ -3,11 +3,21 @@ connection or session comes back and lists tools again."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from harness.measure.resources import LOOP_LAG_LIMIT_S
 from tests.helpers import run_scenario
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def assert_everyone_came_back(result: dict, at_least_broken: int) -> None:
@@ -94,3 +104,58 @@ faults: [{kind: proxy_down, at: 3s, proxy: mcp}]
     assert generator["loop_lag_ms_max"] is not None  # every Locust process reports its loop
     assert result["verdict"] == "inconclusive"
     assert any("saturated" in doubt for doubt in result["doubts"])
+
+
+def test_a_paused_generator_makes_the_run_inconclusive_by_its_loop_lag(tmp_path: Path) -> None:
+    """The generator's worker is stopped for 0.5 s in six seconds running (SIGSTOP, as a
+    host stealing its CPU would): it burns almost no CPU, so only its event loop's lateness
+    can tell, and the run must be inconclusive for that reason."""
+    mark = f"MCP_TEST_PAUSE_{uuid.uuid4().hex}"
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(
+        "name: paused_generator\n"
+        "load: {users: 40, spawn_rate: 40, run_time: 14s, think_time: [500ms, 1s]}\n"
+    )
+    out = tmp_path / "results"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        env={**os.environ, mark: "1"},
+    )  # fmt: skip
+    try:
+        worker = wait_for_worker(mark, timeout_s=60)
+        time.sleep(3)
+        for _ in range(6):
+            os.kill(worker, signal.SIGSTOP)
+            time.sleep(0.5)
+            os.kill(worker, signal.SIGCONT)
+            time.sleep(0.5)
+        output, _ = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 3, output[-3000:]
+    (run_dir,) = out.iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    generator = result["metrics"]["generator"]
+    assert generator["saturated_by"] == ["loop_lag"], generator
+    assert generator["loop_lag_ms_max"] > 1000 * LOOP_LAG_LIMIT_S, generator
+    assert any("event loop late" in doubt for doubt in result["doubts"]), result["doubts"]
+
+
+def wait_for_worker(mark: str, timeout_s: float) -> int:
+    """The pid of the Locust worker started by the run whose environment carries ``mark``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if b"--worker" in cmdline and b"locustfile.py" in cmdline and mark.encode() in environ:
+                return int(entry.name)
+        time.sleep(0.2)
+    raise AssertionError("no Locust worker of the run appeared")
