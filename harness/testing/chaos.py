@@ -20,6 +20,7 @@ import enum
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from harness.chaos import FaultRecord, run_fault
 from harness.config import Fault, KillPrimary, KillServer, ProxyDown, Scenario, ToxicFault
@@ -114,11 +115,11 @@ class Chaos:
         if not 0 <= instance < instances:
             raise ValueError(f"instance {instance}: the stack runs {instances} server instance(s)")
         fault = KillServer(kind="kill_server", at=0, restart_after=restart_after, instance=instance)
-        undo = None
-        if restart_after is None:
-            self.case.servers_down.add(instance)
-            undo = lambda: self.restart_server(instance)  # noqa: E731
-        return self._fire(fault, undo)
+        if restart_after is not None:
+            return self._fire(fault, None)
+        active = self._fire(fault, partial(self.restart_server, instance))
+        self.case.servers_down.add(instance)
+        return active
 
     def restart_server(self, instance: int = 0) -> None:
         started = time.monotonic()

@@ -82,6 +82,9 @@ def test_the_same_stack_comes_back_clean(mcp_stack, mcp_ledger, mcp_swarm, chaos
         mcp_swarm(users=1).wait_recovered(timeout=1)
     with pytest.raises(ValidationError, match="not known for a latency toxic"):
         chaos.toxic("pg-primary", "latency", latencyy=5)
+    with chaos.kill_server(restart_after=None):
+        assert mcp_ledger.write(1) == 0
+    assert mcp_ledger.write(1) == 1
 
 
 def test_primary_killed_and_promoted_by_hand(mcp_stack, chaos, mcp_ledger):
@@ -104,8 +107,8 @@ def test_failures_are_reported_and_the_stack_is_cleaned_between_tests(
     pytester: pytest.Pytester,
 ) -> None:
     """A failing test is failed, with its faults in the report; what it left (a proxy
-    down, a server dead) is undone for the next test; a killed primary gets the next
-    test a fresh stack."""
+    down, a server dead) is undone for the next test, and a server killed in a ``with``
+    block is back after it; a killed primary gets the next test a fresh stack."""
     pytester.makepyfile(test_cleanup=CLEANUP_TESTS)
     result = pytester.runpytest_subprocess("--strict-markers", timeout=240)
     result.assert_outcomes(passed=3, failed=1)
