@@ -113,10 +113,16 @@ class LocalStack(Stack):
         primary = await self._start_primary()
         self._proxy("pg-primary", primary.port)
         replication = self._proxy("pg-replication", primary.port)
-        replica = await self._start_replica(replication)
-        self._proxy("pg-replica", replica.port)
+        # The server starts while the replica is cloned (the two slowest parts, side by
+        # side). Its DSN needs the pg-replica proxy now: it points at the primary until the
+        # replica answers (harmless: the DSN targets read-write, which the primary is).
+        self._proxy("pg-replica", primary.port)
+        async with asyncio.TaskGroup() as parts:
+            cloned = parts.create_task(self._start_replica(replication))
+            started = parts.create_task(self._start_server())
+        replica, server_url = cloned.result(), started.result()
+        await self._repoint("pg-replica", replica.port)
         await self._wait_streaming(primary, replica)
-        server_url = await self._start_server()
         mcp_proxy = self._proxy_to_url("mcp", server_url)
         path = urlsplit(server_url).path
         self.endpoints = Endpoints(
