@@ -4,8 +4,10 @@ generator holds on this machine's 2 cores with a local stack running beside it.
 The harness's ``Swarm`` (a Locust master and ``WORKERS`` workers, the locustfile a
 run uses, records and all) drives ``McpUser`` with agent-like think times
 (``THINK_S``) and the default tool mix, in steps of users (``STEPS``), each held
-``HOLD_S``. A ``LocalStack`` (Postgres primary + replica, Toxiproxy, the reference
-server) is up beside it the whole time.
+``HOLD_S``; the steps are a Locust ``LoadTestShape`` that this module adds on the
+master as a second locustfile (the harness's locustfile has no steps). A ``LocalStack``
+(Postgres primary + replica, Toxiproxy, the reference server) is up beside it the
+whole time.
 
 The target is the canned endpoint (``bench.canned``), not the reference server:
 at 2-5 s think times 5,000 sessions ask ~1,400 req/s with writes, more than the
@@ -14,24 +16,28 @@ generator (about 1,000 req/s tools/list over SSE alone, PLATFORM-NOTES), so the
 server would be the bottleneck and the figure would not say what the generator
 holds. ``--target reference`` aims at the stack's MCP URL instead.
 
-Each step is judged on its last seconds, once sampled each second:
-- CPU by ``harness.measure.resources.generator_saturation`` (``SATURATION_RULE``:
-  a Locust process at >= 90% of a core, or the generator at >= 90% of the cores,
-  in more than 10% of the seconds);
-- event-loop lag: each Locust process runs a probe greenlet (this module, loaded as
-  a second locustfile) that sleeps ``LAG_TICK_S`` and records how late it woke; a
-  second whose mean lateness (worst process) passes ``LAG_LIMIT_S`` is a lagging
-  second, and more than 10% of lagging seconds (at least ``LAG_MIN_SECONDS``)
-  saturate the step.
+Each step is judged exactly as a real run judges its generator
+(``harness.measure.resources``, ``SATURATION_RULE``), on the step's judged seconds:
+the whole seconds of its last ``JUDGE_S``, on the run's time axis (``t0`` = the
+master's first ``users`` record, as ``harness.run``; records' ``t`` minus ``t0``):
+- CPU, sampled once a second (every Locust process, as the run's resource sampler):
+  ``generator_saturation`` (a Locust process at >= 90% of a core, or the generator at
+  >= 90% of the cores, in more than 10% of the seconds);
+- event-loop lag: the ``lag`` records every Locust process of the swarm writes once a
+  second into the records file (the master's own, with its pid, and the workers'),
+  ``loop_lag_by_second`` (per second the worst process's mean lateness) and
+  ``loop_lag_saturation`` (late by more than ``LOOP_LAG_LIMIT_S`` in more than 10% of
+  the seconds, at least ``LOOP_LAG_MIN_SECONDS`` of them).
 Sessions held = users of the last step before the first saturated one (or of the
 last step). Memory per session = the slope of the generator's RSS (master +
 workers) over the steps' user counts.
 
-``python -m bench.capacity [--steps 1000,2000,...] [--hold 12] [--target canned]``
+``python -m bench.capacity [--steps 1000,2000,...] [--hold 13] [--target canned]``
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -40,54 +46,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bench.common import Figure
 
-LAG_ENV = "MCP_BENCH_LAG_DIR"
-LAG_TICK_S = 0.05
-LAG_LIMIT_S = 0.05
-LAG_MIN_SECONDS = 2
-"""A step lags when more than 10% of its judged seconds, and at least this many, lag: with
-6 judged seconds a single busy second of a shared machine does not decide it."""
-"""A second whose mean lateness (in the worst Locust process) passes this is a lagging
-second: the loop was behind all second long, not for one hiccup of a busy machine."""
 STEPS_ENV = "MCP_BENCH_STEPS"
 
 
-def _install_locust_parts() -> None:
-    """Loaded by Locust as a second locustfile: the lag probe, and the step shape on the
-    master. Only with the bench's environment variables set (never in a normal run)."""
+def _install_step_shape() -> None:
+    """Loaded by the Locust master as a second locustfile: the steps, as a load shape.
+    Only with the bench's environment variable set (never in a normal run)."""
     import json
 
-    import gevent
-    from locust import LoadTestShape, events
+    from locust import LoadTestShape
 
-    lag_dir = os.environ[LAG_ENV]
-
-    def probe() -> None:
-        path = os.path.join(lag_dir, f"lag-{os.getpid()}.jsonl")
-        with open(path, "a", encoding="utf-8") as out:
-            second_end = time.monotonic() + 1.0
-            worst = total = 0.0
-            ticks = 0
-            while True:
-                before = time.monotonic()
-                gevent.sleep(LAG_TICK_S)
-                late = time.monotonic() - before - LAG_TICK_S
-                worst = max(worst, late)
-                total += late
-                ticks += 1
-                now = time.monotonic()
-                if now >= second_end:
-                    record = {"t": now, "max": worst, "mean": total / ticks}
-                    out.write(json.dumps(record) + "\n")
-                    out.flush()
-                    second_end = now + 1.0
-                    worst = total = 0.0
-                    ticks = 0
-
-    @events.init.add_listener
-    def start_probe(**_: object) -> None:
-        gevent.spawn(probe)
-
-    steps: list[tuple[int, float, float]] = json.loads(os.environ.get(STEPS_ENV, "[]"))
+    steps: list[tuple[int, float, float]] = json.loads(os.environ[STEPS_ENV])
 
     class Steps(LoadTestShape):
         """(users, spawn rate, until run time s) per step; then stop."""
@@ -102,8 +71,8 @@ def _install_locust_parts() -> None:
     globals()["Steps"] = Steps
 
 
-if os.environ.get(LAG_ENV) and "locust" in sys.modules and __name__ != "__main__":
-    _install_locust_parts()
+if os.environ.get(STEPS_ENV) and "locust" in sys.modules and __name__ != "__main__":
+    _install_step_shape()
 
 
 # --- the bench itself: runs in the parent process, never imports Locust ---
@@ -138,12 +107,19 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def with_probe(argv: list[str]) -> list[str]:
-    """A Locust command line with this module added as a second locustfile."""
+def with_steps(argv: list[str]) -> list[str]:
+    """A Locust command line with this module added as a second locustfile (the steps)."""
     out = list(argv)
     index = out.index("-f") + 1
     out[index] = f"{out[index]},{os.path.abspath(__file__)}"
     return out
+
+
+def judged_seconds(index: int, hold_s: float) -> range:
+    """The whole seconds of the run (``int(t_s)``) that judge step ``index``: those inside its
+    last ``JUDGE_S`` (the step runs from ``hold_s * index`` to ``hold_s * (index + 1)``)."""
+    end = hold_s * (index + 1)
+    return range(math.ceil(end - min(JUDGE_S, hold_s)), math.floor(end))
 
 
 def least_squares_slope(xs: list[float], ys: list[float]) -> float | None:
@@ -157,10 +133,7 @@ def least_squares_slope(xs: list[float], ys: list[float]) -> float | None:
 def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
     import asyncio
     import json
-    import shutil
-    import tempfile
     from collections import Counter
-    from pathlib import Path
     from urllib.parse import urlsplit
 
     from bench import canned
@@ -169,26 +142,24 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
     from harness.load.settings import LoadSettings
     from harness.load.swarm import Swarm
     from harness.measure.resources import (
-        SATURATION_TIME_FRACTION,
         cpu_seconds,
         generator_saturation,
+        loop_lag_by_second,
+        loop_lag_saturation,
     )
     from harness.stack.local import LocalStack
 
     class StepSwarm(Swarm):
-        """The harness's swarm, with the lag probe and the step shape as a second locustfile."""
+        """The harness's swarm, with the steps as a second locustfile on the master."""
 
         def master_argv(self, master_port: int) -> list[str]:
-            return with_probe(super().master_argv(master_port))
+            return with_steps(super().master_argv(master_port))
 
-        def worker_argv(self, master_port: int, master_host: str | None = None) -> list[str]:
-            return with_probe(super().worker_argv(master_port, master_host))
+        def process_env(self) -> dict[str, str]:
+            return {**super().process_env(), STEPS_ENV: json.dumps(schedule)}
 
     cores = len(os.sched_getaffinity(0))
-    lag_dir = Path(tempfile.mkdtemp(prefix="bench-capacity-lag-"))
     schedule = [(users, SPAWN_RATE, hold_s * (i + 1)) for i, users in enumerate(steps)]
-    os.environ[LAG_ENV] = str(lag_dir)
-    os.environ[STEPS_ENV] = json.dumps(schedule)
 
     started = time.monotonic()
     stack = LocalStack(Scenario(name="bench-capacity"))
@@ -197,78 +168,56 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
     server = canned.start(processes=1)
     swarm: Swarm | None = None
     samples: list[dict[str, Any]] = []
+    lag_records: list[dict[str, Any]] = []
     req_by_second: Counter[int] = Counter()
     err_by_second: Counter[int] = Counter()
     kinds_by_second: dict[int, Counter[str]] = {}
     t0: float | None = None
+    """The run's time axis starts at the master's first ``users`` record, as in harness.run."""
+    master_pid: int | None = None
     stopped_early_at: int | None = None
     judged: dict[int, dict[str, Any]] = {}
 
-    def lag_records() -> list[dict[str, Any]]:
-        records = []
-        for path in lag_dir.glob("lag-*.jsonl"):
-            pid = int(path.stem.split("-")[1])
-            for line in path.read_text().splitlines():
-                try:
-                    records.append({**json.loads(line), "pid": pid})
-                except ValueError:
-                    continue
-        return records
-
     def judge_step(index: int) -> dict[str, Any]:
-        """The step's last ``JUDGE_S`` seconds against the CPU and the lag thresholds."""
+        """The step's judged seconds by the harness's saturation rule (CPU and loop lag)."""
         assert t0 is not None
-        end = t0 + hold_s * (index + 1)
-        start = end - min(JUDGE_S, hold_s)
-        window = [w for w in samples if start < w["t"] <= end]
+        seconds = judged_seconds(index, hold_s)
+        window = [w for w in samples if math.floor(w["t"] - t0) in seconds]
         cpu_saturated, cpu_fraction = generator_saturation(
             [w["cpu_cores"] for w in window], [w["busiest"] for w in window], cores
         )
-        worst_by_second: dict[int, float] = {}
-        mean_by_second: dict[int, float] = {}
-        master_mean: list[float] = []
-        for lag in lag_records():
-            if start < lag["t"] <= end:
-                if swarm is not None and lag["pid"] == swarm.pids()[0]:
-                    master_mean.append(lag["mean"])
-                second = int(lag["t"] - start)
-                worst_by_second[second] = max(worst_by_second.get(second, 0.0), lag["max"])
-                mean_by_second[second] = max(mean_by_second.get(second, 0.0), lag["mean"])
-        lagging = sum(1 for late in mean_by_second.values() if late > LAG_LIMIT_S)
-        lag_fraction = lagging / len(mean_by_second) if mean_by_second else 0.0
-        lag_saturated = lag_fraction > SATURATION_TIME_FRACTION and lagging >= LAG_MIN_SECONDS
-        means = list(mean_by_second.values())
-        whole = range(int(start) + 1, int(end))
-        n = max(len(whole), 1)
+        lags = [r for r in lag_records if math.floor(r["t_s"]) in seconds]
+        lag = loop_lag_by_second(lags)
+        lag_saturated, lag_fraction = loop_lag_saturation(lag)
+        n = max(len(seconds), 1)
 
         def mean(key: str) -> float:
             return sum(w[key] for w in window) / len(window) if window else 0.0
 
         return {
             "users": steps[index],
+            "judged_s": [seconds.start, seconds.stop],
             "users_seen_min": min((w["users"] for w in window), default=0),
-            "requests_per_s": sum(req_by_second[sec] for sec in whole) / n,
-            "errors_per_s": sum(err_by_second[sec] for sec in whole) / n,
+            "requests_per_s": sum(req_by_second[sec] for sec in seconds) / n,
+            "errors_per_s": sum(err_by_second[sec] for sec in seconds) / n,
             "errors_by_kind": dict(
-                sum((kinds_by_second.get(sec, Counter()) for sec in whole), Counter())
+                sum((kinds_by_second.get(sec, Counter()) for sec in seconds), Counter())
             ),
             "generator_cpu_cores": mean("cpu_cores"),
             "busiest_process_cpu_max": max((w["busiest"] for w in window), default=0.0),
             "cpu_saturated_fraction": cpu_fraction,
-            "lag_max_ms": 1000 * max(worst_by_second.values(), default=0.0),
-            "lag_mean_ms": 1000 * (sum(means) / len(means) if means else 0.0),
-            "lag_mean_max_ms": 1000 * max(means, default=0.0),
-            "master_lag_mean_max_ms": 1000 * max(master_mean, default=0.0),
+            "lag_max_ms": 1000 * max((r["max"] for r in lags), default=0.0),
+            "lag_mean_ms": 1000 * (sum(lag) / len(lag) if lag else 0.0),
+            "lag_mean_max_ms": 1000 * max(lag, default=0.0),
+            "master_lag_mean_max_ms": 1000
+            * max((r["mean"] for r in lags if r.get("p") == master_pid), default=0.0),
             "master_cpu_max": max((w["master_cpu"] for w in window), default=0.0),
             "lagging_fraction": lag_fraction,
+            "lag_seconds": len(lag),
+            "lag_processes": len({r.get("p") for r in lags}),
             "saturated": cpu_saturated or lag_saturated,
             "saturated_by": [
-                name
-                for name, hit in (
-                    ("cpu", cpu_saturated),
-                    ("lag", lag_saturated),
-                )
-                if hit
+                name for name, hit in (("cpu", cpu_saturated), ("loop_lag", lag_saturated)) if hit
             ],
             "generator_rss_mib": mean("rss") / 2**20,
             "server_cpu_max": max((w["server_cpu"] for w in window), default=0.0),
@@ -299,7 +248,9 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
             workers=workers,
         )
         swarm.start()
+        master_pid = swarm.pids()[0]
         tail = swarm.tail()
+        early: list[dict[str, Any]] = []
         last: dict[int, float] = {}
         last_server = server.cpu_seconds()
         last_machine = machine_busy_s()
@@ -308,17 +259,27 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
         deadline = time.monotonic() + hold_s * len(steps) + 60
         while swarm.running and time.monotonic() < deadline:
             time.sleep(1.0)
-            for r in tail.read_new():
+            fresh = tail.read_new()
+            if t0 is None:
+                early.extend(fresh)
+                t0 = next((float(r["t"]) for r in early if r.get("k") == "users"), None)
+                fresh, early = (early, []) if t0 is not None else ([], early)
+            for r in fresh:
+                if "t" not in r:
+                    continue
+                assert t0 is not None
+                t_s = r["t"] - t0
+                second = math.floor(t_s)
                 kind = r.get("k")
                 if kind == "users":
                     users_now = r["n"]
-                    if t0 is None and users_now > 0:
-                        t0 = r["t"] - 1.0  # ticks once a second from test start
+                elif kind == "lag":
+                    lag_records.append({**r, "t_s": t_s})
                 elif kind == "req":
-                    req_by_second[int(r["t"])] += 1
+                    req_by_second[second] += 1
                     if not r["ok"]:
-                        err_by_second[int(r["t"])] += 1
-                        kinds_by_second.setdefault(int(r["t"]), Counter())[
+                        err_by_second[second] += 1
+                        kinds_by_second.setdefault(second, Counter())[
                             f"{r['m']}:{r.get('err')}"
                         ] += 1
             now = time.monotonic()
@@ -360,7 +321,6 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
         server.stop()
         asyncio.run(stack.down())
         stack.remove_run_dir()
-        shutil.rmtree(lag_dir, ignore_errors=True)
 
     if t0 is not None:
         for index in range(len(steps)):
@@ -422,9 +382,13 @@ def figures_of(
     )
     note = (
         f"harness Swarm, 1 master + {workers} workers, think {THINK_S[0]:g}-{THINK_S[1]:g} s, "
-        f"default tool mix, against {where}; {stop}. Saturation: {SATURATION_RULE}; or the "
-        f"event loop late by more than {LAG_LIMIT_S * 1000:.0f} ms on average over a second, "
-        f"in more than 10% of the seconds and at least {LAG_MIN_SECONDS} of them."
+        f"default tool mix, against {where}; {stop}. Each step judged exactly as a real run "
+        f"judges its generator (harness.measure.resources: generator_saturation on the Locust "
+        f"processes' CPU sampled each second, loop_lag_by_second and loop_lag_saturation on "
+        f"the lag records every Locust process, master included, writes into the swarm's "
+        f"records file) over the whole seconds of its last {min(JUDGE_S, hold_s):g} s on the "
+        "run's time axis. "
+        f"Saturation: {SATURATION_RULE}."
     )
     detail = {
         "steps": [
@@ -454,7 +418,8 @@ def figures_of(
             "sessions_held_cpu_rule",
             float(by_cpu["users"] if by_cpu else 0),
             "sessions",
-            note="by the harness's CPU rule alone (what a run flags as a saturated generator); "
+            note="by the CPU half of the harness's saturation rule alone (generator_saturation, "
+            "without the event-loop lag half); "
             + (
                 "no judged step passed it: a floor"
                 if by_cpu is results[-1]
