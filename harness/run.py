@@ -31,8 +31,7 @@ import asyncpg
 
 from harness.chaos import FaultRecord, run_fault
 from harness.config import PHASES, Scenario
-from harness.load.settings import LoadSettings
-from harness.load.swarm import Swarm
+from harness.load.swarm import Swarm, settings_for
 from harness.load.wire import WriteTemplate
 from harness.measure.clock import WALL_DRIFT_TOLERANCE_S, RunClock
 from harness.measure.failover import (
@@ -394,23 +393,8 @@ async def _run_load(
     finally:
         await conn.close()
     load = scenario.load
-    settings = LoadSettings(
-        records_path=str(result_dir / "logs" / "load-records.jsonl"),
-        mcp_path=scenario.server.path,
-        protocol=load.protocol,
-        think_time_s=load.think_time,
-        tool_mix={str(op): weight for op, weight in load.tool_mix.items()},
-        reconnect_policy=load.reconnect.policy,
-        backoff_base_s=load.reconnect.base,
-        backoff_cap_s=load.reconnect.cap,
-        request_timeout_s=load.request_timeout,
-        hold_stream=load.hold_stream,
-        headers=scenario.server.resolved_headers(),
-        id_prefix=f"load-{record.run_id[-4:]}",
-        seed=scenario.seed,
-        write_tool=scenario.ledger.tool,
-        write_arguments=dict(scenario.ledger.arguments),
-        write_content=scenario.ledger.content,
+    settings = settings_for(
+        scenario, result_dir / "logs" / "load-records.jsonl", f"load-{record.run_id[-4:]}"
     )
     mcp = urlsplit(endpoints.mcp_url)
     swarm = Swarm(

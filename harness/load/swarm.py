@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.config import Scenario
 from harness.load.settings import FINAL_BATCH_GRACE_S, SETTINGS_ENV, LoadSettings
 from harness.stack.net import LOOPBACK, free_port, is_loopback_host, require_loopback
 from harness.stack.processes import OwnedProcess, ProcessRegistry
@@ -295,3 +296,27 @@ class RecordTail:
             else:
                 self.skipped_lines += 1
         return records
+
+
+def settings_for(scenario: Scenario, records_path: Path, id_prefix: str) -> LoadSettings:
+    """The clients the scenario's ``load`` section describes (think time, tool mix,
+    reconnect policy, protocol), writing through its ``ledger`` tool."""
+    load, server, ledger = scenario.load, scenario.server, scenario.ledger
+    return LoadSettings(
+        records_path=str(records_path),
+        mcp_path=server.path,
+        protocol=load.protocol,
+        think_time_s=load.think_time,
+        tool_mix={str(op): weight for op, weight in load.tool_mix.items()},
+        reconnect_policy=load.reconnect.policy,
+        backoff_base_s=load.reconnect.base,
+        backoff_cap_s=load.reconnect.cap,
+        request_timeout_s=load.request_timeout,
+        hold_stream=load.hold_stream,
+        headers=server.resolved_headers(),
+        id_prefix=id_prefix,
+        seed=scenario.seed,
+        write_tool=ledger.tool,
+        write_arguments=dict(ledger.arguments),
+        write_content=ledger.content,
+    )

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness.config import Scenario
 from harness.load.settings import LoadSettings
-from harness.load.swarm import RecordTail, Swarm
+from harness.load.swarm import RecordTail, Swarm, settings_for
 from harness.measure.failover import ServiceProbeSample, stable_from_s
 from harness.measure.histogram import LatencyHistogram
 from harness.measure.probes import ServiceProbe
@@ -164,30 +163,6 @@ class RequestStats:
                 + ("-" if p99 is None else f"{p99:.0f} ms")
             )
         return "\n".join(lines)
-
-
-def settings_for(scenario: Scenario, records_path: Path, id_prefix: str) -> LoadSettings:
-    """The clients the scenario's ``load`` section describes (think time, tool mix,
-    reconnect policy, protocol), writing through its ``ledger`` tool."""
-    load, server, ledger = scenario.load, scenario.server, scenario.ledger
-    return LoadSettings(
-        records_path=str(records_path),
-        mcp_path=server.path,
-        protocol=load.protocol,
-        think_time_s=load.think_time,
-        tool_mix={str(op): weight for op, weight in load.tool_mix.items()},
-        reconnect_policy=load.reconnect.policy,
-        backoff_base_s=load.reconnect.base,
-        backoff_cap_s=load.reconnect.cap,
-        request_timeout_s=load.request_timeout,
-        hold_stream=load.hold_stream,
-        headers=server.resolved_headers(),
-        id_prefix=id_prefix,
-        seed=scenario.seed,
-        write_tool=ledger.tool,
-        write_arguments=dict(ledger.arguments),
-        write_content=ledger.content,
-    )
 
 
 class SwarmRun:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from harness.config import LedgerConfig, LoadConfig, Scenario
+from harness.load.swarm import settings_for
 from harness.measure.failover import ServiceProbeSample
-from harness.testing.swarm import RequestStats, recovery_of, settings_for
+from harness.testing.swarm import RequestStats, recovery_of
 
 WRITE = "tools/call:create_note"
 
