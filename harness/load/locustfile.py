@@ -81,6 +81,7 @@ class RecordStream:
         self.users_by_worker: dict[str, int] = {}
         self.final_batch_from: set[str] = set()
         self.users_ticker: gevent.Greenlet | None = None
+        self.lag_probe: gevent.Greenlet | None = None
 
     def on_request(
         self, name: str, response_time: float, exception: Exception | None, context: dict, **_: Any
@@ -188,6 +189,9 @@ class RecordStream:
             self.write([{"k": "spawned", "t": time.monotonic(), "n": user_count}])
 
     def on_test_stop(self, **_: Any) -> None:
+        if self.lag_probe is not None:  # nothing after the last record, "stop"
+            self.lag_probe.kill()
+            self.lag_probe = None
         if isinstance(self.runner, MasterRunner):
             self.collect_final_batches()
         self.deliver_pending(final=True)
@@ -227,7 +231,7 @@ def stream_records(environment: Environment, **_: Any) -> None:
     environment.events.test_stop.add_listener(stream.on_test_stop)
     environment.events.quitting.add_listener(stream.on_quitting)
     runner = environment.runner
-    gevent.spawn(stream.measure_loop_lag)
+    stream.lag_probe = gevent.spawn(stream.measure_loop_lag)
     if isinstance(runner, MasterRunner):
         runner.register_message(RECORDS_MESSAGE, stream.on_worker_batch)
     else:
