@@ -578,6 +578,11 @@ class LocalStack(Stack):
         previous = self.clusters.get(self.replica_name)
         if previous is not None:
             await asyncio.to_thread(previous.stop)
+        # After a promotion the server reaches the new primary through pg-replica (the DSN's
+        # second host): pg-primary must lead to it before pg-replica leads to the standby.
+        current = await asyncio.to_thread(self.toxiproxy.proxy, "pg-primary")
+        if current.upstream != f"{LOOPBACK}:{primary.port}":
+            await self._repoint("pg-primary", primary.port)
         await self._repoint("pg-replication", primary.port)
         number = sum(1 for name in self.clusters if name.startswith("replica-r")) + 1
         replica = await self._start_replica(

@@ -303,4 +303,11 @@ def test_killed_primary_is_replaced_and_writes_go_on(stack: LocalStack) -> None:
     assert "new streaming replica" in outcome.detail
     streaming = run(sql(stack.current_primary_dsn, "SELECT state FROM pg_stat_replication"))
     assert [r["state"] for r in streaming] == ["streaming"]
+    # and the server still writes: its DSN leads to the primary, not to the new standby
+    healthy = run(step.check(context(stack)))
+    assert healthy.healthy, healthy.detail
+    _, title, body, checksum = note(f"{note_id}-2", "after rebuild", "written through MCP")
+    arguments = {"id": f"{note_id}-2", "title": title, "body": body, "checksum": checksum}
+    created = run(call_tool_once(stack.endpoints.mcp_url, "create_note", arguments))
+    assert created.ok and created.result.get("isError") is not True, created
     assert time.monotonic() - started < 40
