@@ -52,6 +52,7 @@ from harness.runbook import (
     load_runbook,
 )
 from harness.stack import AdminEndpoint, RestoreTarget, Stack, StackError, redact
+from harness.stack.postgres import DB_ERRORS
 
 __all__ = [
     "DEFAULT_RUNBOOK",
@@ -402,11 +403,11 @@ class PrimaryConnectivity(Step[RunbookContext]):
             conn = await asyncpg.connect(
                 stack.endpoints.server_database_url, timeout=self.timeout_s
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             return Health(False, f"no read-write node through the server's DSN: {_why(exc)}")
         try:
             row = await conn.fetchrow(WRITE_SQL, timeout=self.timeout_s)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             return Health(False, f"the write through the server's DSN failed: {_why(exc)}")
         finally:
             await _close(conn)
@@ -454,11 +455,11 @@ async def _answers_as_primary(dsn: str, timeout_s: float) -> bool:
     """Whether the node behind a direct DSN answers and is not in recovery."""
     try:
         conn = await asyncpg.connect(dsn, timeout=timeout_s)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except DB_ERRORS:
         return False
     try:
         return not await conn.fetchval("SELECT pg_is_in_recovery()", timeout=timeout_s)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except DB_ERRORS:
         return False
     finally:
         await _close(conn)
@@ -467,7 +468,7 @@ async def _answers_as_primary(dsn: str, timeout_s: float) -> bool:
 async def _close(conn: asyncpg.Connection) -> None:
     try:
         await conn.close(timeout=1)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except DB_ERRORS:
         conn.terminate()
 
 
@@ -561,7 +562,7 @@ class ReplicationLag(Step[RunbookContext]):
     async def check(self, ctx: RunbookContext) -> Health:
         try:
             replicas = await self.replicas(ctx)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             return Health(False, f"the primary does not answer: {_why(exc)}")
         return lag_health(replicas, self.max_bytes, self.max_s)
 
@@ -925,7 +926,7 @@ class IntegrityViolations(Step[RunbookContext]):
             conn = await asyncpg.connect(
                 app_dsn(ctx.stack.current_primary_dsn), timeout=self.query_timeout_s
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             return f"the primary does not answer: {_why(exc)}"
         try:
             return await IntegrityChecker(checks, self.query_timeout_s).run(conn, ctx.clock.now())

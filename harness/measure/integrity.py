@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from harness.config import IntegrityCheck
+from harness.stack.postgres import DB_ERRORS
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class IntegrityChecker:
             return CheckResult(
                 check.name, frozenset(), error=f"timed out after {self.timeout_s:g} s"
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DB_ERRORS as exc:
             return CheckResult(check.name, frozenset(), error=f"{type(exc).__name__}: {exc}")
         ids = frozenset(str(row[0]) for row in rows)
         stamps = {

@@ -34,6 +34,7 @@ from harness.load.wire import (
 )
 from harness.measure.failover import ServiceProbeSample, WriteProbeSample
 from harness.measure.ledger import WriteLedger
+from harness.stack.postgres import DB_ERRORS
 
 RETRY_INTERVAL_S = 0.025
 """The probes' pace while they fail (see the module's docstring)."""
@@ -72,12 +73,7 @@ class WriteProbe:
                         timeout=self.timeout_s,
                     )
                     sample = WriteProbeSample(seq, self._now_s(), True, int(port))
-                except (
-                    TimeoutError,
-                    OSError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                ) as exc:
+                except DB_ERRORS as exc:
                     sample = WriteProbeSample(seq, self._now_s(), False, None, type(exc).__name__)
                     if conn is not None:
                         conn.terminate()

@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from harness.stack.postgres import DB_ERRORS
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_GAUGES = (
     "mcp_sessions_open",
@@ -153,11 +155,11 @@ class ResourceSampler:
     async def _database(self) -> dict[str, Any]:
         try:
             conn = await asyncpg.connect(self.primary_dsn(), timeout=0.5)
-        except (TimeoutError, OSError, asyncpg.PostgresError):
+        except DB_ERRORS:
             return {"db_connections": None}
         try:
             row = await conn.fetchrow(DB_SQL, timeout=0.5)
-        except (TimeoutError, OSError, asyncpg.PostgresError):
+        except DB_ERRORS:
             return {"db_connections": None}
         finally:
             conn.terminate()

@@ -117,9 +117,12 @@ class LocalStack(Stack):
         # side). Its DSN needs the pg-replica proxy now: it points at the primary until the
         # replica answers (harmless: the DSN targets read-write, which the primary is).
         self._proxy("pg-replica", primary.port)
-        async with asyncio.TaskGroup() as parts:
-            cloned = parts.create_task(self._start_replica(replication))
-            started = parts.create_task(self._start_server())
+        try:
+            async with asyncio.TaskGroup() as parts:
+                cloned = parts.create_task(self._start_replica(replication))
+                started = parts.create_task(self._start_server())
+        except ExceptionGroup as failed:  # the part that failed first, as a lone error
+            raise failed.exceptions[0] from None
         replica, server_url = cloned.result(), started.result()
         await self._repoint("pg-replica", replica.port)
         await self._wait_streaming(primary, replica)

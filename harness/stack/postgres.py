@@ -21,6 +21,17 @@ from harness.stack.processes import (
     wait_gone,
 )
 
+DB_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection cut mid-operation
+)
+"""What a query over a path that may break (a proxy, a failover) can raise: a failed
+attempt to record, never the end of a probe or a check."""
+
+
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
 APP_USER = "mcp_app"
