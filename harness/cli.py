@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
 
-    up = sub.add_parser("up", help="bring the stack up and keep it running until Ctrl-C / SIGTERM")
+    up = sub.add_parser(
+        "up",
+        help="bring the stack up and keep it running until Ctrl-C / SIGTERM (its logs are in run_dir/logs meanwhile; removed when it stops)",
+    )
     up.add_argument(
         "scenario", nargs="?", help="scenario whose stack settings to use (default: built-in)"
     )
@@ -598,6 +601,7 @@ async def _up(scenario: Scenario, as_json: bool, pg_bin: str | None) -> int:
             err_console.print("stopping the stack")
         finally:
             credentials.unlink(missing_ok=True)  # its passwords and tokens end with the stack
+    stack.remove_run_dir()  # its logs were there to read while it ran; nothing is left behind
     return 0
 
 

@@ -60,3 +60,4 @@ def test_runbook_against_a_running_stack() -> None:
         up.wait(timeout=60)
     assert up.returncode == 0
     assert not Path(credentials).exists()  # passwords and tokens end with the stack
+    assert not run_dir.exists()  # nothing left behind in the temporary directory
