@@ -93,7 +93,7 @@ def test_an_overloaded_generator_makes_the_run_inconclusive(tmp_path: Path) -> N
         tmp_path,
         """
 name: overload
-load: {users: 300, spawn_rate: 300, run_time: 14s, think_time: [0s, 0s], tool_mix: {tools/list: 1}, reconnect: {policy: immediate, base: 10ms}, cpu_split: "on"}
+load: {users: 300, spawn_rate: 300, run_time: 10s, think_time: [0s, 0s], tool_mix: {tools/list: 1}, reconnect: {policy: immediate, base: 10ms}, cpu_split: "on"}
 faults: [{kind: proxy_down, at: 3s, proxy: mcp}]
 """,
     )
