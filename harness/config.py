@@ -376,12 +376,12 @@ FAULT_KINDS = (
     "call_tool",
     "partition",
 )
+"""Tags of the fault union; pydantic puts them in error locations, messages leave them out."""
 BACKEND_FAULTS: dict[str, tuple[str, ...]] = {
     "local": ("kill_primary", "kill_server", "toxic", "proxy_down", "bad_deployment", "call_tool"),
     "docker": ("kill_primary", "kill_server", "toxic", "proxy_down", "call_tool", "partition"),
 }
 """Which fault kinds each backend can inject (README, "Backends")."""
-"""Tags of the fault union; pydantic puts them in error locations, messages leave them out."""
 
 
 RestoreTargetKind = Literal["restore_point", "earliest_damage", "time", "lsn"]

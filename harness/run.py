@@ -958,7 +958,7 @@ def _around_the_load(
             ),
             "cores_available": cores,
             "loop_lag_ms_mean": (1000 * sum(lag) / len(lag)) if lag else None,
-            "loop_lag_ms_max": (1000 * max(lag)) if lag else None,
+            "loop_lag_ms_worst_second": (1000 * max(lag)) if lag else None,
             "loop_lagging_fraction": lag_fraction,
             "saturated_fraction": fraction,
             "saturated": cpu_saturated or lagging,

@@ -6,7 +6,7 @@ alone in a user's own runbook (``Runbook([PrimaryConnectivity(timeout_s=1), ...]
 - ``PrimaryConnectivity``: a write through the server's own DSN; fix: promote the
   standby, then make each server's pool connect anew (``POST /admin/pool/repoint``).
 - ``ReplicationLag``: replay lag of the streaming replica on the primary; fix, only when
-  no replica streams at all: a new one from the primary (a lagging one is an alert).
+  no replica is connected at all: a new one from the primary.
 - ``ConnectionRate``: new sessions per second from the servers' ``/metrics`` (a
   reconnection storm); fix: admission control at a set rate (``POST /admin/admission``).
 - ``ToolSuccessRate``: tools/call success over the last seconds from ``/metrics``; fix:
@@ -534,8 +534,9 @@ class ReplicationLag(Step[RunbookContext]):
     """The streaming replica replays within ``max_bytes`` of WAL and ``max_s`` seconds,
     read from ``pg_stat_replication`` on the primary.
 
-    Fix, only when no replica streams at all (after a promotion, or a replica lost): a new
-    streaming replica of the current primary, built by the stack's owner. A replica that
+    Fix, only when no replica is connected at all (after a promotion, or a replica lost): a
+    new streaming replica of the current primary, built by the stack's owner; one that is
+    connected and catching up is left to catch up. A replica that
     streams but lags is left to a person: a new one would lag the same way (look at its
     disk and at the ``pg-replication`` path)."""
 
@@ -567,12 +568,15 @@ class ReplicationLag(Step[RunbookContext]):
         return lag_health(replicas, self.max_bytes, self.max_s)
 
     async def fix(self, ctx: RunbookContext) -> str:
-        streaming = [r for r in await self.replicas(ctx) if r.state == "streaming"]
-        if streaming:
+        replicas = await self.replicas(ctx)
+        if any(r.state == "streaming" for r in replicas):
             raise FixFailed(
                 "a replica streams but replays too slowly: a new one would lag the same way; "
                 "look at the replica's disk and at the pg-replication path"
             )
+        if replicas:  # connected and catching up (after a cut WAL stream, say): let it
+            states = ", ".join(f"{r.name or 'replica'} {r.state}" for r in replicas)
+            raise FixFailed(f"a replica is connected ({states}): wait for it to stream")
         ctx.say(f"{self.name}: no replica streams; building a new one from the primary")
         try:
             built_s = await ctx.stack.rebuild_replica()

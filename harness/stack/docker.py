@@ -132,7 +132,10 @@ def kill_container(container: Any, timeout_s: float = 10.0, poll_s: float = 0.05
     kernel kills every other process of the container's PID namespace."""
     container.reload()
     pid = int(container.attrs.get("State", {}).get("Pid") or 0)
-    container.kill(signal="SIGKILL")
+    try:
+        container.kill(signal="SIGKILL")
+    except docker_sdk().errors.APIError as exc:  # not running (killed already): not a new kill
+        raise StackError(f"could not kill container {container.name}: {exc}") from None
     deadline = time.monotonic() + timeout_s
     while True:
         container.reload()
@@ -285,6 +288,9 @@ class DockerStack(Stack):
         self.base_backups: list[BaseBackup] = []
         self.topology: Topology | None = None
         self.started: list[HarnessContainer] = []
+        self.starting: list[asyncio.Future[Any]] = []
+        """Each container's start, running in a thread: a cancelled up() does not stop it,
+        so down() waits for them before it removes anything."""
         self.network: Network | None = None
         self.primary_alias, self.replica_alias = "primary", "replica"
         self.server_lifecycle = asyncio.Lock()
@@ -397,8 +403,10 @@ class DockerStack(Stack):
     async def _start(self, container: HarnessContainer) -> None:
         """Start a container and wait for its wait strategy; known to down() at once."""
         self.started.append(container)
+        start = asyncio.ensure_future(asyncio.to_thread(container.start))
+        self.starting.append(start)
         try:
-            await asyncio.to_thread(container.start)
+            await asyncio.shield(start)
         except Exception as exc:  # docker errors, a wait strategy's timeout
             raise StackError(
                 f"container {container.alias} ({container.image}) did not come up: {exc}\n"
@@ -653,6 +661,13 @@ class DockerStack(Stack):
             return
         if hasattr(self, "registry"):
             await asyncio.to_thread(self.registry.stop_all)
+        pending = [start for start in self.starting if not start.done()]
+        if pending:  # an up() cancelled mid-start: the container may still come up
+            await asyncio.wait(pending, timeout=self.scenario.docker.startup_timeout + 30)
+            for start in pending:  # its error was the cancelled up()'s to report, not ours
+                if start.done() and not start.cancelled():
+                    start.exception()
+        self.starting.clear()
         for container in reversed(self.started):
             await asyncio.to_thread(self._record, container, run_dir)
             try:

@@ -207,7 +207,10 @@ class McpStack:
     def _catch_sigterm(self) -> None:
         """While a stack runs, SIGTERM (a cancelled CI job) ends the session like Ctrl-C,
         so the stack is brought down instead of left running."""
-        if threading.current_thread() is not threading.main_thread() or self._previous_sigterm:
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or self._previous_sigterm is not None  # SIG_DFL is 0: test for None, not falsy
+        ):
             return
 
         def interrupt(signum: int, frame: FrameType | None) -> None:

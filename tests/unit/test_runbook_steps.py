@@ -386,11 +386,19 @@ def replication_fix(
     return step, RunbookContext(cast(Stack, stack), say=lambda _: None, clock=FakeClock())
 
 
-def test_no_streaming_replica_gets_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_connected_replica_gets_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
     stack = ReplicaStack()
-    step, ctx = replication_fix(monkeypatch, [ReplicaLag("old", "catchup", None, None)], stack)
+    step, ctx = replication_fix(monkeypatch, [], stack)
     done = asyncio.run(step.fix(ctx))
     assert stack.rebuilt == 1 and "new streaming replica" in done and "5433" in done
+
+
+def test_a_replica_catching_up_is_left_to_catch_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = ReplicaStack()
+    step, ctx = replication_fix(monkeypatch, [ReplicaLag("r", "catchup", None, None)], stack)
+    with pytest.raises(FixFailed, match=r"connected \(r catchup\): wait for it to stream"):
+        asyncio.run(step.fix(ctx))
+    assert stack.rebuilt == 0
 
 
 def test_a_lagging_replica_is_left_to_a_person(monkeypatch: pytest.MonkeyPatch) -> None:
