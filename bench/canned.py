@@ -240,10 +240,14 @@ def run_one(port: int, parent: int | None = None) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far (``/proc/<pid>/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of one process so far; raises when it is gone (a bench
+    must not count a dead endpoint as an idle one)."""
+    from harness.measure.resources import cpu_seconds as process_cpu_seconds
+
+    seconds = process_cpu_seconds(pid)
+    if seconds is None:
+        raise ProcessLookupError(f"process {pid} is gone")
+    return seconds
 
 
 @dataclass

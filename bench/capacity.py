@@ -99,14 +99,6 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def machine_busy_s() -> float:
-    """Busy CPU seconds of the whole machine so far (all cores, ``/proc/stat``)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def with_steps(argv: list[str]) -> list[str]:
     """A Locust command line with this module added as a second locustfile (the steps)."""
     out = list(argv)
@@ -137,7 +129,7 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
     from urllib.parse import urlsplit
 
     from bench import canned
-    from bench.common import report
+    from bench.common import busy_cpu_seconds, report
     from harness.config import Scenario
     from harness.load.settings import LoadSettings
     from harness.load.swarm import Swarm
@@ -253,7 +245,7 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
         early: list[dict[str, Any]] = []
         last: dict[int, float] = {}
         last_server = server.cpu_seconds()
-        last_machine = machine_busy_s()
+        last_machine = busy_cpu_seconds()
         last_t = time.monotonic()
         users_now = 0
         deadline = time.monotonic() + hold_s * len(steps) + 60
@@ -291,7 +283,7 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
             }
             fractions = list(by_pid.values())
             last = {pid: c for pid, c in cpu.items() if c is not None}
-            server_cpu, machine = server.cpu_seconds(), machine_busy_s()
+            server_cpu, machine = server.cpu_seconds(), busy_cpu_seconds()
             if fractions:
                 samples.append(
                     {

@@ -42,6 +42,19 @@ def with_ratios(figures: list[Figure]) -> list[Figure]:
     return figures
 
 
+def busy_cpu_seconds(cpu: int | None = None) -> float:
+    """Busy seconds so far (user, nice, system, irq, softirq, steal) of one core, or of
+    the whole machine with ``cpu`` None, from ``/proc/stat``; 0 for a core not listed."""
+    label = "cpu" if cpu is None else f"cpu{cpu}"
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *values = line.split()
+            if name == label:
+                v = [int(x) for x in values]
+                return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),

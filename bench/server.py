@@ -43,7 +43,7 @@ import psutil
 from starlette.types import Message, Receive, Scope, Send
 
 from bench import canned
-from bench.common import Figure, report
+from bench.common import Figure, busy_cpu_seconds, report
 from harness.config import AdmissionConfig, BreakerConfig, ProtectionConfig, Scenario, ServerConfig
 from harness.load.async_client import open_session
 from harness.load.wire import McpSession
@@ -243,17 +243,6 @@ def cpu_seconds(pid: int, with_children: bool = False) -> float:
         return 0.0
 
 
-def core_busy_seconds(cpu: int) -> float:
-    """Busy seconds of one core so far, every process on it (``/proc/stat``)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith(f"cpu{cpu} "):
-                v = [int(x) for x in line.split()[1:]]
-                return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / ticks
-    return 0.0
-
-
 @dataclass
 class Meters:
     """CPU seconds of every party of a round, read at once."""
@@ -274,8 +263,8 @@ def read_meters(target: Target, postgres_pid: int, toxiproxy_pid: int) -> Meters
         driver=time.process_time(),
         postgres=cpu_seconds(postgres_pid, with_children=True),
         toxiproxy=cpu_seconds(toxiproxy_pid),
-        served_core=core_busy_seconds(SERVED_CPU),
-        driver_core=core_busy_seconds(DRIVER_CPU),
+        served_core=busy_cpu_seconds(SERVED_CPU),
+        driver_core=busy_cpu_seconds(DRIVER_CPU),
     )
 
 
