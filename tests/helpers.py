@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -81,3 +83,21 @@ def junit_cases(path: Path) -> dict[str, str]:
     assert int(suite.get("failures", -1)) == sum(v == "failure" for v in cases.values())
     assert int(suite.get("errors", -1)) == sum(v == "error" for v in cases.values())
     return cases
+
+
+@dataclass
+class FakeClock:
+    """The runbook's clock (``now()``, ``async sleep()``) for unit tests: time moves only
+    when something sleeps, and every sleep is noted. A sleep still yields to the event
+    loop, so a step that never answers can be timed out."""
+
+    t: float = 100.0
+    slept: list[float] = field(default_factory=list)
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+        await asyncio.sleep(0)

@@ -4,10 +4,9 @@ standby, and the failover is measured as with a scripted promotion."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.helpers import run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 DB_FAILOVER_BOUND_S = 10.0
@@ -16,17 +15,19 @@ RUN_TIME_S = 24
 
 
 def test_the_runbook_watcher_promotes_after_a_primary_kill(tmp_path: Path) -> None:
-    cli = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run",
-         str(REPO / "scenarios" / "primary_kill_runbook.yaml"),
-         "-u", "60", "-t", f"{RUN_TIME_S}s", "--set", f"faults.0.at={FAULT_AT_S:g}s", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=240, cwd=REPO,
-    )  # fmt: skip
-    output = cli.stdout[-3000:] + cli.stderr[-3000:]
-    (run_dir,) = tmp_path.iterdir()
-    result = json.loads((run_dir / "result.json").read_text())
-    assert result["verdict"] in ("pass", "fail"), output
-    assert cli.returncode == (0 if result["verdict"] == "pass" else 1), output
+    shipped = (REPO / "scenarios" / "primary_kill_runbook.yaml").read_text()
+    code, result, output = run_scenario(
+        tmp_path,
+        shipped,
+        "-u",
+        "60",
+        "-t",
+        f"{RUN_TIME_S}s",
+        "--set",
+        f"faults.0.at={FAULT_AT_S:g}s",
+    )
+    assert result["verdict"] in ("pass", "fail"), output[-3000:]
+    assert code == (0 if result["verdict"] == "pass" else 1), output[-3000:]
     assert result["scenario"]["recovery"]["promote_after"] is None
 
     (fault,) = result["faults"]

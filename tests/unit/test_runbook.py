@@ -27,20 +27,9 @@ from harness.runbook import (
     StepOutcome,
     load_runbook,
 )
+from tests.helpers import FakeClock
 
 HANG_TIMEOUT_S = 0.01
-
-
-@dataclass
-class FakeClock:
-    t: float = 1000.0
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-        await asyncio.sleep(0)
 
 
 @dataclass

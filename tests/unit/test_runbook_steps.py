@@ -44,21 +44,9 @@ from harness.runbook_steps import (
     tools_to_open,
 )
 from harness.stack import AdminEndpoint, Stack, StackError
+from tests.helpers import FakeClock
 
 MIB = 1024 * 1024
-
-
-@dataclass
-class FakeClock:
-    t: float = 100.0
-    slept: list[float] = field(default_factory=list)
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += seconds
 
 
 def key(name: str, **labels: str) -> SeriesKey:
