@@ -45,7 +45,13 @@ from harness.stack.postgres import (
     PostgresCluster,
     StackError,
 )
-from harness.stack.prerequisites import pg_bin_dir, pg_run_user, postgres_version, toxiproxy_server
+from harness.stack.prerequisites import (
+    pg_bin_dir,
+    pg_run_user,
+    postgres_version,
+    require_runnable_by,
+    toxiproxy_server,
+)
 from harness.stack.processes import (
     OwnedProcess,
     ProcessRegistry,
@@ -75,6 +81,7 @@ class LocalStack(Stack):
         self.bin_dir = pg_bin_dir(pg_bin)
         self.toxiproxy_bin = toxiproxy_server()
         self.run_user = pg_run_user()
+        require_runnable_by(self.bin_dir, self.run_user)
         self._run_dir = run_dir
         self.cpus = cpus
         self.passwords = {

@@ -9,11 +9,13 @@ docker backend needs only a Docker engine that answers (``docker_engine_info``).
 
 from __future__ import annotations
 
+import grp
 import importlib.util
 import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -105,6 +107,42 @@ def pg_run_user() -> str | None:
     return name
 
 
+def blocked_directory(path: Path, user: str) -> Path | None:
+    """The first directory on the way to ``path`` that ``user`` may not enter (no search
+    permission for them), from ``/`` down; None when every one lets them through."""
+    account = pwd.getpwnam(user)
+    groups = {g.gr_gid for g in grp.getgrall() if user in g.gr_mem} | {account.pw_gid}
+    for directory in reversed(path.resolve().parents):
+        info = directory.stat()
+        if info.st_uid == account.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return directory
+    return None
+
+
+def require_runnable_by(bin_dir: Path, user: str | None) -> None:
+    """Postgres runs as ``user`` (when the harness is root): its binaries must be reachable
+    for that user, which a checkout in a private directory (``mktemp -d``, ``/root``)
+    is not. Raises MissingPrerequisite naming the directory and the fix."""
+    if user is None:
+        return
+    blocked = blocked_directory(bin_dir / "initdb", user)
+    if blocked is None:
+        return
+    raise MissingPrerequisite(
+        f"PostgreSQL runs as {user!r} (it refuses root) and cannot reach its binaries in "
+        f"{bin_dir}: {blocked} (mode {stat.S_IMODE(blocked.stat().st_mode):o}) does not let "
+        f"{user} in. Fix: let that user through (`setfacl -m u:{user}:x {blocked}`, or "
+        f"`chmod o+x {blocked}`), keep the checkout in a directory others can enter, or "
+        "point --pg-bin / MCP_HARNESS_PG_BIN at binaries outside it."
+    )
+
+
 def _version(argv: list[str]) -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
@@ -153,13 +191,18 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
     ):
         version = _package_version(package)
         checks.append(Check(package, version is not None, version or "missing", "make bootstrap"))
+    bin_dir_found: Path | None = None
     try:
-        bin_dir = pg_bin_dir(pg_bin)
-        checks.append(Check("postgresql", True, f"{postgres_version(bin_dir)} in {bin_dir}"))
+        bin_dir_found = pg_bin_dir(pg_bin)
+        checks.append(
+            Check("postgresql", True, f"{postgres_version(bin_dir_found)} in {bin_dir_found}")
+        )
     except MissingPrerequisite as exc:
         checks.append(Check("postgresql", False, "missing", str(exc)))
     try:
         user = pg_run_user()
+        if user is not None and bin_dir_found is not None:
+            require_runnable_by(bin_dir_found, user)
         checks.append(
             Check("postgres user", True, user or f"runs as {pwd.getpwuid(os.geteuid()).pw_name}")
         )
