@@ -17,6 +17,7 @@ from harness.stack.processes import (
     OwnedProcess,
     ProcessRegistry,
     children_of,
+    run_as,
     signal_pid,
     wait_gone,
 )
@@ -104,7 +105,7 @@ class PostgresCluster:
         try:
             result = subprocess.run(
                 argv,
-                user=self.run_user,
+                **run_as(self.run_user),
                 env={**os.environ, **(env or {})},
                 capture_output=True,
                 text=True,

@@ -9,7 +9,6 @@ docker backend needs only a Docker engine that answers (``docker_engine_info``).
 
 from __future__ import annotations
 
-import grp
 import importlib.util
 import os
 import pwd
@@ -111,12 +110,11 @@ def blocked_directory(path: Path, user: str) -> Path | None:
     """The first directory on the way to ``path`` that ``user`` may not enter (no search
     permission for them), from ``/`` down; None when every one lets them through."""
     account = pwd.getpwnam(user)
-    groups = {g.gr_gid for g in grp.getgrall() if user in g.gr_mem} | {account.pw_gid}
     for directory in reversed(path.resolve().parents):
         info = directory.stat()
         if info.st_uid == account.pw_uid:
             bit = stat.S_IXUSR
-        elif info.st_gid in groups:
+        elif info.st_gid == account.pw_gid:  # its own group only, as it is run
             bit = stat.S_IXGRP
         else:
             bit = stat.S_IXOTH

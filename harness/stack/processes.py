@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 OWNER_FILE = "owner.json"
 
@@ -100,6 +102,15 @@ def signal_pid(pid: int, sig: int) -> None:
         pass
 
 
+def run_as(user: str | None) -> dict[str, Any]:
+    """``subprocess`` arguments that run a child as ``user`` with that user's own group and
+    no supplementary groups (its uid alone would leave it in root's groups, where a
+    root-owned directory's group bits decide); nothing for None (run as the caller)."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
 @dataclass
 class OwnedProcess:
     """One process started by the run, with its log file."""
@@ -175,7 +186,7 @@ class ProcessRegistry:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 cwd=cwd,
-                user=user,
+                **run_as(user),
                 start_new_session=True,
             )
         proc = OwnedProcess(name, popen, log_path, proc_start_ticks(popen.pid))
