@@ -107,6 +107,15 @@ class LocalStack(Stack):
         return self._run_dir
 
     async def up(self) -> Endpoints:
+        """Bring every part up; a part that fails stops those already started (also when
+        ``up()`` is called directly rather than through ``async with``)."""
+        try:
+            return await self._up()
+        except BaseException:
+            await self.down()
+            raise
+
+    async def _up(self) -> Endpoints:
         become_subreaper()
         parent = Path(tempfile.gettempdir())
         for stale in reap_stale_runs(parent, RUN_DIR_PREFIX):

@@ -12,6 +12,7 @@ import pytest
 from harness.config import load_scenario
 from harness.stack import StackError
 from harness.stack.local import LocalStack
+from tests.helpers import harness_process_pids
 
 
 def scenario_with(tmp_path: Path, sql: str) -> LocalStack:
@@ -47,4 +48,14 @@ def test_broken_setup_sql_names_the_file(tmp_path: Path) -> None:
     stack = scenario_with(tmp_path, "CREATE TABLE broken (")
     with pytest.raises(StackError, match=r"server.setup_sql .*schema.sql failed"):
         asyncio.run(stack.__aenter__())
+    stack.remove_run_dir()
+
+
+def test_a_failed_up_called_directly_stops_what_it_started(tmp_path: Path) -> None:
+    """Not through ``async with``: up() itself stops Toxiproxy and the clusters it started."""
+    before = harness_process_pids()
+    stack = scenario_with(tmp_path, "CREATE TABLE broken (")
+    with pytest.raises(StackError, match=r"server.setup_sql .*schema.sql failed"):
+        asyncio.run(stack.up())
+    assert harness_process_pids() - before == set()
     stack.remove_run_dir()
