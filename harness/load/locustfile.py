@@ -13,8 +13,18 @@ Records (one JSON object a line, ``t`` on the master's CLOCK_MONOTONIC):
   initialize attempt, ok or not, included; the held SSE stream once, as
   ``GET stream``, at its opening); ``err`` is an ``ErrorKind`` value; a shed
   request also has ``ra``, the Retry-After in seconds.
-- ``broken`` (``t u reason``), ``reconnected`` (``t u duration_s attempts``),
-  ``write_attempt`` (``t id u``), ``write`` (``t id sum u``).
+- ``broken`` (``t u reason``), ``reconnected`` (``t u duration_s attempts``).
+- Ledger records: ``write_attempt`` (``t id u seq w``), one per send of a write (a
+  write sent again after no reply, with the same ``id``, has one per send), and
+  ``write`` (``t id sum u seq w``), its acknowledgement: a reply that passed the
+  scenario's success rule. ``w`` names the process that ran the user
+  (``host:pid``, unique in the run) and ``seq`` counts that process's ledger
+  records, both kinds together, from 0, in the order they were made; when the
+  process's users have stopped, its final batch ends with ``ledger_end``
+  (``t w n``): it made ``n`` ledger records, so seqs ``0..n-1`` must all be
+  in the file and any missing one was lost on the way. A worker's batches arrive
+  in order, so a process's ledger records are in the file in ``seq`` order.
+- ``lag`` (``t p mean max``): how late a process's event loop woke, once a second.
 - ``users`` (``t n``), ``spawned`` (``t n``), ``stop`` (``t``).
 
 A worker on another machine has another monotonic clock: its records' ``t``
@@ -66,6 +76,11 @@ def clock_domain() -> str:
 
 CLOCK_DOMAIN = clock_domain()
 
+LEDGER_KINDS = frozenset({"write_attempt", "write"})
+"""Records numbered by ``seq`` and counted by ``ledger_end``."""
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+"""This process in ledger records' ``w``: unique in the run (one host, one pid)."""
+
 
 class RecordStream:
     """This process's end of the records stream: a worker's sender, or the file's writer."""
@@ -82,6 +97,8 @@ class RecordStream:
         self.final_batch_from: set[str] = set()
         self.users_ticker: gevent.Greenlet | None = None
         self.lag_probe: gevent.Greenlet | None = None
+        self.ledger_seq = 0
+        """How many ledger records this process's users made (the next one's ``seq``)."""
 
     def on_request(
         self, name: str, response_time: float, exception: Exception | None, context: dict, **_: Any
@@ -104,7 +121,15 @@ class RecordStream:
         self.pending.append(record)
 
     def on_record(self, record: Record) -> None:
+        if record.get("k") in LEDGER_KINDS:
+            record["seq"] = self.ledger_seq
+            record["w"] = WORKER_ID
+            self.ledger_seq += 1
         self.pending.append(record)
+
+    def ledger_end(self) -> Record:
+        """The last ledger record of this process: how many it made (seqs 0..n-1)."""
+        return {"k": "ledger_end", "t": time.monotonic(), "w": WORKER_ID, "n": self.ledger_seq}
 
     def deliver_pending(self, final: bool = False) -> None:
         batch, self.pending = self.pending, []
@@ -194,6 +219,8 @@ class RecordStream:
             self.lag_probe = None
         if isinstance(self.runner, MasterRunner):
             self.collect_final_batches()
+        else:  # its users have stopped: no ledger record comes after this
+            self.pending.append(self.ledger_end())
         self.deliver_pending(final=True)
         if self.file is not None:
             if self.users_ticker is not None:

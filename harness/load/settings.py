@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from harness.load.policy import POLICY_NAMES, PolicyName, ReconnectPolicy
-from harness.load.wire import PROTOCOL_2025_11_25, SUPPORTED_PROTOCOLS, WriteTemplate
+from harness.load.wire import PROTOCOL_2025_11_25, SUPPORTED_PROTOCOLS, AckRule, WriteTemplate
 
 SETTINGS_ENV = "MCP_HARNESS_LOAD"
 
@@ -73,6 +73,14 @@ class LoadSettings:
     write_content: str = WriteTemplate.content
     parent_probability: float = 0.5
     """How often a write names one of the client's earlier writes as its parent."""
+    success_when: dict[str, Any] = field(default_factory=lambda: AckRule().as_dict())
+    """When a write tool's result is an acknowledgement: the scenario's
+    ``ledger.success_when`` as data (keys ``equals``, ``not_false``, ``absent``,
+    ``text_not_matching``; see ``wire.AckRule``). A result that fails it is a
+    ``tool_error``, not acknowledged."""
+    retry_unanswered: int = 1
+    """A write that got no reply (reset, timeout) is sent again with the same id up to this
+    many times, after reconnecting (the scenario's ``ledger.retry_unanswered``)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -99,6 +107,12 @@ class LoadSettings:
             problems.append("request_timeout_s must be positive")
         if not self.mcp_path.startswith("/"):
             problems.append(f"mcp_path {self.mcp_path!r} must start with '/'")
+        try:
+            self.ack_rule()
+        except (ValueError, TypeError) as exc:
+            problems.append(f"success_when: {exc}")
+        if not isinstance(self.retry_unanswered, int) or self.retry_unanswered < 0:
+            problems.append(f"retry_unanswered {self.retry_unanswered!r} must be an int >= 0")
         if problems:
             raise ValueError("invalid load settings: " + "; ".join(problems))
 
@@ -106,6 +120,10 @@ class LoadSettings:
         return WriteTemplate(
             self.write_tool, tuple(self.write_arguments.items()), self.write_content
         )
+
+    def ack_rule(self) -> AckRule:
+        """The success rule a write tool's result must pass to be acknowledged."""
+        return AckRule.of(self.success_when)
 
     def policy(self) -> ReconnectPolicy:
         """The reconnect pacing these settings describe."""

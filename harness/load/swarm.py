@@ -300,7 +300,8 @@ class RecordTail:
 
 def settings_for(scenario: Scenario, records_path: Path, id_prefix: str) -> LoadSettings:
     """The clients the scenario's ``load`` section describes (think time, tool mix,
-    reconnect policy, protocol), writing through its ``ledger`` tool."""
+    reconnect policy, protocol), writing through its ``ledger`` tool, acknowledging by its
+    ``ledger.success_when`` and retrying unanswered writes ``ledger.retry_unanswered`` times."""
     load, server, ledger = scenario.load, scenario.server, scenario.ledger
     return LoadSettings(
         records_path=str(records_path),
@@ -319,4 +320,6 @@ def settings_for(scenario: Scenario, records_path: Path, id_prefix: str) -> Load
         write_tool=ledger.tool,
         write_arguments=dict(ledger.arguments),
         write_content=ledger.content,
+        success_when=ledger.success_when.model_dump(mode="json"),
+        retry_unanswered=ledger.retry_unanswered,
     )

@@ -4,7 +4,9 @@ The SDK's asyncio client cannot run once per greenlet, so each user frames its
 JSON-RPC with ``wire`` and sends it with Locust's gevent HTTP client. Every
 request is timed by Locust under its MCP method name and carries the user's id
 in the request context; session and write records (broken, reconnected,
-write_attempt, write) are fired on ``McpUser.record_event``. The locustfile
+write_attempt, write) are fired on ``McpUser.record_event``. Only a write tool
+result that passes the scenario's success rule is acknowledged (``write``); an
+unanswered write is sent again with the same id (``create_note``). The locustfile
 turns both into the records the harness reads.
 
 A (re)connection is: initialize, notifications/initialized, tools/list in
@@ -33,9 +35,12 @@ from harness.load.wire import (
     McpOutcome,
     McpRequest,
     McpSession,
+    ack_rule_for,
+    judge_ack,
     new_note,
     note_search_term,
     outcome_of,
+    retry_unanswered_write,
     transport_failure,
 )
 
@@ -88,6 +93,7 @@ class McpUser(FastHttpUser):
         self.session = McpSession(self.load.protocol, self.load.headers)
         self.policy = self.load.policy()
         self.write_template = self.load.write_template()
+        self.ack_rule = self.load.ack_rule()
         self.note_prefix = f"{self.load.id_prefix}-{self.user_id}"
         self.written_note_ids: deque[str] = deque(maxlen=MAX_REMEMBERED_NOTES)
         self.ops = list(self.load.tool_mix)
@@ -147,14 +153,35 @@ class McpUser(FastHttpUser):
         return self.send(self.session.tools_call("notes_report", {}))
 
     def create_note(self) -> McpOutcome:
-        """Write one note, recording the attempt before and the acknowledgement after."""
+        """Write one note, recording each attempt before it is sent and the acknowledgement
+        after.
+
+        An acknowledgement is a reply that passes the scenario's success rule
+        (``ack_rule``); a result that fails it is a ``tool_error``. A write that got no
+        reply (``retry_unanswered_write``) is sent again with the same id and content,
+        after a reconnection (such a failure always breaks the session), as an
+        at-least-once client does; a ``write_attempt`` is recorded for every send. The
+        outcome returned is the last send's: when it broke the session, the caller
+        reconnects.
+        """
         note_id, title, body = new_note(self.note_prefix, self.rng)
         parent = None
         if self.written_note_ids and self.rng.random() < self.load.parent_probability:
             parent = self.rng.choice(self.written_note_ids)
         arguments, checksum = self.write_template.render(note_id, title, body, parent)
-        self.emit({"k": "write_attempt", "t": time.monotonic(), "id": note_id, "u": self.user_id})
-        outcome = self.send(self.session.tools_call(self.write_template.tool, arguments))
+        retries = 0
+        while True:
+            self.emit(
+                {"k": "write_attempt", "t": time.monotonic(), "id": note_id, "u": self.user_id}
+            )
+            request = self.session.tools_call(self.write_template.tool, arguments)
+            outcome = self.send(request)
+            if not retry_unanswered_write(outcome.error_kind, retries, self.load.retry_unanswered):
+                break
+            retries += 1
+            if outcome.breaks_session:
+                assert outcome.error_kind is not None
+                self.connect(broken_by=outcome.error_kind)
         if outcome.ok:
             acked_at = time.monotonic()
             self.emit(
@@ -204,7 +231,10 @@ class McpUser(FastHttpUser):
         return Attempt(outcome.ok, outcome.retry_after_s)
 
     def send(self, request: McpRequest) -> McpOutcome:
-        """POST one message; Locust times it under ``request.stats_name`` with the MCP verdict."""
+        """POST one message; Locust times it under ``request.stats_name`` with the MCP verdict.
+
+        A call of the write tool must also pass the scenario's success rule (``ack_rule_for``).
+        """
         with self.client.request(
             "POST",
             self.load.mcp_path,
@@ -213,7 +243,8 @@ class McpUser(FastHttpUser):
             headers=request.headers,
             catch_response=True,
         ) as response:
-            outcome = self.judge(request, response)
+            rule = ack_rule_for(request, self.write_template.tool, self.ack_rule)
+            outcome = judge_ack(self.judge(request, response), rule)
             mark(response, outcome)
         return outcome
 

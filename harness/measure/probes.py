@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import time
 from dataclasses import dataclass, field, replace
 
 import asyncpg
 import httpx2
 
+from harness.config import SuccessRule
 from harness.load.async_client import open_session, send
 from harness.load.wire import (
     PROTOCOL_2025_11_25,
+    AckRule,
     McpSession,
     WriteTemplate,
+    ack_rule_for,
+    judge_ack,
     new_note,
 )
 from harness.measure.failover import ServiceProbeSample, WriteProbeSample
@@ -89,10 +94,24 @@ class WriteProbe:
         return time.monotonic() - self.t0
 
 
+def probe_id_prefix() -> str:
+    """``probe-<token>``: the prefix of one probe's note ids, new for every probe (so every
+    run), so two runs of a series never write the same id; look a write up by it."""
+    return f"probe-{secrets.token_hex(4)}"
+
+
 @dataclass
 class ServiceProbe:
     """Calls the write tool through MCP at a fixed pace, re-initializing a broken session;
-    every write goes into the ledger like a client's."""
+    every write goes into the ledger like a client's.
+
+    A write is acknowledged (ledger ack, ok sample) only when its reply passes
+    ``success_when``, the same rule the load's clients judge by (the scenario's
+    ``ledger.success_when``); a result that fails it is a ``tool_error`` sample. Note
+    ids are ``<id_prefix>-<n>``, n = 1, 2, ... in the order written; ``seed`` only
+    chooses the notes' titles and bodies. A write that gets no reply is not sent
+    again: the probe measures when writes work, not delivery.
+    """
 
     url: str
     t0: float
@@ -105,6 +124,18 @@ class ServiceProbe:
     protocol: str = PROTOCOL_2025_11_25
     write: WriteTemplate = field(default_factory=WriteTemplate)
     samples: list[ServiceProbeSample] = field(default_factory=list)
+    success_when: SuccessRule | AckRule = field(default_factory=SuccessRule)
+    """When the write tool's result is an acknowledgement (``harness.config.SuccessRule``,
+    or the load settings' ``AckRule``)."""
+    id_prefix: str = field(default_factory=probe_id_prefix)
+    """Prefix of the probe's note ids: ``probe-<random token>`` unless given."""
+    writes_sent: int = 0
+    """How many writes the probe has sent (the last note id's number)."""
+    ack_rule: AckRule = field(init=False)
+    """``success_when`` as the wire's plain rule."""
+
+    def __post_init__(self) -> None:
+        self.ack_rule = AckRule.of(self.success_when)
 
     async def run(self, stop: asyncio.Event) -> None:
         rng = random.Random(self.seed)
@@ -135,18 +166,33 @@ class ServiceProbe:
                     ServiceProbeSample(self._now_s(), False, opened.error_kind, sent_s)
                 )
                 return None
-        note_id, title, body = new_note("probe", rng)
+        note_id = self.next_note_id()
+        _, title, body = new_note(self.id_prefix, rng)
         arguments, checksum = self.write.render(note_id, title, body)
         sent_s = self._now_s()
         self.ledger.attempt(note_id, sent_s)
-        outcome, _ = await send(client, self.url, session.tools_call(self.write.tool, arguments))
+        request = session.tools_call(self.write.tool, arguments)
+        outcome, _ = await send(client, self.url, request)
+        outcome = judge_ack(outcome, ack_rule_for(request, self.write.tool, self.ack_rule))
         t_s = self._now_s()
         if outcome.ok:
             self.ledger.ack(note_id, checksum, t_s)
-        self.samples.append(ServiceProbeSample(t_s, outcome.ok, outcome.error_kind, sent_s))
+        self.samples.append(
+            ServiceProbeSample(
+                t_s,
+                outcome.ok,
+                outcome.error_kind,
+                sent_s,
+                write_id=note_id if outcome.ok else None,
+            )
+        )
         if outcome.breaks_session:
             session.reset()
         return note_id if outcome.ok else None
+
+    def next_note_id(self) -> str:
+        self.writes_sent += 1
+        return f"{self.id_prefix}-{self.writes_sent}"
 
     def _now_s(self) -> float:
         return time.monotonic() - self.t0

@@ -26,6 +26,8 @@ def full_settings() -> LoadSettings:
         seed=7,
         protocol="2026-07-28",
         hold_stream=True,
+        success_when={"equals": {"status": "ok"}, "text_not_matching": "failed"},
+        retry_unanswered=3,
     )
 
 
@@ -66,6 +68,13 @@ def test_load_from_env_says_what_is_missing() -> None:
 def test_invalid_settings_are_refused(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LoadSettings(records_path="r.jsonl", **change)
+
+
+def test_success_rule_and_retries_follow_the_settings() -> None:
+    rule = full_settings().ack_rule()
+    assert rule.equals == (("status", "ok"),) and rule.text_not_matching == "failed"
+    assert rule.not_false == ("success", "ok") and rule.absent == ("error",)
+    assert full_settings().retry_unanswered == 3
 
 
 def test_policy_follows_the_settings() -> None:
