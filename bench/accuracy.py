@@ -195,7 +195,14 @@ def measure_outage(
     service probe is judged only up to the next outage (``watched_until_s``)."""
     t_fault = outage.t_fault_s
     first = harness_measures.first_write_on(writes, t_fault, port)
-    stable = harness_measures.stable_from_s(service, t_fault, STABILITY_S, watched_until_s)
+    stable = harness_measures.stable_from_s(
+        service,
+        t_fault,
+        STABILITY_S,
+        watched_until_s,
+        probe_interval_s=SERVICE_INTERVAL_S,
+        probe_timeout_s=SERVICE_TIMEOUT_S,
+    )
     counted = {
         "db_failover_s": first,
         "failover_s": next((c for c in service if c.ok and c.t_s == stable), None),
@@ -214,7 +221,7 @@ def measure_outage(
     return OutageMeasure(
         outage,
         harness_measures.db_failover_s(writes, t_fault, port),
-        harness_measures.failover_s(service, t_fault, STABILITY_S, watched_until_s),
+        None if stable is None else stable - t_fault,  # failover_s, as the harness defines it
         writes_in_outage=in_outage,
         in_flight_at_fault=in_flight,
         first_service_write_s=_since(

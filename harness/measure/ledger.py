@@ -7,7 +7,10 @@ is pure: the caller reads the database and hands over what it read.
 
 Times are seconds on the run's monotonic axis. A write's attempt time is taken
 before its request is sent and its ack time when the reply arrived, so the
-commit happened in between: that is what makes the restore-point test exact.
+commit happened in between: that is what makes the restore-point test exact, and
+why a write is placed before or after an incident by when it was sent, not by when
+its reply came (a write committed on the old primary just before it was killed
+can be acknowledged a few ms after the kill).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
+from itertools import chain
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,19 @@ class LedgerClassification:
     unacknowledged_present: frozenset[str]
     duplicate: frozenset[str]
     rpo_s: float
+    lost_unintended: frozenset[str]
+    """Lost writes the scenario did not mean to lose: all of ``lost`` but
+    ``lost_discarded_by_restore`` and ``lost_deleted_by_fault``."""
+    lost_discarded_by_restore: frozenset[str]
+    """Lost writes a point-in-time restore discarded by design (acknowledged after its
+    target, sent before it began)."""
+    lost_deleted_by_fault: frozenset[str]
+    """Lost writes the injected fault deleted on purpose (``intended_lost``), and not
+    already counted as discarded by the restore."""
 
     @property
     def rpo_rows(self) -> int:
-        """Lost + altered among writes acknowledged before the incident."""
+        """Lost + altered among writes sent before the incident."""
         return len(self.lost - self.lost_after_incident) + len(
             self.altered - self.altered_after_incident
         )
@@ -58,6 +71,7 @@ class LedgerClassification:
         bad = {
             "altered": self.altered,
             "lost": self.lost,
+            "lost_unintended": self.lost_unintended,
             "phantom": self.phantom,
             "unacknowledged_present": self.unacknowledged_present,
             "duplicate": self.duplicate,
@@ -70,6 +84,9 @@ class LedgerClassification:
             "altered_after_incident": len(self.altered_after_incident),
             "lost": len(self.lost),
             "lost_after_incident": len(self.lost_after_incident),
+            "lost_unintended": len(self.lost_unintended),
+            "lost_discarded_by_restore": len(self.lost_discarded_by_restore),
+            "lost_deleted_by_fault": len(self.lost_deleted_by_fault),
             "phantom": None if self.phantom is None else len(self.phantom),
             "unacknowledged_present": len(self.unacknowledged_present),
             "duplicate": len(self.duplicate),
@@ -148,6 +165,15 @@ class WriteLedger:
         if write_id not in self.acked:
             self.acked[write_id] = AckedWrite(write_id, checksum, t_ack_s)
 
+    def sent_time(self, write_id: str) -> float | None:
+        """When the write was sent: its first attempt time, or, when nobody said, its ack
+        time (it was sent before that, the best that is known); None if never acked."""
+        known = self.first_attempt_s.get(write_id)
+        if known is not None:
+            return known
+        acked = self.acked.get(write_id)
+        return None if acked is None else acked.t_ack_s
+
     def classify(
         self,
         rows: Iterable[tuple[str, str]],
@@ -155,6 +181,8 @@ class WriteLedger:
         *,
         all_ids: Iterable[str] | None = None,
         restore_target_s: float | None = None,
+        restore_began_s: float | None = None,
+        intended_lost: Set[str] = frozenset(),
     ) -> LedgerClassification:
         """Compare with ``rows`` = (id, checksum of content) read back from the final primary
         for the ledger's ids (others may come along) and ``all_ids`` = every id in the
@@ -166,16 +194,34 @@ class WriteLedger:
         other content; lost: acknowledged and absent; phantom: present but never
         attempted by any client (``None`` without ``all_ids``: not measured);
         unacknowledged_present: attempted, never acknowledged, yet committed (a reply
-        lost in the outage); duplicate: ids present more than once. ``lost_after_incident``
-        and ``altered_after_incident`` are those acknowledged at or after the incident.
-        Without an incident time every write counts as before it.
+        lost in the outage); duplicate: ids present more than once.
 
-        ``rpo_s`` is the age at the incident of the oldest write acknowledged before it
-        and then lost or altered (0 when none). For a point-in-time restore
+        Before or after the incident is decided by when a write was sent (``sent_time``:
+        its first attempt, else its ack), not when it was acknowledged: a write committed
+        on the old primary just before the kill and acknowledged 40 ms after it is a write
+        of before the incident, and losing it is data loss the RPO must count.
+        ``lost_after_incident`` and ``altered_after_incident`` are those sent at or after
+        the incident; ``rpo_rows`` (lost + altered) are the others. Without an incident
+        time every write counts as before it.
+
+        ``rpo_s`` is the age at the incident (from its send time) of the oldest write sent
+        before it and then lost or altered (0 when none). For a point-in-time restore
         (``restore_target_s``), the restore discarded the committed history between its
         target and the incident by design, so ``rpo_s`` is ``t_incident - restore_target_s``
         (0 for a target at or after the incident), or the ledger's figure above when that
         is larger: a restore that lost even older writes lost more than its window.
+
+        ``lost_discarded_by_restore``: the lost writes a restore to ``restore_target_s``
+        that began at ``restore_began_s`` discarded on purpose: acknowledged after the
+        target (committed after it) and sent before the restore began (a write sent later
+        went to the restored database: losing it is not the restore's design). Without
+        ``restore_began_s`` every write counts as sent before the restore; a write's send
+        time is ``sent_time``. ``lost_deleted_by_fault``: the other lost writes among
+        ``intended_lost``, the ids the scenario's injected fault deleted on purpose (a
+        corrupting tool's deletions). ``lost_unintended`` is every other lost write, the one
+        figure of acknowledged writes lost that the scenario did not mean to lose: without
+        a restore and without ``intended_lost`` it is ``lost``. The three never overlap and
+        together are ``lost``.
         """
         row_counts: Counter[str] = Counter()
         checksums: dict[str, set[str]] = {}
@@ -195,25 +241,35 @@ class WriteLedger:
         altered: set[str] = set()
         lost: set[str] = set()
         after_incident: set[str] = set()
-        oldest_bad_ack_s: float | None = None
+        discarded: set[str] = set()
+        began = float("inf") if restore_began_s is None else restore_began_s
+        oldest_bad_sent_s: float | None = None
         for write in self.acked.values():
-            before = t_incident_s is None or write.t_ack_s < t_incident_s
+            sent_s = self.first_attempt_s.get(write.id, write.t_ack_s)
+            before = t_incident_s is None or sent_s < t_incident_s
             if not before:
                 after_incident.add(write.id)
             if write.id not in checksums:
                 lost.add(write.id)
+                if (
+                    restore_target_s is not None
+                    and write.t_ack_s > restore_target_s
+                    and sent_s < began
+                ):
+                    discarded.add(write.id)
             elif checksums[write.id] != {write.checksum}:
                 altered.add(write.id)
             else:
                 intact.add(write.id)
             if before and write.id not in intact:
-                if oldest_bad_ack_s is None or write.t_ack_s < oldest_bad_ack_s:
-                    oldest_bad_ack_s = write.t_ack_s
+                if oldest_bad_sent_s is None or sent_s < oldest_bad_sent_s:
+                    oldest_bad_sent_s = sent_s
 
+        deleted = (lost & set(intended_lost)) - discarded
         rpo_s = 0.0
         if t_incident_s is not None:
-            if oldest_bad_ack_s is not None:
-                rpo_s = t_incident_s - oldest_bad_ack_s
+            if oldest_bad_sent_s is not None:
+                rpo_s = t_incident_s - oldest_bad_sent_s
             if restore_target_s is not None:
                 rpo_s = max(rpo_s, t_incident_s - restore_target_s)
         return LedgerClassification(
@@ -231,6 +287,9 @@ class WriteLedger:
             ),
             duplicate=frozenset(duplicate),
             rpo_s=rpo_s,
+            lost_unintended=frozenset(lost - discarded - deleted),
+            lost_discarded_by_restore=frozenset(discarded),
+            lost_deleted_by_fault=frozenset(deleted),
         )
 
     def restore_boundary(
@@ -269,3 +328,71 @@ class WriteLedger:
             started_after_present=frozenset(started_after & present),
             after_restore=after_restore,
         )
+
+
+@dataclass(frozen=True)
+class RecordGaps:
+    """Ledger records that never arrived (``record_gaps``).
+
+    ``missing``: per worker with a gap, how many of its sequence numbers are missing.
+    ``unfinished``: the workers that never sent their final count (every one of them,
+    gap or not: their last records may be missing and nothing can tell how many).
+    """
+
+    missing: dict[str, int]
+    unfinished: frozenset[str]
+
+    @property
+    def any(self) -> bool:
+        """Some records are, or may be, missing: the ledger is incomplete."""
+        return bool(self.missing) or bool(self.unfinished)
+
+    @property
+    def total_missing(self) -> int:
+        return sum(self.missing.values())
+
+    def describe(self) -> str:
+        """One line for a person: e.g. ``3 records of load-1 missing; load-2 never sent
+        its final count``."""
+        parts = [
+            f"{n} record{'s' if n != 1 else ''} of {worker} missing"
+            for worker, n in sorted(self.missing.items())
+        ]
+        parts += [f"{worker} never sent its final count" for worker in sorted(self.unfinished)]
+        return "; ".join(parts) or "none missing"
+
+    def summary(self) -> dict[str, object]:
+        """For result.json."""
+        return {
+            "missing": self.total_missing,
+            "by_worker": dict(sorted(self.missing.items())),
+            "unfinished": sorted(self.unfinished),
+        }
+
+
+def record_gaps(
+    seqs_by_worker: Mapping[str, Iterable[int]], final_counts: Mapping[str, int | None]
+) -> RecordGaps:
+    """Which workers' ledger records did not all arrive. Every worker numbers its records
+    0, 1, 2, ... and at its end says how many it sent (``final_counts``); a record lost on
+    the way (a worker killed mid-batch, a dropped message) would take its acknowledged
+    writes out of the ledger, and the ledger would then under-count what was lost.
+
+    For each worker: the numbers in 0..final_count-1 not seen, or, when its final count
+    is ``None`` or absent (it never sent its final batch), the numbers in 0..max seen not
+    seen; such a worker is also in ``unfinished``, since what came after its last record
+    seen cannot be known. Numbers outside that range (repeats, or beyond a final count)
+    are not gaps and are not counted.
+    """
+    missing: dict[str, int] = {}
+    unfinished: set[str] = set()
+    for worker in chain(seqs_by_worker, (w for w in final_counts if w not in seqs_by_worker)):
+        seen = set(seqs_by_worker.get(worker, ()))
+        final = final_counts.get(worker)
+        if final is None:
+            unfinished.add(worker)
+            final = max(seen, default=-1) + 1
+        gap = final - sum(1 for seq in seen if 0 <= seq < final)
+        if gap:
+            missing[worker] = gap
+    return RecordGaps(missing, frozenset(unfinished))

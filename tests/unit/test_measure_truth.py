@@ -5,17 +5,26 @@ figures, and LSN comparison."""
 from __future__ import annotations
 
 import asyncio
+import json
+import random
+import re
 import time
+from typing import Any
 
+import httpx2
 import pytest
 
 from bench.accuracy import (
+    SERVICE_INTERVAL_S,
+    SERVICE_TIMEOUT_S,
     STABILITY_S,
     Outage,
     lsn_value,
     measure_outage,
     outage_figures,
 )
+from harness.config import SuccessRule
+from harness.load.wire import McpSession
 from harness.measure.failover import (
     ServiceProbeSample,
     WriteProbeSample,
@@ -97,7 +106,15 @@ def test_a_write_in_flight_at_the_fault_is_not_the_first_after_it() -> None:
     assert (m.writes_in_outage, m.in_flight_at_fault) == (0, 1)  # shown, not counted
     assert m.first_service_write_s == pytest.approx(1.08)
     assert first_service_write_s(calls, 10.0) == pytest.approx(11.08)
-    assert stable_from_s(calls, 10.0, STABILITY_S, 20.0) == pytest.approx(11.08)
+    stable = stable_from_s(
+        calls,
+        10.0,
+        STABILITY_S,
+        20.0,
+        probe_interval_s=SERVICE_INTERVAL_S,
+        probe_timeout_s=SERVICE_TIMEOUT_S,
+    )
+    assert stable == pytest.approx(11.08)
     # Samples without a send time (older records) are judged by their ack time, as before.
     unsent = [ServiceProbeSample(10.004, True), *calls]
     assert first_service_write_s(unsent, 10.0) == pytest.approx(10.004)
@@ -180,3 +197,80 @@ def test_probes_retry_every_25_ms_while_failing_and_stamp_each_send() -> None:
         gaps = _gaps([s.sent_s for s in samples])
         assert min(gaps) >= RETRY_INTERVAL_S - 0.002, gaps
         assert min(gaps) < interval, gaps
+
+
+def fake_mcp_server(
+    write_results: list[dict[str, Any]],
+) -> tuple[httpx2.MockTransport, list[dict[str, Any]]]:
+    """An MCP server in memory: a session for initialize, then each write tool call answered
+    with the next of ``write_results`` (the last one repeats); returns it and the list the
+    calls' arguments are appended to."""
+    calls: list[dict[str, Any]] = []
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        message = json.loads(request.content)
+        if "id" not in message:
+            return httpx2.Response(202)
+        if message["method"] == "initialize":
+            result: dict[str, Any] = {"protocolVersion": "2025-11-25", "capabilities": {}}
+            body = {"jsonrpc": "2.0", "id": message["id"], "result": result}
+            return httpx2.Response(200, json=body, headers={"mcp-session-id": "s1"})
+        calls.append(message["params"]["arguments"])
+        result = write_results[min(len(calls), len(write_results)) - 1]
+        return httpx2.Response(200, json={"jsonrpc": "2.0", "id": message["id"], "result": result})
+
+    return httpx2.MockTransport(handle), calls
+
+
+def _probe_steps(probe: ServiceProbe, transport: httpx2.MockTransport, steps: int) -> list[Any]:
+    async def run() -> list[Any]:
+        session = McpSession()
+        rng = random.Random(0)
+        async with httpx2.AsyncClient(transport=transport) as client:
+            return [await probe.step(client, session, rng) for _ in range(steps)]
+
+    return asyncio.run(run())
+
+
+def _text(value: dict[str, Any]) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": json.dumps(value)}]}
+
+
+def test_probe_note_ids_are_new_every_run_and_numbered_within_it() -> None:
+    """Two probes with the same seed (two runs of a series) write different ids; within a
+    probe the ids are ``probe-<token>-1``, ``-2``, ..., and each ok sample names its write."""
+    ids: list[str] = []
+    for _ in range(2):
+        probe = ServiceProbe("http://mcp.test/mcp", time.monotonic(), WriteLedger(), seed=7)
+        transport, calls = fake_mcp_server([_text({"id": "x", "created": True})])
+        assert _probe_steps(probe, transport, 2) == [call["id"] for call in calls]
+        assert re.fullmatch(r"probe-[0-9a-f]{8}", probe.id_prefix)
+        assert [call["id"] for call in calls] == [f"{probe.id_prefix}-{n}" for n in (1, 2)]
+        assert [s.write_id for s in probe.samples] == [f"{probe.id_prefix}-{n}" for n in (1, 2)]
+        assert set(probe.ledger.acked) == {f"{probe.id_prefix}-{n}" for n in (1, 2)}
+        ids.extend(probe.ledger.acked)
+    assert len(set(ids)) == 4
+    named = ServiceProbe("u", 0.0, WriteLedger(), id_prefix="probe-run42")
+    assert named.next_note_id() == "probe-run42-1"
+
+
+def test_probe_does_not_acknowledge_a_write_that_fails_the_success_rule() -> None:
+    probe = ServiceProbe("http://mcp.test/mcp", time.monotonic(), WriteLedger())
+    failed = _text({"success": False, "error": "Connection failed"})
+    transport, _ = fake_mcp_server([failed, {"structuredContent": {"success": True, "id": "x"}}])
+    written = _probe_steps(probe, transport, 2)
+    first, second = probe.samples
+    assert written[0] is None and not first.ok and first.error == "tool_error"
+    assert first.write_id is None
+    assert second.ok and second.write_id == written[1] == f"{probe.id_prefix}-2"
+    assert set(probe.ledger.acked) == {second.write_id}
+    assert probe.ledger.attempted == {f"{probe.id_prefix}-1", f"{probe.id_prefix}-2"}
+
+
+def test_probe_judges_by_the_rule_it_is_given() -> None:
+    rule = SuccessRule(equals={"status": "ok"})
+    probe = ServiceProbe("http://mcp.test/mcp", time.monotonic(), WriteLedger(), success_when=rule)
+    transport, _ = fake_mcp_server([_text({"status": "queued"}), _text({"status": "ok"})])
+    _probe_steps(probe, transport, 2)
+    assert [s.ok for s in probe.samples] == [False, True]
+    assert [s.error for s in probe.samples] == ["tool_error", None]
