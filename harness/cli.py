@@ -456,7 +456,7 @@ def _conclude(record: Any, result_dir: Path) -> tuple[Path, dict[str, Any]]:
     from harness.report.outputs import write_outputs
     from harness.report.result import stamped, write_result
 
-    judged = judge_all(record.scenario.objectives, record.metrics)
+    judged = judge_all(record.scenario.objectives, record.metrics, record.doubts)
     result = record.result()
     result["objectives"] = [j.as_dict() for j in judged]
     result["verdict"] = run_verdict(
@@ -464,7 +464,6 @@ def _conclude(record: Any, result_dir: Path) -> tuple[Path, dict[str, Any]]:
         faults_confirmed=record.faults_confirmed,
         stack_up=record.stack_up,
         complete=record.complete,
-        doubts=record.doubts,
     )
     path = write_result(result_dir, result)
     write_outputs(result_dir, stamped(result))

@@ -9,6 +9,7 @@ refused before anything starts, naming the file and the key.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from pathlib import Path
@@ -39,11 +40,18 @@ def parse_duration_s(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 15s or 500ms")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _finite(float(value))
     match = _DURATION.match(str(value))
     if not match:
         raise ValueError(f"expected a duration like 15s or 500ms, got {value!r}")
     return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _finite(value: float) -> float:
+    """NaN compares false with every bound and inf defeats every cap: neither is a measure."""
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return value
 
 
 def _non_negative_duration(value: Any) -> float:
@@ -241,6 +249,10 @@ class LoadConfig(Model):
         return self
 
 
+DEFAULT_SERVICE_TIMEOUT_S = 4.0
+SERVICE_TIMEOUT_MARGIN_S = 0.5
+
+
 class ProbeConfig(Model):
     """``timeout`` bounds each write probe statement (short: a probe stuck on a dead node
     must not hide the promoted one); ``service_timeout`` each service probe request, as
@@ -250,7 +262,9 @@ class ProbeConfig(Model):
     write_interval: Annotated[PositiveDuration, Field(le=0.05)] = 0.05
     service_interval: PositiveDuration = 0.1
     timeout: PositiveDuration = 1.0
-    service_timeout: PositiveDuration = 5.0
+    service_timeout: PositiveDuration | None = None
+    """``null``: 4 s, or less when the stability window is short (a call hanging for its
+    timeout must leave room for evidence inside the window); see ``Scenario.service_timeout_s``."""
 
 
 PROXY_NAMES = ("mcp", "pg-primary", "pg-replica", "pg-replication")
@@ -526,6 +540,33 @@ class IntegrityConfig(Model):
     timeout: PositiveDuration = 5.0
 
 
+class SuccessRule(Model):
+    """When a write tool's result counts as a success, beyond ``isError`` being false and no
+    JSON-RPC error. The rule reads the result's JSON: ``structuredContent`` when it is an
+    object, else the first text content parsed as a JSON object (nothing when it is not one;
+    then only ``text_not_matching`` can fail it). Servers that report a failed query as a
+    normal result (``{"success": false, "error": "..."}``) are caught by the default."""
+
+    equals: dict[str, Any] = Field(default_factory=dict)
+    """Members (dotted paths) that must be present with exactly this value."""
+    not_false: list[str] = Field(default_factory=lambda: ["success", "ok"])
+    """Members that, when present, must not be ``false``."""
+    absent: list[str] = Field(default_factory=lambda: ["error"])
+    """Members that must be absent, null, false or empty."""
+    text_not_matching: str | None = None
+    """A regular expression the result's text content must not match (searched, any case)."""
+
+    @field_validator("text_not_matching")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
 class LedgerConfig(Model):
     """How writes are made and read back, so lost-write accounting works for any server.
 
@@ -550,6 +591,12 @@ class LedgerConfig(Model):
     content: str = "{title}\n{body}"
     read_sql: str = "SELECT id, title || E'\\n' || body FROM notes WHERE id = ANY($1::text[])"
     all_ids_sql: str | None = "SELECT id FROM notes"
+    success_when: SuccessRule = SuccessRule()
+    """What makes a write tool's result an acknowledgement (``SuccessRule``)."""
+    retry_unanswered: int = Field(default=1, ge=0, le=5)
+    """A write that got no reply (reset, timeout) is sent again with the same id, up to this
+    many times, as an at-least-once client does; a server that is not idempotent then
+    writes it twice (``writes.duplicate``)."""
 
 
 class WindowsConfig(Model):
@@ -558,6 +605,9 @@ class WindowsConfig(Model):
 
 
 PHASES = ("baseline", "disruption", "storm", "recovered")
+LATENCY_METRICS = ("tools_list_latency_ms", "tools_list_ok_latency_ms")
+"""Every tools/list attempt at its duration, corrected for coordinated omission; and the
+successful replies alone, uncorrected (named so: it leaves out the worst requests)."""
 _LATENCY_FIGURES = ("p50", "p90", "p95", "p99", "p99_9", "max", "count")
 _WRITE_FIGURES = (
     "acknowledged",
@@ -565,6 +615,9 @@ _WRITE_FIGURES = (
     "intact",
     "altered",
     "lost",
+    "lost_unintended",
+    "lost_discarded_by_restore",
+    "lost_deleted_by_fault",
     "lost_after_incident",
     "phantom",
     "unacknowledged_present",
@@ -593,13 +646,18 @@ METRIC_PATHS: tuple[str, ...] = (
     "reconnect.clients_reconnected",
     "reconnect.clients_not_reconnected",
     "reconnect.clients_unobserved",
+    "reconnect.episodes",
+    "reconnect.episodes_reconnected",
+    "reconnect.episodes_not_reconnected",
+    "reconnect.episodes_unobserved",
     "reconnect.success_rate",
     *(f"reconnect.time_to_reconnect_s.{p}" for p in ("p50", "p95", "p99", "max")),
     "reconnect.all_reconnected_s",
     *(f"reconnect.attempts.{f}" for f in ("mean", "p50", "p99", "max")),
     "reconnect.initialize_per_s_peak",
     *(
-        f"tools_list_latency_ms.{ph}.{f}"
+        f"{figure}.{ph}.{f}"
+        for figure in LATENCY_METRICS
         for ph in (*PHASES, "all", "fault_window")
         for f in _LATENCY_FIGURES
     ),
@@ -671,7 +729,7 @@ class Objective(Model):
         """The dotted path into metrics, with the phase inserted for per-phase metrics."""
         head, _, tail = self.metric.partition(".")
         if self.phase is None:
-            latency_without_phase = head == "tools_list_latency_ms" and tail in _LATENCY_FIGURES
+            latency_without_phase = head in LATENCY_METRICS and tail in _LATENCY_FIGURES
             return f"{head}.all.{tail}" if latency_without_phase else self.metric
         return f"{head}.{self.phase}.{tail}" if tail else f"{head}.{self.phase}"
 
@@ -680,17 +738,41 @@ class Objective(Model):
         return self.max if self.max is not None else self.min  # type: ignore[return-value]
 
 
+RATE_SUFFIXES = ("_rate", "_fraction")
+"""Metrics that are fractions 0..1 (result.json keeps rates as fractions)."""
+
+
+def is_rate(metric: str) -> bool:
+    return metric.split(".")[-1].endswith(RATE_SUFFIXES)
+
+
 def parse_bound(metric: str, value: Any) -> float:
     """A bound in the metric's unit: ``_s`` metrics take durations in seconds, ``_ms`` in
-    milliseconds, rates take ``99.5%`` or a fraction, counts a number."""
-    if isinstance(value, bool):
+    milliseconds, rates take ``99.5%`` or a fraction in 0..1, counts a number. A bare
+    number above 1 on a rate could mean a percent or a mistake, so it is refused."""
+    if isinstance(value, bool) or value is None:
         raise ValueError(f"{metric}: expected a number, got {value!r}")
     text = str(value).strip()
+    rate = is_rate(metric)
     if text.endswith("%"):
-        return float(text[:-1]) / 100.0
-    if _metric_unit(metric) == "ms" and re.search(r"[smh]$", text):
-        return parse_duration_s(value) * 1000.0
-    return parse_duration_s(value)
+        if not rate:
+            raise ValueError(f"{metric}: is not a rate; a percent bound means nothing on it")
+        try:
+            bound = _finite(float(text[:-1])) / 100.0
+        except ValueError:
+            raise ValueError(f"{metric}: expected a percent like 99.5%, got {value!r}") from None
+    elif _metric_unit(metric) == "ms" and re.search(r"[smh]$", text):
+        bound = parse_duration_s(value) * 1000.0
+    else:
+        bound = parse_duration_s(value)
+    if bound < 0:
+        raise ValueError(f"{metric}: a bound cannot be negative, got {value!r}")
+    if rate and bound > 1:
+        raise ValueError(
+            f"{metric}: {value!r} is above 1 on a rate (a fraction 0..1): write "
+            f"{text.removesuffix('%')}% for a percent, or a fraction like 0.99"
+        )
+    return bound
 
 
 def _metric_unit(metric: str) -> str:
@@ -792,6 +874,34 @@ class Scenario(Model):
         return self
 
     @model_validator(mode="after")
+    def _windows_observable(self) -> Scenario:
+        """A figure the run cannot observe must be refused before anything starts: clients
+        broken by a fault are judged over their whole reconnect window, and a stability
+        window needs probe replies inside it (a probe call may hang for its timeout)."""
+        windows, probes, run_time = self.windows, self.probes, self.load.run_time
+        judges_reconnects = any(o.path.startswith("reconnect.") for o in self.objectives)
+        for index, fault in enumerate(self.faults):
+            if judges_reconnects and run_time - fault.at < windows.reconnect:
+                raise ValueError(
+                    f"faults.{index}.at: the run ends {run_time - fault.at:g}s after this fault, "
+                    f"less than windows.reconnect ({windows.reconnect:g}s), so clients it breaks "
+                    f"cannot be observed for their whole window; raise load.run_time to at "
+                    f"least {fault.at + windows.reconnect:g}s or lower windows.reconnect"
+                )
+        for key, interval, timeout in (
+            ("probes.service_timeout", probes.service_interval, self.service_timeout_s),
+            ("probes.timeout", probes.write_interval, probes.timeout),
+        ):
+            if interval + timeout >= windows.stability:
+                raise ValueError(
+                    f"{key}: {timeout:g}s plus the probe's interval ({interval:g}s) is not "
+                    f"shorter than windows.stability ({windows.stability:g}s): a call hanging "
+                    "for its timeout would leave a stability window without evidence; lower "
+                    f"{key} or raise windows.stability"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _reference_only(self) -> Scenario:
         if self.server.fault_mode != "none" and (self.server.command or self.server.url):
             raise ValueError(
@@ -816,6 +926,15 @@ class Scenario(Model):
         if self.server.command or self.server.url:
             return []
         return list(REFERENCE_INTEGRITY_CHECKS)
+
+    @property
+    def service_timeout_s(self) -> float:
+        """The service probe's timeout: as given, else 4 s (as patient as a client in a
+        herd of initializes) capped so that interval + timeout stays inside the window."""
+        if self.probes.service_timeout is not None:
+            return self.probes.service_timeout
+        room = self.windows.stability - self.probes.service_interval - SERVICE_TIMEOUT_MARGIN_S
+        return max(min(DEFAULT_SERVICE_TIMEOUT_S, room), self.probes.service_interval)
 
     @property
     def hard_cap_s(self) -> float:
@@ -870,6 +989,11 @@ def load_objectives(path: Path | str) -> list[Objective]:
         data = data["objectives"]
     if not isinstance(data, list):
         raise ScenarioError(f"{path}: expected a list of objectives")
+    if not data:
+        raise ScenarioError(
+            f"{path}: no objectives: a run judged on nothing gates nothing; list at least one "
+            "(e.g. - {metric: writes.lost_unintended, max: 0})"
+        )
     objectives = []
     for index, item in enumerate(data):
         try:

@@ -9,6 +9,12 @@ from typing import Any, Literal
 from harness.config import Objective
 from harness.measure.failover import NOT_REACHED_KEY
 
+BOUNDS_KEY = "bounds"
+"""In ``metrics``: for a figure some of whose evidence the run could not observe, the
+lowest and highest value it could really have (``[lo, hi]``, e.g. reconnect episodes cut
+off by the end of the run counted as all failed, then all back). An objective met at one
+end and missed at the other is not measured: the unobserved part decides it."""
+
 Verdict = Literal["pass", "fail", "inconclusive"]
 ObjectiveVerdict = Literal["met", "missed", "not_measured"]
 
@@ -22,6 +28,28 @@ class UnknownMetric(KeyError):
     pass
 
 
+EVERY_METRIC = "*"
+
+
+@dataclass(frozen=True)
+class Doubt:
+    """A reason some figures could be wrong, and the figures it touches (dotted path
+    prefixes into ``metrics``; ``*`` for all). An objective on a touched figure is not
+    measured; a miss on any other figure stays a miss."""
+
+    reason: str
+    touches: tuple[str, ...] = (EVERY_METRIC,)
+
+    def touches_metric(self, path: str) -> bool:
+        return any(
+            prefix == EVERY_METRIC or path == prefix or path.startswith(prefix + ".")
+            for prefix in self.touches
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "touches": list(self.touches)}
+
+
 @dataclass(frozen=True)
 class JudgedObjective:
     metric: str
@@ -31,6 +59,8 @@ class JudgedObjective:
     verdict: ObjectiveVerdict
     measured_at_least: float | None = None
     """For a recovery that never came: it took longer than this (the time observed after the fault)."""
+    reason: str | None = None
+    """Why it was not measured, when something is known (a doubt, unobserved evidence)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +70,7 @@ class JudgedObjective:
             "measured": self.measured,
             "measured_at_least": self.measured_at_least,
             "verdict": self.verdict,
+            "reason": self.reason,
         }
 
     @classmethod
@@ -52,6 +83,7 @@ class JudgedObjective:
             data["measured"],
             data["verdict"],
             data.get("measured_at_least"),
+            data.get("reason"),
         )
 
 
@@ -77,32 +109,51 @@ def metric_paths(metrics: dict[str, Any], prefix: str = "") -> list[str]:
     return paths
 
 
-def judge(objective: Objective, metrics: dict[str, Any]) -> JudgedObjective:
+def _meets(value: float, bound: Literal["max", "min"], target: float) -> bool:
+    return value <= target if bound == "max" else value >= target
+
+
+def judge(
+    objective: Objective, metrics: dict[str, Any], doubts: Sequence[Doubt] = ()
+) -> JudgedObjective:
     """Objective paths are checked when the scenario loads; a path absent here was not
-    measured (an interrupted run, a stack that never came up)."""
+    measured (an interrupted run, a stack that never came up). A doubt on the figure makes
+    it not measured, whatever it reads: neither its misses nor its passes can be trusted."""
+    path, target = objective.path, objective.target
+    bound: Literal["max", "min"] = "max" if objective.max is not None else "min"
+    doubt = next((d for d in doubts if d.touches_metric(path)), None)
+    if doubt is not None:
+        return JudgedObjective(path, bound, target, None, "not_measured", reason=doubt.reason)
     try:
-        value = lookup(metrics, objective.path)
+        value = lookup(metrics, path)
     except UnknownMetric:
         value = None
-    bound: Literal["max", "min"] = "max" if objective.max is not None else "min"
     if value is None or isinstance(value, (dict, list, bool)):
-        at_least = (metrics.get(NOT_REACHED_KEY) or {}).get(objective.path)
-        if at_least is not None and bound == "max" and at_least > objective.target:
-            return JudgedObjective(
-                objective.path, bound, objective.target, None, "missed", at_least
-            )
-        return JudgedObjective(
-            objective.path, bound, objective.target, None, "not_measured", at_least
-        )
+        at_least = (metrics.get(NOT_REACHED_KEY) or {}).get(path)
+        if at_least is not None and bound == "max" and at_least > target:
+            return JudgedObjective(path, bound, target, None, "missed", at_least)
+        return JudgedObjective(path, bound, target, None, "not_measured", at_least)
     measured = float(value)
-    met = measured <= objective.target if bound == "max" else measured >= objective.target
-    return JudgedObjective(
-        objective.path, bound, objective.target, measured, "met" if met else "missed"
-    )
+    span = (metrics.get(BOUNDS_KEY) or {}).get(path)
+    if span is not None:
+        low, high = (float(v) for v in span)
+        if _meets(low, bound, target) != _meets(high, bound, target):
+            return JudgedObjective(
+                path,
+                bound,
+                target,
+                measured,
+                "not_measured",
+                reason=f"evidence the run could not observe puts it between {low:g} and {high:g}",
+            )
+    verdict: ObjectiveVerdict = "met" if _meets(measured, bound, target) else "missed"
+    return JudgedObjective(path, bound, target, measured, verdict)
 
 
-def judge_all(objectives: Iterable[Objective], metrics: dict[str, Any]) -> list[JudgedObjective]:
-    return [judge(o, metrics) for o in objectives]
+def judge_all(
+    objectives: Iterable[Objective], metrics: dict[str, Any], doubts: Sequence[Doubt] = ()
+) -> list[JudgedObjective]:
+    return [judge(o, metrics, doubts) for o in objectives]
 
 
 def run_verdict(
@@ -111,29 +162,29 @@ def run_verdict(
     faults_confirmed: bool,
     stack_up: bool,
     complete: bool,
-    doubts: Sequence[str] = (),
 ) -> Verdict:
-    """inconclusive when a figure could be wrong (``doubts``: a saturated load generator
-    measures itself, so neither its misses nor its passes count); else fail if any objective
-    was missed; else inconclusive if one was not measured, a fault was not confirmed, the
-    stack did not come up or the run did not finish; else pass."""
-    if doubts:
-        return "inconclusive"
+    """fail if any objective was missed (doubts were applied by ``judge``: a miss here is on
+    a figure no doubt touches); else inconclusive if nothing was judged, one was not
+    measured, a fault was not confirmed, the stack did not come up or the run did not
+    finish; else pass. A run judged on no objective gates nothing, so it never passes."""
     if any(j.verdict == "missed" for j in judged):
         return "fail"
-    if not (faults_confirmed and stack_up and complete) or any(
-        j.verdict == "not_measured" for j in judged
+    if (
+        not judged
+        or not (faults_confirmed and stack_up and complete)
+        or any(j.verdict == "not_measured" for j in judged)
     ):
         return "inconclusive"
     return "pass"
 
 
 def exit_code(verdicts: Iterable[Verdict], *, warn_only: bool = False) -> int:
-    """1 if any run failed (0 with ``warn_only``), else 3 if any was inconclusive, else 0."""
+    """1 if any run failed (0 with ``warn_only``), else 3 if any was inconclusive or a
+    verdict is not one this version knows (or there is none), else 0."""
     verdicts = list(verdicts)
     if "fail" in verdicts:
         return EXIT_PASS if warn_only else EXIT_FAIL
-    if "inconclusive" in verdicts:
+    if not verdicts or any(v != "pass" for v in verdicts):
         return EXIT_INCONCLUSIVE
     return EXIT_PASS
 

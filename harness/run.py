@@ -20,7 +20,6 @@ import secrets
 import shutil
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from harness.chaos import FaultRecord, run_fault
-from harness.config import PHASES, Scenario
+from harness.config import LATENCY_METRICS, Scenario
 from harness.load.swarm import Swarm, settings_for
 from harness.load.wire import WriteTemplate
 from harness.measure.clock import WALL_DRIFT_TOLERANCE_S, RunClock
@@ -38,27 +37,37 @@ from harness.measure.failover import (
     NOT_REACHED_KEY,
     ServiceProbeSample,
     WriteProbeSample,
-    db_failover_s,
-    failover_s,
     first_service_write_s,
-    first_write_on,
-    rto_s,
+    verified_samples,
 )
-from harness.measure.histogram import LatencyHistogram
-from harness.measure.integrity import IntegrityChecker, IntegrityReport, first_detection
-from harness.measure.ledger import LedgerClassification, WriteLedger
-from harness.measure.phases import Phase, compute_phases, phase_of
+from harness.measure.figures import (
+    RecoveryInputs,
+    database_failover,
+    integrity_figures,
+    kill_took_effect,
+    not_reached,
+    request_counts,
+    service_recovery,
+)
+from harness.measure.integrity import IntegrityChecker, IntegrityReport
+from harness.measure.latency import RequestAttempt, expected_interval_ms, latency_per_phase
+from harness.measure.ledger import LedgerClassification, RecordGaps, WriteLedger, record_gaps
+from harness.measure.phases import Phase, compute_phases
 from harness.measure.probes import CREATE_PROBE_TABLE, PROBE_TABLE, ServiceProbe, WriteProbe
 from harness.measure.readback import read_all_ids, read_written
 from harness.measure.reconnect import reconnect_metrics
 from harness.measure.resources import (
+    LOOP_LAG_LIMIT_S,
     SATURATION_RULE,
+    LoopLagProbe,
     ResourceSampler,
     generator_saturation,
     loop_lag_by_second,
     loop_lag_saturation,
+    saturation_by_phase,
 )
 from harness.measure.timeline import build_timeline, connection_opens
+from harness.objectives import BOUNDS_KEY, Doubt
 from harness.recover import (
     IntegrityWatch,
     RestoreOutcome,
@@ -106,8 +115,9 @@ class RunRecord:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    doubts: list[str] = field(default_factory=list)
-    """Reasons a figure could be wrong (a saturated generator, ...): they make the run inconclusive."""
+    doubts: list[Doubt] = field(default_factory=list)
+    """Reasons figures could be wrong (a saturated generator, ...), each with the figures it
+    touches: objectives on those are not measured."""
     duration_s: float = 0.0
 
     @property
@@ -137,8 +147,9 @@ class RunRecord:
             "metrics": self.metrics,
             "timeline": self.timeline,
             "environment": self.environment,
-            "notes": self.notes + self.doubts,
-            "doubts": self.doubts,
+            "notes": self.notes + [d.reason for d in self.doubts],
+            "doubts": [d.reason for d in self.doubts],
+            "doubt_scopes": [d.as_dict() for d in self.doubts],
         }
 
 
@@ -174,6 +185,7 @@ class _Live:
     restore_point: RestorePointMark | None = None
     restore: RestoreOutcome | None = None
     runbook: RunbookWatch[RunbookContext] | None = None
+    samples: _Samples | None = None
 
 
 @dataclass(frozen=True)
@@ -321,10 +333,15 @@ async def _one_run(
             record.complete = True
     finally:
         if live is not None:
+            readback = None
             try:
-                await _to_completion(_check_writes(scenario, live, record))
+                readback = await _to_completion(_read_back(scenario, live))
             except Exception as exc:
-                record.notes.append(f"the write ledger could not be checked: {exc!r}")
+                record.doubts.append(
+                    Doubt(f"the write ledger could not be checked: {exc!r}", LEDGER_TOUCHES)
+                )
+            if live.samples is not None:
+                _measure(scenario, live, record, readback)
         record.duration_s = time.monotonic() - started
 
 
@@ -433,10 +450,11 @@ async def _run_load(
         live.t0,
         live.ledger,
         scenario.probes.service_interval,
-        timeout_s=scenario.probes.service_timeout,
+        timeout_s=scenario.service_timeout_s,
         headers=scenario.server.resolved_headers(),
         seed=scenario.seed,
         protocol=load.protocol,
+        success_when=scenario.ledger.success_when,
         write=WriteTemplate(
             scenario.ledger.tool, tuple(scenario.ledger.arguments.items()), scenario.ledger.content
         ),
@@ -477,7 +495,9 @@ async def _run_load(
 
     with_point = restore is not None and restore.target == "restore_point"
     restoring = asyncio.Event()
+    loop_lag = LoopLagProbe(live.t0)
     tasks = [
+        asyncio.create_task(loop_lag.run(stop), name="harness-loop-lag"),
         asyncio.create_task(write_probe.run(stop), name="write-probe"),
         asyncio.create_task(service_probe.run(stop), name="service-probe"),
         asyncio.create_task(sampler.run(stop), name="resource-sampler"),
@@ -544,7 +564,10 @@ async def _run_load(
         for task, outcome in zip(tasks, results, strict=True):
             if isinstance(outcome, Exception):
                 record.doubts.append(
-                    f"{task.get_name()} failed, its figures are incomplete: {outcome!r}"
+                    Doubt(
+                        f"{task.get_name()} failed, its figures are incomplete: {outcome!r}",
+                        TASK_TOUCHES.get(task.get_name(), ("*",)),
+                    )
                 )
         await asyncio.to_thread(swarm.stop)
         _ingest(tail.read_new(), live)
@@ -554,9 +577,14 @@ async def _run_load(
             record.notes.append(
                 "remote workers' CPU is not sampled: the saturation rule covers local Locust processes only"
             )
-        samples = _Samples(write_probe.samples, service_probe.samples, sampler.samples)
-        cores = len(generator_cpus) if generator_cpus else len(os.sched_getaffinity(0))
-        _measure(scenario, live, record, samples, run_end_s, cores)
+        live.samples = _Samples(
+            write_probe.samples,
+            service_probe.samples,
+            sampler.samples,
+            loop_lag.seconds,
+            run_end_s,
+            len(generator_cpus) if generator_cpus else len(os.sched_getaffinity(0)),
+        )
 
 
 RUNBOOK_WATCH_TASK = "runbook-watch"
@@ -613,7 +641,7 @@ async def _finish_restore(
         live.restore = await _to_completion(task)
         raise
     except Exception as exc:
-        record.doubts.append(f"the restore failed unexpectedly: {exc!r}")
+        record.doubts.append(Doubt(f"the restore failed unexpectedly: {exc!r}"))
 
 
 EXPECT_WORKERS_WAIT_S = 30.0
@@ -676,96 +704,247 @@ def _status(live: _Live, record: RunRecord, users_target: int) -> dict[str, Any]
 
 @dataclass
 class _Samples:
+    """What the run recorded while the load ran, for measuring once the ledger is checked."""
+
     write: list[WriteProbeSample]
     service: list[ServiceProbeSample]
     resources: list[dict[str, Any]]
+    harness_lag: list[dict[str, float]]
+    run_end_s: float
+    generator_cores: int
+
+
+@dataclass(frozen=True)
+class _ReadBack:
+    """What the final primary holds, read once after the run."""
+
+    written: list[tuple[str, str]]
+    all_ids: list[str] | None
+    probe_seqs: frozenset[int]
+    final_integrity: IntegrityReport | None
+
+
+async def _read_back(scenario: Scenario, live: _Live) -> _ReadBack:
+    """Read the final primary directly: the ledger's rows, every id, the write probe's rows
+    and the invariants once more."""
+    samples = live.samples
+    candidates = [s.seq for s in samples.write if s.ok] if samples is not None else []
+    conn = await asyncpg.connect(app_dsn(live.stack.current_primary_dsn), timeout=10)
+    try:
+        written = await read_written(conn, scenario.ledger, sorted(live.ledger.attempted))
+        all_ids = await read_all_ids(conn, scenario.ledger)
+        rows = await conn.fetch(
+            f"SELECT seq FROM {PROBE_TABLE} WHERE seq = ANY($1::bigint[])", candidates
+        )
+        final = None
+        if live.watch is not None:
+            final = await live.watch.checker.run(conn, time.monotonic() - live.t0)
+    finally:
+        await conn.close()
+    return _ReadBack(written, all_ids, frozenset(int(r[0]) for r in rows), final)
+
+
+LEDGER_TOUCHES = ("writes", "db_failover_s", "failover_s", "rto_s", "integrity.after")
+"""What rests on the final read of the database: the ledger, and the recoveries judged
+only on writes found intact."""
 
 
 def _measure(
-    scenario: Scenario,
-    live: _Live,
-    record: RunRecord,
-    samples: _Samples,
-    run_end_s: float,
-    generator_cores: int,
+    scenario: Scenario, live: _Live, record: RunRecord, readback: _ReadBack | None
 ) -> None:
-    """Turn the samples into the metrics of DESIGN.md; ``t_fault`` is the earliest confirmed
-    fault, decided once (after the write probe had its say on a primary kill)."""
-    write_samples, service_samples = samples.write, samples.service
-    database = _database_failover(record, live, write_samples)
+    """Turn the recorded evidence into the metrics (``harness.measure.figures`` and the
+    modules beside it compute every figure); ``t_fault`` is the earliest confirmed fault,
+    decided once (after the write probe had its say on a primary kill)."""
+    samples = live.samples
+    assert samples is not None
+    run_end_s = samples.run_end_s
+    database = _database_failover(record, live, samples.write, readback)
     t_fault = record.t_fault_s
+    writes, classified = _writes(scenario, live, record, readback)
+    verified = verified_samples(
+        samples.service, None if classified is None else frozenset(classified.intact)
+    )
     restored_at = live.restore.t_reattached_s if live.restore else None
     requests = [r for r in live.records if r.get("k") == "req"]
-    tools_list = [(r["t_s"], r["ms"]) for r in requests if r["m"] == "tools/list" and r["ok"]]
+    tools_list = [
+        RequestAttempt(r["t_s"], r["ms"], r["ok"]) for r in requests if r["m"] == "tools/list"
+    ]
     record.phases = compute_phases(
         run_end_s=run_end_s,
         t_fault_s=t_fault,
-        first_service_write_s=first_service_write_s(
-            service_samples, max(t_fault, restored_at or t_fault)
-        )
+        first_service_write_s=first_service_write_s(verified, max(t_fault, restored_at or t_fault))
         if t_fault is not None
         else None,
         session_starts_s=[t for t, _, change in connection_opens(live.records) if change > 0],
         steady_from_s=next((r["t_s"] for r in live.records if r.get("k") == "spawned"), 0.0),
         window_s=scenario.windows.stability,
     )
+    window = scenario.windows.reconnect
+    reconnect = reconnect_metrics(
+        (r for r in live.records if r.get("k") in ("broken", "reconnected", "req")),
+        _fault_started_s(record),
+        window,
+        sessions=scenario.load.protocol != "2026-07-28",
+        run_end_s=run_end_s,
+    )
     record.metrics = {
         **database,
-        **_service_recovery(scenario, t_fault, service_samples, tools_list, run_end_s, restored_at),
-        **_integrity(live, record, t_fault),
-        "restore": _restore(live, service_samples),
+        **_service_recovery(scenario, t_fault, verified, tools_list, run_end_s, restored_at),
+        **_integrity(scenario, live, record, t_fault, readback),
+        "restore": _restore(live, verified),
         "runbook": _runbook(scenario, live),
-        "reconnect": reconnect_metrics(
-            (r for r in live.records if r.get("k") in ("broken", "reconnected", "req")),
+        "reconnect": reconnect,
+        "tools_list_latency_ms": latency_per_phase(
+            record.phases,
+            tools_list,
             t_fault,
-            scenario.windows.reconnect,
-            sessions=scenario.load.protocol != "2026-07-28",
-            run_end_s=run_end_s,
+            window,
+            expected_interval_ms=expected_interval_ms(
+                scenario.load.think_time, {str(op): w for op, w in scenario.load.tool_mix.items()}
+            ),
         ),
-        "tools_list_latency_ms": _latency_per_phase(
-            record.phases, tools_list, t_fault, scenario.windows.reconnect
+        "tools_list_ok_latency_ms": latency_per_phase(
+            record.phases, tools_list, t_fault, window, successes_only=True
         ),
-        "requests": _request_counts(requests),
-        **_around_the_load(live, requests, samples.resources, generator_cores),
+        "requests": request_counts(requests),
+        **_around_the_load(live, record, requests, samples),
         "probes": {
             "write": {
-                "samples": len(write_samples),
-                "failed": sum(1 for s in write_samples if not s.ok),
+                "samples": len(samples.write),
+                "failed": sum(1 for s in samples.write if not s.ok),
             },
             "service": {
-                "samples": len(service_samples),
-                "failed": sum(1 for s in service_samples if not s.ok),
+                "samples": len(samples.service),
+                "failed": sum(1 for s in samples.service if not s.ok),
+                "acknowledged_then_lost": sum(
+                    1 for s, v in zip(samples.service, verified, strict=True) if s.ok != v.ok
+                ),
             },
         },
+        "writes": writes,
     }
     if t_fault is not None:
-        watched = run_end_s - t_fault
         record.metrics[NOT_REACHED_KEY] = {
-            name: watched
-            for name in ("db_failover_s", "failover_s", "rto_s")
-            if record.metrics[name] is None
-            and (name != "db_failover_s" or _kill_primary(record) is not None)
+            **not_reached(
+                record.metrics,
+                t_fault,
+                run_end_s,
+                scenario.windows.stability,
+                database_measured=_kill_primary(record) is not None,
+            ),
+            **{f"reconnect.{name}": s for name, s in reconnect["over_window_s"].items()},
         }
+        lost_probe_writes = record.metrics["probes"]["service"]["acknowledged_then_lost"]
+        if record.metrics["failover_s"] is None and lost_probe_writes:
+            record.notes.append(
+                f"failover_s not reached: {lost_probe_writes} service probe write(s) were "
+                "acknowledged and then missing from the final primary; a window whose writes "
+                "were lost is not a recovery"
+            )
+    integrity = record.metrics.get("integrity")
+    if integrity is not None and live.restore is None and classified is not None:
+        integrity["ledger_agrees"] = _ledger_agrees(record, live.ledger, classified)
+    bounds = reconnect.get("success_rate_bounds")
+    if bounds is not None:
+        record.metrics[BOUNDS_KEY] = {"reconnect.success_rate": bounds}
     record.timeline = build_timeline(live.records, run_end_s, live.events, samples.resources)
-    if live.clock is not None and abs(live.clock.drift_s()) > WALL_DRIFT_TOLERANCE_S:
-        record.doubts.append(
-            f"the wall clock moved {live.clock.drift_s():+.3f} s against the monotonic clock "
-            "during the run: wall-clock restore targets and rpo_s may be wrong"
-        )
+    _doubts(scenario, live, record)
     if live.restore is not None and live.restore.error:
         record.notes.append(live.restore.error)
-    generator = record.metrics["generator"]
-    if generator["saturated"]:
-        record.doubts.append(
-            f"the load generator was saturated ({SATURATION_RULE}): CPU in "
-            f"{generator['saturated_fraction']:.0%} of seconds, event loop late in "
-            f"{generator['loop_lagging_fraction']:.0%}; the figures may measure the generator, "
-            "not the server"
-        )
-    if not tools_list:
+    if not any(a.ok for a in tools_list):
         record.notes.append(
             "no successful tools/list was recorded: the load did not reach the server"
         )
+
+
+def _fault_started_s(record: RunRecord) -> float | None:
+    """When the injector began the earliest confirmed fault: clients it breaks may break
+    before the fault is confirmed, and those breaks belong to it."""
+    starts = [
+        f.t_started_s if f.t_started_s is not None else f.t_fault_s
+        for f in record.faults
+        if f.confirmed and f.t_fault_s is not None
+    ]
+    return min((s for s in starts if s is not None), default=None)
+
+
+WALL_CLOCK_TOUCHES = ("writes.rpo_s", "writes.restore_boundary", "restore")
+PROBE_TOUCHES = ("db_failover_s", "failover_s", "rto_s", "restore.steps.first_good_write_s")
+TASK_TOUCHES = {
+    "write-probe": ("db_failover_s",),
+    "service-probe": ("failover_s", "rto_s", "restore.steps.first_good_write_s"),
+    "integrity-watch": ("time_to_detect_s", "integrity"),
+    "resource-sampler": ("generator", "database", "server", *LATENCY_METRICS, "reconnect"),
+    "harness-loop-lag": PROBE_TOUCHES,
+}
+"""What each background task's figures are; a task that failed leaves them in doubt (any
+other task, a fault or the runbook, leaves everything in doubt)."""
+
+
+def _saturation_touches(span: str) -> tuple[str, ...]:
+    """The figures the load generator measured during ``span`` (a phase, ``all`` or
+    ``fault_window``): a saturated generator measured itself there."""
+    touched: tuple[str, ...] = tuple(f"{figure}.{span}" for figure in LATENCY_METRICS)
+    if span in ("disruption", "storm", "fault_window", "all"):
+        touched += ("reconnect",)
+    if span == "all":
+        touched += ("requests",)
+    return touched
+
+
+def _doubts(scenario: Scenario, live: _Live, record: RunRecord) -> None:
+    """Each reason a figure could be wrong, with the figures it touches."""
+    if live.clock is not None and abs(live.clock.drift_s()) > WALL_DRIFT_TOLERANCE_S:
+        record.doubts.append(
+            Doubt(
+                f"the wall clock moved {live.clock.drift_s():+.3f} s against the monotonic "
+                "clock during the run: wall-clock restore targets and rpo_s may be wrong",
+                WALL_CLOCK_TOUCHES,
+            )
+        )
+    generator = record.metrics["generator"]
+    for span, judged in generator["by_phase"].items():
+        if judged["saturated"]:
+            record.doubts.append(
+                Doubt(
+                    f"the load generator was saturated during {span} "
+                    f"({', '.join(judged['saturated_by'])}; rule: {SATURATION_RULE}): the "
+                    f"figures measured then may measure the generator, not the server",
+                    _saturation_touches(span),
+                )
+            )
+    harness_lag = record.metrics["harness"]
+    if harness_lag["loop_lagging"]:
+        record.doubts.append(
+            Doubt(
+                f"the harness's own event loop ran late (over {LOOP_LAG_LIMIT_S * 1000:.0f} ms "
+                f"in {harness_lag['loop_lagging_fraction']:.0%} of the seconds): the probe "
+                "samples it stamped may be late by as much",
+                PROBE_TOUCHES,
+            )
+        )
+    gaps = _ledger_record_gaps(live.records)
+    if gaps.any:
+        record.doubts.append(
+            Doubt(
+                f"ledger records are missing from the load ({gaps.describe()}): acknowledged "
+                "writes may have gone unrecorded",
+                ("writes",),
+            )
+        )
+
+
+def _ledger_record_gaps(records: list[dict[str, Any]]) -> RecordGaps:
+    seqs: dict[str, list[int]] = {}
+    final: dict[str, int | None] = {}
+    for rec in records:
+        kind = rec.get("k")
+        if kind in ("write", "write_attempt") and "w" in rec:
+            seqs.setdefault(rec["w"], []).append(int(rec["seq"]))
+            final.setdefault(rec["w"], None)
+        elif kind == "ledger_end":
+            final[rec["w"]] = int(rec["n"])
+    return record_gaps(seqs, final)
 
 
 def _kill_primary(record: RunRecord) -> FaultRecord | None:
@@ -773,41 +952,44 @@ def _kill_primary(record: RunRecord) -> FaultRecord | None:
 
 
 def _database_failover(
-    record: RunRecord, live: _Live, write_samples: list[WriteProbeSample]
+    record: RunRecord,
+    live: _Live,
+    write_samples: list[WriteProbeSample],
+    readback: _ReadBack | None,
 ) -> dict[str, Any]:
     """db_failover_s, measured only when a primary was killed; a kill that the write probe
-    saw the old primary survive (commits on it after t_fault) is not confirmed."""
+    saw the old primary survive (a write sent after t_fault committed on it) is not
+    confirmed."""
     kill = _kill_primary(record)
     if kill is None or kill.t_fault_s is None:
-        return {"db_failover_s": None, "db_failover_first_seq": None}
-    t_kill = kill.t_fault_s
-    if any(s.ok and s.t_s > t_kill and s.port == kill.killed_port for s in write_samples):
+        return database_failover([], 0.0, 0, None)
+    if kill.killed_port is not None and not kill_took_effect(
+        write_samples, kill.t_fault_s, kill.killed_port
+    ):
         kill.confirmed = False
         record.notes.append(
-            "the write probe saw commits on the killed primary after t_fault: the fault did not take effect"
+            "the write probe saw writes sent after t_fault commit on the killed primary: "
+            "the fault did not take effect"
         )
-        return {"db_failover_s": None, "db_failover_first_seq": None}
-    promoted_port = live.stack.current_primary_port
-    first = first_write_on(write_samples, t_kill, promoted_port)
-    return {
-        "db_failover_s": db_failover_s(write_samples, t_kill, promoted_port),
-        "db_failover_first_seq": first.seq if first else None,
-    }
+        return database_failover([], 0.0, 0, None)
+    figures = database_failover(
+        write_samples,
+        kill.t_fault_s,
+        live.stack.current_primary_port,
+        None if readback is None else readback.probe_seqs,
+    )
+    return figures
 
 
 def _service_recovery(
     scenario: Scenario,
     t_fault: float | None,
-    service_samples: list[ServiceProbeSample],
-    tools_list: list[tuple[float, float]],
+    verified: list[ServiceProbeSample],
+    tools_list: list[RequestAttempt],
     run_end_s: float,
     restored_at: float | None,
 ) -> dict[str, float | None]:
     if t_fault is None:
-        return {"failover_s": None, "rto_s": None}
-    if scenario.recovery.restore is not None and restored_at is None:
-        # Damaged data does not stop writes: without the restore the scenario calls for,
-        # the service never recovered, whatever the write probe saw.
         return {"failover_s": None, "rto_s": None}
     p99_targets = {
         o.path: o.target
@@ -816,67 +998,50 @@ def _service_recovery(
         and o.path.endswith(".p99")
         and o.max is not None
     }
-    p99_target = p99_targets.get(
-        "tools_list_latency_ms.recovered.p99", p99_targets.get("tools_list_latency_ms.all.p99")
-    )
-    window = scenario.windows.stability
-    return {
-        "failover_s": failover_s(service_samples, t_fault, window, run_end_s, restored_at),
-        "rto_s": rto_s(
-            service_samples, t_fault, window, run_end_s, tools_list, p99_target, restored_at
+    inputs = RecoveryInputs(
+        t_fault_s=t_fault,
+        run_end_s=run_end_s,
+        window_s=scenario.windows.stability,
+        probe_interval_s=scenario.probes.service_interval,
+        probe_timeout_s=scenario.service_timeout_s,
+        restore_required=scenario.recovery.restore is not None,
+        restored_at_s=restored_at,
+        tools_list=[(a.t_s, a.ms) for a in tools_list],
+        p99_target_ms=p99_targets.get(
+            "tools_list_latency_ms.recovered.p99", p99_targets.get("tools_list_latency_ms.all.p99")
         ),
-    }
+    )
+    return service_recovery(verified, inputs)
 
 
-DAMAGE_CHECKS = {"updated": "checksum", "invariant_broken": "title_not_blank"}
-"""Which of the reference invariants (``REFERENCE_INTEGRITY_CHECKS``) must find each kind
-of damage the reference server's ``compact_notes`` reports (deleted rows are found by
-the ledger, as lost writes). Checks of other names are not compared."""
-
-
-def _integrity(live: _Live, record: RunRecord, t_fault: float | None) -> dict[str, Any]:
-    """time_to_detect_s and the integrity checks during the run: the last check before the
-    incident, the last before the restore (or the run's end), and what a corrupting tool
-    said it damaged against what the checks found."""
-    watch = live.watch
-    if watch is None:
-        return {"time_to_detect_s": None, "integrity": None}
-    reports = watch.reports
-    detected = first_detection(reports, t_fault) if t_fault is not None else None
-    restore_start = live.restore.t_start_s if live.restore else None
-    baseline = [r for r in reports if t_fault is None or r.t_s < t_fault]
-    before = [r for r in reports if restore_start is None or r.t_s < restore_start]
+def _injected_damage(record: RunRecord) -> dict[str, list[str]]:
+    """What damaging faults say they did, id lists by kind."""
     injected: dict[str, list[str]] = {}
     for fault in record.faults:
         for kind, ids in (fault.damage or {}).items():
             injected.setdefault(kind, []).extend(ids)
-    found: dict[str, int] = {}
-    if before and injected:
-        by_check = {c.name: c.ids for r in before for c in r.checks if c.error is None}
-        found = {
-            kind: len(set(ids) & by_check.get(check, frozenset()))
-            for kind, ids in injected.items()
-            if (check := DAMAGE_CHECKS.get(kind)) in by_check
-        }
-    return {
-        "time_to_detect_s": None if detected is None or t_fault is None else detected - t_fault,
-        "integrity": {
-            "checks": [c.name for c in watch.checker.checks],
-            "interval_s": watch.interval_s,
-            "rounds": len(reports),
-            "rounds_unmeasured": sum(1 for r in reports if not r.measured),
-            "baseline": _report_summary(baseline[-1]) if baseline else None,
-            "before": _report_summary(before[-1]) if before else None,
-            "after": None,
-            "injected": {kind: len(ids) for kind, ids in injected.items()} or None,
-            "detected": found or None,
-            "missed": sum(len(injected[kind]) - n for kind, n in found.items()) if found else None,
-        },
-    }
+    return injected
 
 
-def _report_summary(report: IntegrityReport) -> dict[str, Any]:
-    return {"t_s": round(report.t_s, 3), **report.summary()}
+def _integrity(
+    scenario: Scenario,
+    live: _Live,
+    record: RunRecord,
+    t_fault: float | None,
+    readback: _ReadBack | None,
+) -> dict[str, Any]:
+    watch = live.watch
+    if watch is None:
+        return {"time_to_detect_s": None, "integrity": None}
+    return integrity_figures(
+        watch.reports,
+        [c.name for c in watch.checker.checks],
+        watch.interval_s,
+        t_fault,
+        live.restore.t_start_s if live.restore else None,
+        _injected_damage(record),
+        None if readback is None else readback.final_integrity,
+    )
 
 
 def _restore(live: _Live, service_samples: list[ServiceProbeSample]) -> dict[str, Any] | None:
@@ -898,34 +1063,12 @@ def _runbook(scenario: Scenario, live: _Live) -> dict[str, Any] | None:
     return {"spec": scenario.recovery.runbook, **live.runbook.summary()}
 
 
-def _latency_per_phase(
-    phases: list[Phase],
-    tools_list: list[tuple[float, float]],
-    t_fault: float | None,
-    fault_window_s: float,
-) -> dict[str, dict[str, float | int | None]]:
-    """Per phase, for the whole run, and for ``fault_window`` = [t_fault, t_fault + the
-    reconnect window): the same span in every run of a scenario, so runs compare fairly
-    even when their phases (which follow what happened) differ in length."""
-    per_phase = {name: LatencyHistogram() for name in PHASES}
-    everything, after_fault = LatencyHistogram(), LatencyHistogram()
-    for t_s, ms in tools_list:
-        everything.record_ms(ms)
-        name = phase_of(phases, t_s)
-        if name:
-            per_phase[name].record_ms(ms)
-        if t_fault is not None and t_fault <= t_s < t_fault + fault_window_s:
-            after_fault.record_ms(ms)
-    latency = {name: h.summary() for name, h in per_phase.items()}
-    latency["all"] = everything.summary()
-    latency["fault_window"] = after_fault.summary()
-    return latency
-
-
 def _around_the_load(
-    live: _Live, requests: list[dict[str, Any]], resources: list[dict[str, Any]], cores: int
+    live: _Live, record: RunRecord, requests: list[dict[str, Any]], samples: _Samples
 ) -> dict[str, Any]:
-    """Peaks of the database, the server and the load generator over the run."""
+    """Peaks of the database, the server and the load generator over the run, and the
+    saturation rule judged over the whole run and over each phase."""
+    resources, cores = samples.resources, samples.generator_cores
 
     def peak(key: str) -> float | None:
         values = [r[key] for r in resources if r.get(key) is not None]
@@ -936,8 +1079,24 @@ def _around_the_load(
     cpu_saturated, fraction = generator_saturation(
         cpu, [r["generator_cpu_busiest_process"] for r in measured], cores
     )
-    lag = loop_lag_by_second([r for r in live.records if r.get("k") == "lag" and r["t_s"] >= 0])
+    lag_records = [r for r in live.records if r.get("k") == "lag" and r["t_s"] >= 0]
+    lag = loop_lag_by_second(lag_records)
     lagging, lag_fraction = loop_lag_saturation(lag)
+    spans = [(p.name, p.start_s, p.end_s) for p in record.phases]
+    t_fault = record.t_fault_s
+    if t_fault is not None:
+        spans.append(("fault_window", t_fault, t_fault + record.scenario.windows.reconnect))
+    by_phase = {
+        judged.phase: judged.as_dict()
+        for judged in saturation_by_phase(spans, resources, lag_records, cores)
+    }
+    by_phase["all"] = {
+        "seconds": len(measured),
+        "saturated": cpu_saturated or lagging,
+        "saturated_by": [n for n, hit in (("cpu", cpu_saturated), ("loop_lag", lagging)) if hit],
+    }
+    harness_lag = loop_lag_by_second(samples.harness_lag)
+    harness_lagging, harness_fraction = loop_lag_saturation(harness_lag)
     span = (requests[-1]["t_s"] - requests[0]["t_s"]) if len(requests) > 1 else 0.0
     return {
         "database": {
@@ -962,71 +1121,58 @@ def _around_the_load(
             "loop_lagging_fraction": lag_fraction,
             "saturated_fraction": fraction,
             "saturated": cpu_saturated or lagging,
-            "saturated_by": [
-                name for name, hit in (("cpu", cpu_saturated), ("loop_lag", lagging)) if hit
-            ],
+            "saturated_by": by_phase["all"]["saturated_by"],
+            "by_phase": by_phase,
             "rule": SATURATION_RULE,
+        },
+        "harness": {
+            "loop_lag_ms_mean": (1000 * sum(harness_lag) / len(harness_lag))
+            if harness_lag
+            else None,
+            "loop_lag_ms_worst_second": (1000 * max(harness_lag)) if harness_lag else None,
+            "loop_lagging_fraction": harness_fraction,
+            "loop_lagging": harness_lagging,
         },
     }
 
 
-def _request_counts(requests: list[dict[str, Any]]) -> dict[str, Any]:
-    errors_by_kind = Counter(r.get("err") or "unknown" for r in requests if not r["ok"])
-    n_errors = sum(errors_by_kind.values())
-    return {
-        "total": len(requests),
-        "errors": n_errors,
-        "error_rate": (n_errors / len(requests)) if requests else None,
-        "errors_by_kind": dict(errors_by_kind),
-    }
-
-
-async def _check_writes(scenario: Scenario, live: _Live, record: RunRecord) -> None:
-    """Read the final primary directly: classify the ledger, check the invariants once more,
-    test a restore to a restore point against it, and verify the probe's first
-    post-failover row is on the promoted node itself."""
-    conn = await asyncpg.connect(app_dsn(live.stack.current_primary_dsn), timeout=10)
-    try:
-        written = await read_written(conn, scenario.ledger, sorted(live.ledger.attempted))
-        all_ids = await read_all_ids(conn, scenario.ledger)
-        seq = record.metrics.get("db_failover_first_seq")
-        if seq is not None:
-            present = await conn.fetchval(f"SELECT count(*) FROM {PROBE_TABLE} WHERE seq = $1", seq)
-            record.metrics["db_failover_verified_on_promoted_node"] = bool(present)
-            if not present:
-                record.metrics["db_failover_s"] = None
-                record.notes.append(
-                    f"probe row {seq} is not on the promoted node: db_failover_s not measured"
-                )
-        integrity = record.metrics.get("integrity")
-        if live.watch is not None and integrity is not None:
-            final = await live.watch.checker.run(conn, time.monotonic() - live.t0)
-            integrity["after"] = _report_summary(final)
-    finally:
-        await conn.close()
+def _writes(
+    scenario: Scenario, live: _Live, record: RunRecord, readback: _ReadBack | None
+) -> tuple[dict[str, Any] | None, LedgerClassification | None]:
+    """The ledger against the final primary: every acknowledged write classified, a restore
+    to a restore point tested against it, and the corrupting tool's damage compared."""
+    if readback is None:
+        return None, None
     if record.faults and record.t_fault_s is None:
         record.notes.append(
             "no fault was confirmed: writes are classified without an incident time"
         )
     restore = live.restore
-    target_s = restore.target_t_s if restore is not None and restore.report is not None else None
+    restored = restore is not None and restore.report is not None
+    injected = _injected_damage(record)
     classified = live.ledger.classify(
-        written, record.t_fault_s, all_ids=all_ids, restore_target_s=target_s
+        readback.written,
+        record.t_fault_s,
+        all_ids=readback.all_ids,
+        restore_target_s=restore.target_t_s if restored and restore is not None else None,
+        restore_began_s=restore.t_start_s if restored and restore is not None else None,
+        intended_lost=frozenset(injected.get("deleted", ())),
     )
-    record.metrics["writes"] = classified.summary()
-    integrity = record.metrics.get("integrity")
-    if integrity is not None and restore is None:
-        integrity["ledger_agrees"] = _ledger_agrees(record, live.ledger, classified)
+    summary = classified.summary()
     mark = live.restore_point
-    if mark is not None and restore is not None and restore.report is not None:
+    if mark is not None and restored and restore is not None:
         boundary = live.ledger.restore_boundary(
-            {row_id for row_id, _ in written}, mark.t_start_s, mark.t_end_s, restore.t_start_s
+            {row_id for row_id, _ in readback.written},
+            mark.t_start_s,
+            mark.t_end_s,
+            restore.t_start_s,
         )
-        record.metrics["writes"]["restore_boundary"] = boundary.summary()
+        summary["restore_boundary"] = boundary.summary()
         if not boundary.ok:
             record.notes.append(
                 f"the restore to the restore point does not match the ledger: {boundary.summary()}"
             )
+    return summary, classified
 
 
 def _ledger_agrees(
@@ -1035,10 +1181,7 @@ def _ledger_agrees(
     """Does the ledger find exactly the acknowledged writes a corrupting tool says it
     damaged: its updates as altered, its deletions as lost (without a failover or a
     restore, nothing else alters or loses a write)?"""
-    damage: dict[str, set[str]] = {}
-    for fault in record.faults:
-        for kind, ids in (fault.damage or {}).items():
-            damage.setdefault(kind, set()).update(ids)
+    damage = {kind: set(ids) for kind, ids in _injected_damage(record).items()}
     if not damage:
         return None
     acked = set(ledger.acked)

@@ -54,6 +54,9 @@ class FaultRecord:
     target: str
     at_s: float
     t_fault_s: float | None = None
+    t_started_s: float | None = None
+    """When the injector began the fault (its confirmation comes later): clients may break
+    from this moment on, and those breaks belong to the fault."""
     confirmed: bool = False
     t_end_s: float | None = None
     detail: str = ""
@@ -72,6 +75,7 @@ class FaultRecord:
             "target": self.target,
             "at_s": self.at_s,
             "t_fault_s": self.t_fault_s,
+            "t_started_s": self.t_started_s,
             "confirmed": self.confirmed,
             "t_end_s": self.t_end_s,
             "detail": self.detail,
@@ -121,6 +125,7 @@ async def run_fault(
     await asyncio.sleep(max(0.0, t0 + fault.at - time.monotonic()))
     if before is not None:
         await before()
+    record.t_started_s = now_s()
     if isinstance(fault, BadDeployment):
         await _bad_deployment(fault, record, stack, t0, event)
         return

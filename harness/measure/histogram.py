@@ -22,6 +22,13 @@ class LatencyHistogram:
         micros = min(max(int(round(latency_ms * 1000.0)), LOWEST_US), HIGHEST_US)
         self._hdr.record_value(micros)
 
+    def record_corrected_ms(self, latency_ms: float, expected_interval_ms: float) -> None:
+        """Record a reply, plus the replies a closed-loop client would have had if it had
+        not been stuck waiting on this one (HdrHistogram's expected-interval correction for
+        coordinated omission): ``latency - k * interval`` for every k while above the interval."""
+        micros = min(max(int(round(latency_ms * 1000.0)), LOWEST_US), HIGHEST_US)
+        self._hdr.record_corrected_value(micros, max(1, int(round(expected_interval_ms * 1000.0))))
+
     @property
     def count(self) -> int:
         return int(self._hdr.get_total_count())

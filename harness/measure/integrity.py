@@ -64,11 +64,14 @@ class IntegrityReport:
         return next(c for c in self.checks if c.name == name)
 
     def summary(self, sample: int = 10) -> dict[str, object]:
+        """``violations`` is None unless every check ran: a check that timed out or failed
+        found nothing because it looked at nothing, which is not zero violations."""
         return {
-            "violations": self.violations,
+            "violations": self.violations if self.measured else None,
+            "unmeasured": sorted(c.name for c in self.checks if c.error is not None),
             "checks": {
                 c.name: {
-                    "violations": len(c.ids),
+                    "violations": None if c.error is not None else len(c.ids),
                     "sample": sorted(c.ids)[:sample],
                     "error": c.error,
                 }

@@ -9,7 +9,7 @@ import asyncio
 import os
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,84 @@ def loop_lag_saturation(lag_by_second: list[float]) -> tuple[bool, float]:
     lagging = sum(1 for late in lag_by_second if late > LOOP_LAG_LIMIT_S)
     fraction = lagging / len(lag_by_second)
     return fraction > SATURATION_TIME_FRACTION and lagging >= LOOP_LAG_MIN_SECONDS, fraction
+
+
+@dataclass(frozen=True)
+class PhaseSaturation:
+    """The saturation rule judged over one phase's seconds: a generator saturated during a
+    5 s storm of a 75 s run measures itself in exactly the seconds the storm figures come
+    from, which the whole-run fraction hides."""
+
+    phase: str
+    seconds: int
+    cpu: bool
+    loop_lag: bool
+
+    @property
+    def saturated(self) -> bool:
+        return self.cpu or self.loop_lag
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "saturated": self.saturated,
+            "saturated_by": [
+                n for n, hit in (("cpu", self.cpu), ("loop_lag", self.loop_lag)) if hit
+            ],
+        }
+
+
+def saturation_by_phase(
+    spans: Sequence[tuple[str, float, float]],
+    cpu_samples: Sequence[dict[str, Any]],
+    lag_records: Sequence[dict[str, Any]],
+    cores: int,
+) -> list[PhaseSaturation]:
+    """The saturation rule per ``(name, start_s, end_s)`` span: ``cpu_samples`` are the
+    sampler's seconds (``t_s``, ``generator_cpu_cores``, ``generator_cpu_busiest_process``),
+    ``lag_records`` the Locust processes' ``lag`` records (``t_s``, ``mean``)."""
+    judged = []
+    for name, start, end in spans:
+        inside = [
+            r
+            for r in cpu_samples
+            if start <= r["t_s"] < end and r.get("generator_cpu_cores") is not None
+        ]
+        cpu, _ = generator_saturation(
+            [r["generator_cpu_cores"] for r in inside],
+            [r["generator_cpu_busiest_process"] for r in inside],
+            cores,
+        )
+        lag, _ = loop_lag_saturation(
+            loop_lag_by_second([r for r in lag_records if start <= r["t_s"] < end])
+        )
+        judged.append(PhaseSaturation(name, len(inside), cpu, lag))
+    return judged
+
+
+@dataclass
+class LoopLagProbe:
+    """How late the harness's own event loop wakes, each second. That loop stamps every
+    probe sample and fault time: a late loop makes failover and recovery figures late by
+    as much, so its lag is measured like the generator's."""
+
+    t0: float
+    tick_s: float = 0.05
+    seconds: list[dict[str, float]] = field(default_factory=list)
+    """One ``{"t_s", "mean"}`` per second, the shape ``loop_lag_by_second`` reads."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            late: list[float] = []
+            second_end = time.monotonic() + 1.0
+            while time.monotonic() < second_end and not stop.is_set():
+                before = time.monotonic()
+                await asyncio.sleep(self.tick_s)
+                late.append(max(0.0, time.monotonic() - before - self.tick_s))
+            if late:
+                self.seconds.append(
+                    {"t_s": time.monotonic() - self.t0, "mean": sum(late) / len(late)}
+                )
 
 
 @dataclass

@@ -35,6 +35,8 @@ COMPARED: tuple[tuple[str, Direction], ...] = (
     ("tools_list_latency_ms.all.p99", "lower"),
     ("requests.error_rate", "lower"),
     ("writes.lost", "lower"),
+    ("writes.lost_unintended", "lower"),
+    ("writes.duplicate", "lower"),
     ("writes.rpo_rows", "lower"),
     ("server.sessions_open_peak", "neutral"),
     ("generator.requests_per_s_mean", "neutral"),

@@ -707,13 +707,17 @@ def reconnect_section(result: dict[str, Any]) -> str:
         return head + _el("p", text) + "</section>"
     attempts = reconnect.get("attempts") or {}
     lines = (
-        f"{number(reconnect.get('clients_reconnected'))} of {number(broken)} clients whose session broke "
-        f"listed tools again within the reconnect window ({with_unit(reconnect.get('success_rate'), '%')})"
+        f"{number(reconnect.get('episodes_reconnected'))} of {number(reconnect.get('episodes'))} session "
+        f"breaks after the fault (of {number(broken)} clients) were followed by a working session within "
+        f"the reconnect window ({with_unit(reconnect.get('success_rate'), '%')})"
     )
-    if reconnect.get("clients_not_reconnected"):
-        lines += f"; {number(reconnect['clients_not_reconnected'])} did not"
-    if reconnect.get("clients_unobserved"):
-        lines += f"; {number(reconnect['clients_unobserved'])} still out when the run ended (not counted)"
+    if reconnect.get("episodes_not_reconnected"):
+        lines += f"; {number(reconnect['episodes_not_reconnected'])} were not"
+    if reconnect.get("episodes_unobserved"):
+        lines += (
+            f"; {number(reconnect['episodes_unobserved'])} broke too close to the end of the run to be "
+            "watched for a whole window (not judged, whatever their outcome)"
+        )
     lines += f". Attempts per client: mean {number(attempts.get('mean'))}, max {number(attempts.get('max'))}."
     histogram = reconnect.get("histogram")
     times = reconnect.get("time_to_reconnect_s") or {}

@@ -267,6 +267,10 @@ def _reconnect_sentence(reconnect: dict[str, Any] | None) -> str:
         text += f" (p99 {_seconds(times['p99'])}, slowest {_seconds(times.get('max'))})"
     if reconnect.get("clients_not_reconnected"):
         text += f"; {number(reconnect['clients_not_reconnected'])} did not"
+    if reconnect.get("episodes_unobserved"):
+        text += (
+            f"; {number(reconnect['episodes_unobserved'])} breaks were too late in the run to judge"
+        )
     return text + "."
 
 
@@ -331,7 +335,7 @@ def key_figures(result: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(figures, dict):
             value = f"{with_unit(figures.get('p99'), 'ms')} (n={number(figures.get('count'))})"
             if not figures.get("count"):
-                value = "no successful call"
+                value = "no call"
             rows.append((f"tools/list p99, {phase}", value))
     restore = metrics.get("restore") or {}
     if restore:

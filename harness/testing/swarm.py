@@ -27,7 +27,12 @@ from urllib.parse import urlsplit
 
 from harness.load.settings import LoadSettings
 from harness.load.swarm import RecordTail, Swarm, settings_for
-from harness.measure.failover import ServiceProbeSample, stable_from_s
+from harness.measure.failover import (
+    DEFAULT_PROBE_INTERVAL_S,
+    DEFAULT_PROBE_TIMEOUT_S,
+    ServiceProbeSample,
+    stable_from_s,
+)
 from harness.measure.histogram import LatencyHistogram
 from harness.measure.probes import ServiceProbe
 from harness.measure.reconnect import reconnect_metrics
@@ -50,10 +55,14 @@ class Recovery:
     and the service came back: the service probe's writes through MCP succeeded
     without a failure for ``stable_s``, before the timeout. ``failover_s`` is the
     fault to the first write of that window (the harness's ``failover_s``).
-    ``reconnect_success_rate`` is reconnected / broken among those clients, and 1.0
-    when no session broke (nothing needed to reconnect: a primary loss behind a server
-    that keeps its sessions breaks none; ``clients_broken`` tells). Time to reconnect
-    is per client, measured by the client (p50/p95/p99/max).
+    ``reconnect_success_rate`` is the share of broken sessions (every break from the
+    fault's start on, a client's second one too) that worked again within the reconnect
+    window, and 1.0 when no session broke (nothing needed to reconnect: a primary loss
+    behind a server that keeps its sessions breaks none; ``clients_broken`` tells).
+    Every break seen so far is judged: one still out counts against the rate until it is
+    back. Time to reconnect is per break, measured by the client (p50/p95/p99/max); a
+    figure that lands on a break not back within the window is None, named in
+    ``reconnect["over_window_s"]``.
     ``requests``, ``errors`` / ``errors_by_kind``: the clients' requests since the fault.
     """
 
@@ -87,18 +96,30 @@ def recovery_of(
     window_s: float,
     sessions: bool = True,
     waited_s: float = 0.0,
+    fault_started_s: float | None = None,
+    probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
+    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
 ) -> Recovery:
     """Judge the clients' records and the service probe's samples (``t_s`` on the test's
-    axis) seen up to ``observed_until_s``."""
+    axis) seen up to ``observed_until_s``. Sessions broken from ``fault_started_s`` (when
+    the injector began the fault, before ``t_fault_s`` confirmed it; default ``t_fault_s``)
+    belong to the fault."""
     seen = [r for r in records if r["t_s"] <= observed_until_s]
     reconnect = reconnect_metrics(
         (r for r in seen if r.get("k") in ("broken", "reconnected", "req")),
-        t_fault_s,
+        t_fault_s if fault_started_s is None else min(fault_started_s, t_fault_s),
         window_s,
         sessions=sessions,
     )
     probed = [sample for sample in service if sample.t_s <= observed_until_s]
-    stable = stable_from_s(probed, t_fault_s, stable_s, observed_until_s)
+    stable = stable_from_s(
+        probed,
+        t_fault_s,
+        stable_s,
+        observed_until_s,
+        probe_interval_s=probe_interval_s,
+        probe_timeout_s=probe_timeout_s,
+    )
     after = [r for r in seen if r.get("k") == "req" and r["t_s"] >= t_fault_s]
     errors = Counter(str(r.get("err") or "unknown") for r in after if not r["ok"])
     broken = reconnect["clients_broken"]
@@ -108,7 +129,7 @@ def recovery_of(
         waited_s=waited_s,
         clients_broken=broken,
         clients_reconnected=reconnect["clients_reconnected"],
-        reconnect_success_rate=1.0 if broken == 0 else reconnect["success_rate"],
+        reconnect_success_rate=1.0 if reconnect["episodes"] == 0 else reconnect["success_rate"],
         time_to_reconnect_s=reconnect["time_to_reconnect_s"],
         all_reconnected_s=reconnect["all_reconnected_s"],
         failover_s=None if stable is None else stable - t_fault_s,
@@ -237,11 +258,12 @@ class SwarmRun:
             t0=self.case.t0,
             ledger=self.case.ledger,
             interval_s=scenario.probes.service_interval,
-            timeout_s=scenario.probes.service_timeout,
+            timeout_s=scenario.service_timeout_s,
             headers=self.settings.headers,
             seed=secrets.randbits(32),
             protocol=self.settings.protocol,
             write=self.settings.write_template(),
+            success_when=self.settings.ack_rule(),
         )
         self.probe_stop = asyncio.Event()
         self.probe_task = session.loop.submit(self.probe.run(self.probe_stop))
@@ -303,6 +325,10 @@ class SwarmRun:
                 "wait_recovered: no fault was fired in this test; fire one with the chaos "
                 "fixture first, or pass since_s= (seconds on the test's axis)"
             )
+        confirmed = self.case.confirmed_faults
+        fault_started_s = (
+            confirmed[-1].record.t_started_s if since_s is None and confirmed else None
+        )
         windows = self.case.session.scenario.windows
         started = time.monotonic()
         while True:
@@ -316,6 +342,9 @@ class SwarmRun:
                 window_s=windows.reconnect,
                 sessions=self.settings.protocol != "2026-07-28",
                 waited_s=time.monotonic() - started,
+                fault_started_s=fault_started_s,
+                probe_interval_s=self.case.session.scenario.probes.service_interval,
+                probe_timeout_s=self.case.session.scenario.service_timeout_s,
             )
             if result.recovered or not self.running or time.monotonic() - started >= timeout:
                 self.case.event(f"wait_recovered: {result}")

@@ -64,11 +64,13 @@ def test_metrics_absent_from_a_partial_run_are_not_measured() -> None:
     assert judged.verdict == "not_measured"
 
 
-def test_a_doubt_makes_even_a_miss_inconclusive() -> None:
-    missed = judge_all([Objective(metric="failover_s", max="1s")], METRICS)
-    verdict = run_verdict(
-        missed, faults_confirmed=True, stack_up=True, complete=True, doubts=["generator saturated"]
-    )
+def test_a_doubt_on_a_missed_figure_makes_it_inconclusive() -> None:
+    from harness.objectives import Doubt
+
+    saturated = Doubt("generator saturated", ("failover_s",))
+    missed = judge_all([Objective(metric="failover_s", max="1s")], METRICS, [saturated])
+    assert missed[0].verdict == "not_measured"
+    verdict = run_verdict(missed, faults_confirmed=True, stack_up=True, complete=True)
     assert verdict == "inconclusive"
 
 

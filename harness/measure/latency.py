@@ -1,0 +1,82 @@
+"""tools/list latency per phase, from every attempt the clients made.
+
+Two figures, named so that nobody mistakes one for the other:
+
+- ``tools_list_latency_ms``: every attempt at its duration, failures and time-outs
+  included (a time-out is the slowest reply there is, not a missing one), corrected
+  for coordinated omission. Simulated clients are a closed loop: one stuck for 10 s on
+  a reply sends nothing else meanwhile, so the worst seconds of a fault are the least
+  sampled. HdrHistogram's expected-interval correction adds the replies such a client
+  would have waited for had it kept its pace (its mean think time, divided by the
+  share of tools/list in its mix). We correct the measurement rather than switch the
+  load to an open model: the load keeps the shape Locust users know and size, and the
+  success-only figure below is kept uncorrected for comparison.
+- ``tools_list_ok_latency_ms``: successful replies only, uncorrected (what the
+  harness reported before; it leaves out exactly the requests that hurt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from harness.config import PHASES
+from harness.measure.histogram import LatencyHistogram
+from harness.measure.phases import Phase, phase_of
+
+
+@dataclass(frozen=True)
+class RequestAttempt:
+    """One request a client made: when its reply (or failure) came, how long it took."""
+
+    t_s: float
+    ms: float
+    ok: bool
+
+
+def expected_interval_ms(
+    think_time_s: tuple[float, float], tool_mix: Mapping[str, float], op: str = "tools/list"
+) -> float | None:
+    """How often one client sends ``op`` at its intended pace; None when it never does."""
+    total = sum(tool_mix.values())
+    share = tool_mix.get(op, 0.0) / total if total > 0 else 0.0
+    if share <= 0:
+        return None
+    mean_think_s = (think_time_s[0] + think_time_s[1]) / 2
+    return max(mean_think_s, 0.001) / share * 1000.0
+
+
+def latency_per_phase(
+    phases: Sequence[Phase],
+    attempts: Iterable[RequestAttempt],
+    t_fault_s: float | None,
+    fault_window_s: float,
+    *,
+    expected_interval_ms: float | None = None,
+    successes_only: bool = False,
+) -> dict[str, dict[str, float | int | None]]:
+    """Summaries per phase, for the whole run (``all``) and for ``fault_window`` =
+    [t_fault, t_fault + the reconnect window): the same span in every run of a scenario, so
+    runs compare fairly even when their phases (which follow what happened) differ.
+
+    With ``expected_interval_ms`` every attempt is recorded with the coordinated-omission
+    correction; ``successes_only`` keeps the successful replies alone."""
+    per_phase = {name: LatencyHistogram() for name in PHASES}
+    everything, after_fault = LatencyHistogram(), LatencyHistogram()
+    for attempt in attempts:
+        if successes_only and not attempt.ok:
+            continue
+        histograms = [everything, per_phase.get(phase_of(phases, attempt.t_s) or "", None)]
+        if t_fault_s is not None and t_fault_s <= attempt.t_s < t_fault_s + fault_window_s:
+            histograms.append(after_fault)
+        for histogram in histograms:
+            if histogram is None:
+                continue
+            if expected_interval_ms is None:
+                histogram.record_ms(attempt.ms)
+            else:
+                histogram.record_corrected_ms(attempt.ms, expected_interval_ms)
+    latency = {name: h.summary() for name, h in per_phase.items()}
+    latency["all"] = everything.summary()
+    latency["fault_window"] = after_fault.summary()
+    return latency
