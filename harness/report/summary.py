@@ -104,6 +104,8 @@ def objective_message(objective: dict[str, Any]) -> str:
             f"> target {target} ({unit_name(unit)})"
         )
     if verdict == "not_measured":
+        if objective.get("reason"):
+            return f"not measured: {objective['reason']}; target {target} ({unit_name(unit)})"
         seen = f" (at least {number(scaled(at_least, unit))} observed)" if at_least else ""
         return f"not measured: {metric} has no value in this run{seen}; target {target} ({unit_name(unit)})"
     op = {"max": ">", "min": "<"} if verdict == "missed" else {"max": "≤", "min": "≥"}
@@ -133,16 +135,12 @@ def verdict_reasons(result: dict[str, Any]) -> list[str]:
     verdict = result.get("verdict", "inconclusive")
     missed = [o for o in objectives if o.get("verdict") == "missed"]
     unmeasured = [o for o in objectives if o.get("verdict") == "not_measured"]
-    doubts = doubts_of(result)
-    if doubts:
-        return [f"a figure could be wrong: {d}" for d in doubts]
+    doubts = [f"a figure could be wrong: {d}" for d in doubts_of(result)]
     if verdict == "fail" or missed:
-        return [f"missed {o.get('metric')}: {objective_message(o)}" for o in missed]
+        return [f"missed {o.get('metric')}: {objective_message(o)}" for o in missed] + doubts
     if verdict == "pass":
-        if not objectives:
-            return ["no objectives were set; every fault was confirmed"]
-        return [f"all {len(objectives)} objectives met"]
-    reasons = []
+        return [f"all {len(objectives)} objectives met"] + doubts
+    reasons = list(doubts)
     if run_unfinished(result):
         reasons.append(
             "the run did not finish" + (" (interrupted)" if result.get("interrupted") else "")
@@ -154,6 +152,8 @@ def verdict_reasons(result: dict[str, Any]) -> list[str]:
     ]
     if unmeasured:
         reasons.append("not measured: " + ", ".join(str(o.get("metric")) for o in unmeasured))
+    if not objectives:
+        reasons.append("no objective was judged: a run that gates nothing never passes")
     if not reasons:
         reasons = notes_of(result)[:1] or ["see the notes"]
     return reasons
