@@ -57,7 +57,7 @@ from harness.measure.probes import CREATE_PROBE_TABLE, PROBE_TABLE, ServiceProbe
 from harness.measure.readback import read_all_ids, read_written
 from harness.measure.reconnect import reconnect_metrics
 from harness.measure.resources import (
-    LOOP_LAG_LIMIT_S,
+    HARNESS_STALL_LIMIT_S,
     SATURATION_RULE,
     LoopLagProbe,
     ResourceSampler,
@@ -917,9 +917,9 @@ def _doubts(scenario: Scenario, live: _Live, record: RunRecord) -> None:
     if harness_lag["loop_lagging"]:
         record.doubts.append(
             Doubt(
-                f"the harness's own event loop ran late (over {LOOP_LAG_LIMIT_S * 1000:.0f} ms "
-                f"in {harness_lag['loop_lagging_fraction']:.0%} of the seconds): the probe "
-                "samples it stamped may be late by as much",
+                f"the harness's own event loop stalled (over {HARNESS_STALL_LIMIT_S * 1000:.0f} ms "
+                f"at once in {harness_lag['loop_lagging_fraction']:.0%} of the seconds): the "
+                "probe samples it stamped may be late by as much",
                 PROBE_TOUCHES,
             )
         )
@@ -1096,7 +1096,8 @@ def _around_the_load(
         "saturated_by": [n for n, hit in (("cpu", cpu_saturated), ("loop_lag", lagging)) if hit],
     }
     harness_lag = loop_lag_by_second(samples.harness_lag)
-    harness_lagging, harness_fraction = loop_lag_saturation(harness_lag)
+    harness_stalls = loop_lag_by_second(samples.harness_lag, "max")
+    harness_lagging, harness_fraction = loop_lag_saturation(harness_stalls, HARNESS_STALL_LIMIT_S)
     span = (requests[-1]["t_s"] - requests[0]["t_s"]) if len(requests) > 1 else 0.0
     return {
         "database": {
@@ -1130,6 +1131,7 @@ def _around_the_load(
             if harness_lag
             else None,
             "loop_lag_ms_worst_second": (1000 * max(harness_lag)) if harness_lag else None,
+            "loop_stall_ms_max": (1000 * max(harness_stalls)) if harness_stalls else None,
             "loop_lagging_fraction": harness_fraction,
             "loop_lagging": harness_lagging,
         },

@@ -32,6 +32,9 @@ LOOP_LAG_LIMIT_S = 0.05
 """A second in which a Locust process's event loop woke this late on average is a lagging
 second: every response it timed then carries up to that much of the generator's own delay."""
 LOOP_LAG_MIN_SECONDS = 2
+HARNESS_STALL_LIMIT_S = 0.25
+"""A second in which the harness's own loop stalled this long at once (its worst wake-up,
+not the mean) stamped probe samples late by as much: beyond the probes' accuracy goal."""
 """Lagging seconds must also be at least this many: one hiccup is not a saturated generator."""
 SATURATION_RULE = (
     f"a Locust process at or above {SATURATION_CPU_FRACTION:.0%} of one core (each is a single "
@@ -91,21 +94,25 @@ def generator_saturation(
     return fraction > SATURATION_TIME_FRACTION, fraction
 
 
-def loop_lag_by_second(lag_records: list[dict[str, Any]]) -> list[float]:
-    """Per second of the run (``t_s``), the worst mean lateness over the Locust processes."""
+def loop_lag_by_second(lag_records: Sequence[dict[str, Any]], field: str = "mean") -> list[float]:
+    """Per second of the run (``t_s``), the worst lateness (``field``: each record's
+    ``mean`` or ``max``) over the processes."""
     worst: dict[int, float] = {}
     for record in lag_records:
         second = int(record["t_s"])
-        worst[second] = max(worst.get(second, 0.0), float(record["mean"]))
+        worst[second] = max(worst.get(second, 0.0), float(record[field]))
     return [worst[s] for s in sorted(worst)]
 
 
-def loop_lag_saturation(lag_by_second: list[float]) -> tuple[bool, float]:
-    """Whether the generator's event loops lagged by the rule above, and the fraction of
-    seconds they did."""
+def loop_lag_saturation(
+    lag_by_second: list[float], limit_s: float = LOOP_LAG_LIMIT_S
+) -> tuple[bool, float]:
+    """Whether event loops lagged by the rule above (over ``limit_s`` in more than the
+    rule's fraction of seconds, at least its minimum count), and the fraction of seconds
+    they did."""
     if not lag_by_second:
         return False, 0.0
-    lagging = sum(1 for late in lag_by_second if late > LOOP_LAG_LIMIT_S)
+    lagging = sum(1 for late in lag_by_second if late > limit_s)
     fraction = lagging / len(lag_by_second)
     return fraction > SATURATION_TIME_FRACTION and lagging >= LOOP_LAG_MIN_SECONDS, fraction
 
@@ -172,7 +179,7 @@ class LoopLagProbe:
     t0: float
     tick_s: float = 0.05
     seconds: list[dict[str, float]] = field(default_factory=list)
-    """One ``{"t_s", "mean"}`` per second, the shape ``loop_lag_by_second`` reads."""
+    """One ``{"t_s", "mean", "max"}`` per second, the shape ``loop_lag_by_second`` reads."""
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -184,7 +191,11 @@ class LoopLagProbe:
                 late.append(max(0.0, time.monotonic() - before - self.tick_s))
             if late:
                 self.seconds.append(
-                    {"t_s": time.monotonic() - self.t0, "mean": sum(late) / len(late)}
+                    {
+                        "t_s": time.monotonic() - self.t0,
+                        "mean": sum(late) / len(late),
+                        "max": max(late),
+                    }
                 )
 
 

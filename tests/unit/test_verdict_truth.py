@@ -279,3 +279,33 @@ def test_a_probe_timeout_as_long_as_the_window_is_refused() -> None:
     with pytest.raises(ValueError, match="probes.service_timeout"):
         Scenario(name="s", probes={"service_timeout": 5}, windows={"stability": 5})
     assert Scenario(name="s", windows={"stability": 3}).service_timeout_s < 3 - 0.1
+
+
+def test_the_harness_loop_lag_is_measured_and_a_blocked_loop_is_caught() -> None:
+    import asyncio
+    import time
+
+    from harness.measure.resources import (
+        HARNESS_STALL_LIMIT_S,
+        LoopLagProbe,
+        loop_lag_by_second,
+        loop_lag_saturation,
+    )
+
+    async def blocked_run() -> list[dict[str, float]]:
+        probe = LoopLagProbe(time.monotonic(), tick_s=0.01)
+        stop = asyncio.Event()
+        task = asyncio.create_task(probe.run(stop))
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            time.sleep(0.7)  # the loop stamps nothing meanwhile
+        stop.set()
+        await task
+        return probe.seconds
+
+    seconds = asyncio.run(blocked_run())
+    stalls = loop_lag_by_second(seconds, "max")
+    lagging, _ = loop_lag_saturation(stalls, HARNESS_STALL_LIMIT_S)
+    assert len(seconds) >= 2 and lagging
+    # The mean over a second's ticks dilutes one long stall: that is why the max is judged.
+    assert not loop_lag_saturation(loop_lag_by_second(seconds), HARNESS_STALL_LIMIT_S)[0]
