@@ -61,8 +61,10 @@ class LedgerClassification:
 
     @property
     def rpo_rows(self) -> int:
-        """Lost + altered among writes sent before the incident."""
-        return len(self.lost - self.lost_after_incident) + len(
+        """Lost + altered among writes sent before the incident, except those a restore
+        discarded by design (committed after its target: ``rpo_s`` counts that window as
+        ``t_incident - target``)."""
+        return len(self.lost - self.lost_after_incident - self.lost_discarded_by_restore) + len(
             self.altered - self.altered_after_incident
         )
 
@@ -261,7 +263,7 @@ class WriteLedger:
                 altered.add(write.id)
             else:
                 intact.add(write.id)
-            if before and write.id not in intact:
+            if before and write.id not in intact and write.id not in discarded:
                 if oldest_bad_sent_s is None or sent_s < oldest_bad_sent_s:
                     oldest_bad_sent_s = sent_s
 

@@ -42,7 +42,7 @@ def test_tiny_drill_through_the_cli(tmp_path: Path) -> None:
         "targets: {rto_s: 30s, rpo_s: 1s, rpo_rows: 0}\n"
         "scenarios:\n"
         f"  - file: {REPO}/scenarios/server_restart.yaml\n"
-        "    set: {load.users: 30, load.run_time: 14s, faults.0.at: 5s, objectives.0.max: 1ms}\n"
+        "    set: {load.users: 30, load.run_time: 14s, faults.0.at: 5s, windows.reconnect: 8s, objectives.0.max: 1ms}\n"
         f"  - file: {REPO}/scenarios/tool_corrupts_state.yaml\n"
         "    set: {load.users: 120, load.run_time: 20s, faults.0.at: 9s}\n"
     )

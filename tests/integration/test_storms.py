@@ -39,6 +39,7 @@ def test_all_connections_of_300_clients_dropped(tmp_path: Path) -> None:
 name: drop_all
 load: {users: 300, spawn_rate: 150, run_time: 20s, think_time: [500ms, 1s], reconnect: {policy: backoff, base: 100ms, cap: 2s}}
 faults: [{kind: proxy_down, at: 8s, duration: 2s, proxy: mcp}]
+windows: {reconnect: 8s, stability: 3s}
 objectives: [{metric: reconnect.success_rate, min: 100%}]
 """,
     )
@@ -58,6 +59,8 @@ def test_server_restart_in_both_protocol_eras(tmp_path: Path, protocol: str) -> 
 name: restart_{protocol.replace("-", "_")}
 load: {{users: 150, spawn_rate: 150, run_time: 16s, think_time: [500ms, 1s], protocol: "{protocol}"}}
 faults: [{{kind: kill_server, at: 5s, restart_after: 1s}}]
+windows: {{reconnect: 9s, stability: 3s}}
+objectives: [{{metric: reconnect.success_rate, min: 100%}}, {{metric: writes.lost_unintended, max: 0}}]
 """,
     )
     assert code == 0, output[-3000:]
@@ -78,6 +81,8 @@ name: one_of_two
 server: {instances: 2}
 load: {users: 200, spawn_rate: 200, run_time: 16s, think_time: [500ms, 1s]}
 faults: [{kind: kill_server, at: 5s, instance: 0, restart_after: null}]
+windows: {reconnect: 9s, stability: 3s}
+objectives: [{metric: reconnect.success_rate, min: 100%}]
 """,
     )
     assert code == 0, output[-3000:]
@@ -95,9 +100,12 @@ def test_an_overloaded_generator_makes_the_run_inconclusive(tmp_path: Path) -> N
 name: overload
 load: {users: 300, spawn_rate: 300, run_time: 10s, think_time: [0s, 0s], tool_mix: {tools/list: 1}, reconnect: {policy: immediate, base: 10ms}, cpu_split: "on"}
 faults: [{kind: proxy_down, at: 3s, proxy: mcp}]
+objectives: [{metric: tools_list_latency_ms.p99, max: 100s}]
 """,
     )
     assert code == 3, output[-3000:]
+    (latency,) = result["objectives"]
+    assert latency["verdict"] == "not_measured" and "saturated" in latency["reason"], latency
     generator = result["metrics"]["generator"]
     assert generator["saturated"] is True and generator["cores_available"] == 1
     assert "cpu" in generator["saturated_by"], generator
@@ -117,6 +125,7 @@ def test_a_paused_generator_makes_the_run_inconclusive_by_its_loop_lag(tmp_path:
     scenario.write_text(
         "name: paused_generator\n"
         "load: {users: 40, spawn_rate: 40, run_time: 14s, think_time: [500ms, 1s]}\n"
+        "objectives: [{metric: tools_list_latency_ms.p99, max: 100s}]\n"
     )
     out = tmp_path / "results"
     cli = subprocess.Popen(
@@ -143,6 +152,8 @@ def test_a_paused_generator_makes_the_run_inconclusive_by_its_loop_lag(tmp_path:
     assert generator["saturated_by"] == ["loop_lag"], generator
     assert generator["loop_lag_ms_worst_second"] > 1000 * LOOP_LAG_LIMIT_S, generator
     assert any("event loop late" in doubt for doubt in result["doubts"]), result["doubts"]
+    # The doubt touches the latency it measured: the objective is not measured, not met.
+    assert result["objectives"][0]["verdict"] == "not_measured", result["objectives"]
 
 
 def wait_for_worker(mark: str, timeout_s: float) -> int:

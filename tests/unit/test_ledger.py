@@ -148,7 +148,7 @@ def test_restore_target_sets_the_rpo_window() -> None:
     result = ledger.classify(rows, t_incident_s=10.0, restore_target_s=6.0)
     assert result.lost == {"discarded", "after"}
     assert result.lost_after_incident == {"after"}
-    assert result.rpo_rows == 1
+    assert result.rpo_rows == 0  # "discarded" is the restore's window, counted in rpo_s
     assert result.rpo_s == pytest.approx(4.0)  # the restore's window, not 10 - 7
     # nothing before the incident lost: the window is still what the restore discarded
     assert ledger.classify(rows + [("discarded", "s")], 10.0, restore_target_s=6.0).rpo_s == 4.0
@@ -460,9 +460,13 @@ def test_every_acknowledged_write_is_in_exactly_one_class_and_every_loss_is_coun
         sent = ledger.sent_time(write_id)
         assert target is not None and sent is not None
         assert ledger.acked[write_id].t_ack_s > target and (began is None or sent < began)
-    # Every lost or altered write is either in the RPO (sent before the incident) or after it.
+    # Every lost or altered write is in the RPO (sent before the incident), after it, or
+    # discarded by a restore by design (rpo_s counts that as the restore's window).
     after = result.lost_after_incident | result.altered_after_incident
-    assert result.rpo_rows + len(after) == len(result.lost) + len(result.altered)
+    discarded_before = result.lost_discarded_by_restore - after
+    assert result.rpo_rows + len(after) + len(discarded_before) == len(result.lost) + len(
+        result.altered
+    )
     for write_id in acked:
         sent = ledger.sent_time(write_id)
         assert sent is not None
