@@ -323,6 +323,14 @@ def scenario_gaps(name: str, result: dict[str, Any], targets: DrillTargets) -> l
         measured = _number(_metric(result, *path))
         if measured is not None and measured > target:
             gap(kind, what, f"measured {measured:.3g}{unit} > target {target:g}{unit}")
+    lost = _number(_metric(result, "writes", "lost_unintended"))
+    if lost:
+        gap(
+            "acknowledged_writes_lost",
+            "acknowledged writes lost",
+            f"{lost:g} writes the clients were told were saved are missing on the final "
+            "primary (not discarded by a restore on purpose)",
+        )
     return gaps
 
 
