@@ -206,3 +206,50 @@ def test_a_secret_longer_than_a_chunk_is_masked_to_its_end(length: int) -> None:
     assert "A1b2" not in out
     assert out.startswith("start token=***") and out.endswith("\nnext line\n")
     assert len(out) < 200
+
+
+# -- where the run writes ------------------------------------------------------------------
+
+
+def test_result_notes_and_doubts_carry_no_secret() -> None:
+    from harness.config import Scenario
+    from harness.objectives import Doubt
+    from harness.run import RunRecord
+
+    record = RunRecord("run-1", Scenario(name="pw"), "2026-01-01T00:00:00+00:00")
+    record.notes.append(
+        f"the stack did not come up: FATAL for postgresql://app:{SECRET}@h/db\n"
+        f"Log tail:\nhost=h password={SECRET} user=app\nAuthorization: Bearer {SECRET}"
+    )
+    record.doubts.append(Doubt(f"probe failed: PGPASSWORD={SECRET}", ("writes",)))
+    result = record.result()
+    text = json.dumps({k: result[k] for k in ("notes", "doubts", "doubt_scopes")})
+    assert SECRET not in text
+    assert result["doubts"] == ["probe failed: PGPASSWORD=***"]
+    assert result["doubt_scopes"] == [
+        {"reason": "probe failed: PGPASSWORD=***", "touches": ["writes"]}
+    ]
+    assert result["notes"][-1] == result["doubts"][0]  # still recognised as the doubt
+
+
+def test_logs_collected_into_the_results_are_redacted(tmp_path: Path) -> None:
+    from harness.run import _collect_logs
+
+    run_dir, logs_dir = tmp_path / "run", tmp_path / "logs"
+    run_dir.mkdir()
+    logs_dir.mkdir()
+    (run_dir / "mcp-server.log").write_text(
+        f"connecting to postgresql://app:{SECRET}@127.0.0.1:5432/notes\nready\n"
+    )
+    (run_dir / "locust.log").write_text(f"env PGPASSWORD={SECRET} MCP_ADMIN_TOKEN={SECRET}\n")
+
+    class Logs:
+        def log_paths(self) -> list[str]:
+            return [str(run_dir / "mcp-server.log"), str(run_dir / "locust.log"), "/nonexistent"]
+
+    _collect_logs(Logs(), logs_dir)  # type: ignore[arg-type]
+    copied = {p.name: p.read_text() for p in logs_dir.iterdir()}
+    assert copied == {
+        "mcp-server.log": "connecting to postgresql://app:***@127.0.0.1:5432/notes\nready\n",
+        "locust.log": "env PGPASSWORD=*** MCP_ADMIN_TOKEN=***\n",
+    }
