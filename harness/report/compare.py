@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.objectives import UnknownMetric, lookup
+from harness.report.text import markup
 
 Direction = Literal["lower", "higher", "neutral"]
 
@@ -132,9 +133,11 @@ def render(
     baseline: int = 0,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> int:
-    """Print the trend table; the number of regressions flagged (figures and verdicts)."""
+    """Print the trend table; the number of regressions flagged (figures and verdicts).
+    Labels, verdicts and metric names come from the files: escaped, never Rich markup."""
     console = console or Console()
     console.width = max(console.width, 44 + 24 * len(results))
+    labels = [markup(label) for label in labels]
     table = Table(
         title=f"comparison: ratio to {labels[baseline]}; [red]▲[/] worse by more than "
         f"{tolerance:.0%} (a regression)"
@@ -148,7 +151,9 @@ def render(
     table.add_row(
         "verdict",
         *(
-            f"[red]{r.get('verdict', '?')} ▲[/]" if i in worse_verdicts else r.get("verdict", "?")
+            f"[red]{markup(r.get('verdict', '?'))} ▲[/]"
+            if i in worse_verdicts
+            else markup(r.get("verdict", "?"))
             for i, r in enumerate(results)
         ),
     )
@@ -171,7 +176,7 @@ def render(
                     else f"{value:.4g} (×{ratio:.2f})"
                 )
         count += sum(row.regressed)
-        table.add_row(row.metric, *cells)
+        table.add_row(markup(row.metric), *cells)
     console.print(table)
-    console.print(f"regressions against {labels[baseline]}: {count}")
+    console.print(f"regressions against {labels[baseline]}: {count}", highlight=False)
     return count
