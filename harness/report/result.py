@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from harness.redaction import redact_data
+
 SCHEMA_VERSION = 2
 RESULT_FILE = "result.json"
 
@@ -52,11 +54,13 @@ def stamped(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_result(result_dir: Path, result: dict[str, Any]) -> Path:
-    """Write atomically so a reader never sees half a file."""
+    """Write atomically so a reader never sees half a file. Every string is redacted
+    (``harness.redaction``): a scenario's server env or headers, a restore error, a
+    server event may carry a password or a token."""
     result_dir.mkdir(parents=True, exist_ok=True)
     path = result_dir / RESULT_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(stamped(result), indent=2, default=str))
+    tmp.write_text(json.dumps(stamped(redact_data(result)), indent=2, default=str))
     tmp.replace(path)
     return path
 

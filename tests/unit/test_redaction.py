@@ -253,3 +253,26 @@ def test_logs_collected_into_the_results_are_redacted(tmp_path: Path) -> None:
         "mcp-server.log": "connecting to postgresql://app:***@127.0.0.1:5432/notes\nready\n",
         "locust.log": "env PGPASSWORD=*** MCP_ADMIN_TOKEN=***\n",
     }
+
+
+def test_result_json_is_written_redacted(tmp_path: Path) -> None:
+    from harness.report.result import write_result
+
+    result = {
+        "scenario": {
+            "server": {
+                "env": {"DATABASE_URL": f"postgresql://app:{SECRET}@h/db", "API_TOKEN": SECRET},
+                "headers": {"Authorization": f"Bearer {SECRET}"},
+            }
+        },
+        "metrics": {"restore": {"error": f"pg_basebackup: password={SECRET} failed"}},
+        "timeline": [{"t_s": 1, "events": [f"server said PGPASSWORD={SECRET}"]}],
+    }
+    text = write_result(tmp_path, result).read_text()
+    assert SECRET not in text
+    written = json.loads(text)
+    assert written["scenario"]["server"]["env"] == {
+        "DATABASE_URL": "postgresql://app:***@h/db",
+        "API_TOKEN": "***",
+    }
+    assert written["scenario"]["server"]["headers"] == {"Authorization": "***"}
