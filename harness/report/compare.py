@@ -5,6 +5,7 @@ regression."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,14 +63,39 @@ def value_at(result: dict[str, Any], path: str) -> float | None:
         value = lookup(result.get("metrics", {}), path)
     except UnknownMetric:
         value = _series_value(result, path)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None  # NaN / inf: not a measurement
 
 
 def _series_value(result: dict[str, Any], path: str) -> Any:
     """A repeated run (repeat.json) has no metrics: its objectives carry the worst run."""
     return next(
-        (o.get("measured") for o in result.get("objectives", []) if o["metric"] == path), None
+        (o.get("measured") for o in result.get("objectives", []) if o.get("metric") == path),
+        None,
     )
+
+
+def parse_tolerance(text: str) -> float:
+    """``--tolerance``: a percentage (``10%``) or a fraction (``0.1``), finite and >= 0
+    (NaN compares false with everything and inf forgives everything: with either, a 10x
+    regression would not be flagged)."""
+    value = text.strip()
+    try:
+        number = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise ValueError(
+            f"--tolerance {text!r}: expected a percentage like 10% or a fraction like 0.1"
+        ) from None
+    if not math.isfinite(number):
+        raise ValueError(f"--tolerance {text!r}: expected a finite number")
+    if number < 0:
+        raise ValueError(f"--tolerance {text!r}: must not be negative")
+    return number
 
 
 def regressed(
@@ -77,6 +103,8 @@ def regressed(
 ) -> bool:
     """Worse than the baseline by more than ``tolerance`` (relative); from a zero baseline,
     any change the wrong way (0 lost writes -> 1 is a regression)."""
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance {tolerance!r}: expected a finite fraction >= 0")
     if value is None or base is None or direction == "neutral":
         return False
     worse = value - base if direction == "lower" else base - value
