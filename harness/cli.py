@@ -344,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(
             f"[red]missing prerequisite:[/] {escape(_printable(str(exc)))}\nRun `mcp-harness doctor` for the full list.",
             highlight=False,
+            soft_wrap=True,
         )
         return EXIT_INCONCLUSIVE
     except OSError as exc:
@@ -373,7 +374,9 @@ def _printable(text: str) -> str:
 
 
 def _error(message: str, label: str = "error") -> None:
-    err_console.print(f"[red]{label}:[/] {escape(_printable(message))}", highlight=False)
+    err_console.print(
+        f"[red]{label}:[/] {escape(_printable(message))}", highlight=False, soft_wrap=True
+    )
 
 
 def _os_error(exc: OSError) -> str:
