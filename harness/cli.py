@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
+import math
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.config import Scenario, ScenarioError, load_objectives, load_scenario, parse_duration_s
+from harness.config import (
+    Scenario,
+    ScenarioError,
+    check_exposure,
+    check_id,
+    contained,
+    control_character,
+    load_objectives,
+    load_scenario,
+    parse_duration_s,
+    parse_override,
+)
 from harness.objectives import (
     EXIT_FAIL,
     EXIT_INCONCLUSIVE,
@@ -36,7 +50,6 @@ from harness.objectives import (
     run_verdict,
     series_verdict,
 )
-from harness.stack.net import require_loopback
 from harness.stack.prerequisites import MissingPrerequisite, doctor_checks
 
 console = Console()
@@ -63,6 +76,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MAX_REPEAT = 100
+"""``--repeat`` at most: each run takes its run time plus a restore; 100 is days of CPU."""
+
+
+def _repeat_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_REPEAT}, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _add_allow_remote(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback server.url, Locust master address or Postgres "
+        "listen_addresses (off: everything stays on this machine)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcp-harness", description=__doc__.splitlines()[0] if __doc__ else None
@@ -86,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the endpoints as one JSON object on stdout"
     )
     up.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+    _add_allow_remote(up)
     _add_backend_argument(up)
 
     run = sub.add_parser("run", help="run one scenario and judge its objectives")
@@ -96,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-r",
         "--spawn-rate",
-        type=float,
+        type=_finite_float,
         help="clients started per second (overrides load.spawn_rate)",
     )
     run.add_argument(
@@ -117,11 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--master-bind-host", help="address the Locust master listens on for remote workers"
     )
-    run.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a non-loopback load target or master address (off: everything stays on this machine)",
-    )
+    _add_allow_remote(run)
     run.add_argument(
         "--set",
         action="append",
@@ -143,11 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_argument(run)
     run.add_argument(
         "--repeat",
-        type=_positive_int,
+        type=_repeat_count,
         default=1,
         metavar="N",
-        help="run the scenario N times on one stack, restored to its start between runs, "
-        "and judge each objective over the runs (flaky when they disagree)",
+        help=f"run the scenario N times (1 to {MAX_REPEAT}) on one stack, restored to its "
+        "start between runs, and judge each objective over the runs (flaky when they disagree)",
     )
 
     drill = sub.add_parser(
@@ -180,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--warn-only", action="store_true", help="report missed objectives but exit 0 for them"
     )
     drill.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+    _add_allow_remote(drill)
 
     compare = sub.add_parser(
         "compare",
@@ -297,16 +338,74 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compare":
             return cmd_compare(args)
     except ScenarioError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        _error(str(exc))
         return EXIT_USAGE
     except MissingPrerequisite as exc:
         err_console.print(
-            f"[red]missing prerequisite:[/] {escape(str(exc))}\nRun `mcp-harness doctor` for the full list.",
+            f"[red]missing prerequisite:[/] {escape(_printable(str(exc)))}\nRun `mcp-harness doctor` for the full list.",
             highlight=False,
+            soft_wrap=True,
         )
+        return EXIT_INCONCLUSIVE
+    except OSError as exc:
+        _error(_os_error(exc), label="environment")
+        return EXIT_INCONCLUSIVE
+    except Exception as exc:  # a bug: exit 1 means "an objective was missed", nothing else
+        _error(
+            f"internal error (a bug in mcp-harness): {type(exc).__name__}: {exc}"
+            + ("" if args.verbose else "; run again with -v for the traceback"),
+            label="error",
+        )
+        if args.verbose:
+            err_console.print(escape(traceback.format_exc()), highlight=False)
         return EXIT_INCONCLUSIVE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+def _printable(text: str) -> str:
+    """A message for the terminal: control characters (an escape sequence in a scenario
+    name, say) and lone surrogates shown escaped, never sent to the terminal as such."""
+    if not control_character(text, multiline=True):
+        return text
+    return "".join(
+        ch if ch in "\n\t" or not control_character(ch) else ascii(ch)[1:-1] for ch in text
+    )
+
+
+def _error(message: str, label: str = "error") -> None:
+    err_console.print(
+        f"[red]{label}:[/] {escape(_printable(message))}", highlight=False, soft_wrap=True
+    )
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError from the machine (a full disk, a file it cannot write): what and where.
+    Outputs are written to a temporary file and renamed, so none is left half-written."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"{where}no space left on the device (or quota exceeded); the file was not "
+            "written (outputs are replaced only when complete): free space and run again"
+        )
+    return f"{where}{exc.strerror or exc}"
+
+
+def _output_dir(flag: str, value: str) -> Path:
+    """An output directory given by a flag, created now: a bad --out is bad usage (exit 2),
+    found before anything starts."""
+    path = Path(value)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable", str(path))
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ScenarioError(f"{flag} {value}: cannot write there: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a NUL byte
+        raise ScenarioError(f"{flag} {value!r}: not a usable path: {exc}") from None
+    return path
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -347,11 +446,9 @@ def _scenario_for(args: argparse.Namespace) -> Scenario:
         if value is not None:
             overrides[key] = value
     for item in getattr(args, "set", []):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ScenarioError(f"--set {item!r}: expected KEY=VALUE, e.g. load.users=200")
-        overrides[key.strip()] = yaml.safe_load(value)
-    scenario = load_scenario(args.scenario, overrides)
+        key, value = parse_override(item)
+        overrides[key] = value
+    scenario = load_scenario(args.scenario, overrides, allow_remote=args.allow_remote)
     if getattr(args, "objectives", None):
         scenario = scenario.model_copy(update={"objectives": load_objectives(args.objectives)})
     return scenario
@@ -377,12 +474,7 @@ def _print_dry_run(scenario: Scenario) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    scenario = _scenario_for(args)
-    if scenario.server.url:
-        try:
-            require_loopback(scenario.server.url, allow_remote=args.allow_remote, what="server.url")
-        except ValueError as exc:
-            raise ScenarioError(f"{args.scenario}: {exc}") from None
+    scenario = _scenario_for(args)  # refuses what is not on this machine (check_exposure)
     try:
         scenario.server.resolved_headers()  # a missing ${VAR} stops here, before anything starts
     except ScenarioError as exc:
@@ -393,9 +485,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_dry_run(scenario)
         return 0
     _check_backend(scenario, args.pg_bin)
-    verdict = asyncio.run(
-        _run(scenario, Path(args.out), args.pg_bin, args.allow_remote, repeat=args.repeat)
-    )
+    out = _output_dir("--out", args.out)
+    verdict = asyncio.run(_run(scenario, out, args.pg_bin, args.allow_remote, repeat=args.repeat))
     return exit_code([verdict], warn_only=args.warn_only)
 
 
@@ -414,12 +505,16 @@ async def _run(
     from harness.report.result import environment
     from harness.run import PlannedRun, execute_series, new_run_id
 
-    run_id = new_run_id(scenario)
-    base_dir = result_dir.resolve() if result_dir is not None else out.resolve() / run_id
+    run_id = check_id(new_run_id(scenario), "run id")
+    root = result_dir if result_dir is not None else out
+    base_dir = contained(root, root / ("" if result_dir is not None else run_id), "run directory")
     runs = (
         [PlannedRun(run_id, base_dir)]
         if repeat == 1
-        else [PlannedRun(f"{run_id}-r{i}", base_dir / f"run-{i}") for i in range(1, repeat + 1)]
+        else [
+            PlannedRun(f"{run_id}-r{i}", contained(base_dir, base_dir / f"run-{i}", "run"))
+            for i in range(1, repeat + 1)
+        ]
     )
     logs_dir = base_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -522,10 +617,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
         full=args.full,
         scenario_files=args.scenarios,
         objectives=objectives,
+        allow_remote=args.allow_remote,
     )
-    pg_bin_dir(args.pg_bin), toxiproxy_server(), pg_run_user()
     drill_id = new_drill_id(args.drill_file)
-    drill_dir = Path(args.out).resolve() / drill_id
+    pg_bin_dir(args.pg_bin), toxiproxy_server(), pg_run_user()
+    out = _output_dir("--out", args.out)
+    drill_dir = contained(out, out / drill_id, "drill directory")
     err_console.print(
         f"drill {drill_id}: {len(planned)} scenario(s), results in {drill_dir}", highlight=False
     )
@@ -533,7 +630,13 @@ def cmd_drill(args: argparse.Namespace) -> int:
     def run_one(item: Any, scenario_dir: Path) -> Verdict:
         err_console.print(f"[bold]drill scenario {item.name}[/] ({item.file})", highlight=False)
         verdict: Verdict = asyncio.run(
-            _run(item.scenario, Path(args.out), args.pg_bin, result_dir=scenario_dir)
+            _run(
+                item.scenario,
+                out,
+                args.pg_bin,
+                args.allow_remote,
+                result_dir=contained(drill_dir, scenario_dir, f"drill scenario {item.name}"),
+            )
         )
         return verdict
 
@@ -563,9 +666,10 @@ def cmd_drill(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     overrides = {"backend": args.backend} if args.backend else {}
     if args.scenario:
-        scenario = load_scenario(args.scenario, overrides)
+        scenario = load_scenario(args.scenario, overrides, allow_remote=args.allow_remote)
     else:
         scenario = Scenario.model_validate({"name": "up", **overrides})
+        check_exposure(scenario, allow_remote=args.allow_remote, source="built-in scenario")
     if scenario.backend == "docker":
         _check_backend(scenario, args.pg_bin)
     return asyncio.run(_up(scenario, args.json, args.pg_bin))
@@ -642,48 +746,65 @@ def cmd_runbook(args: argparse.Namespace) -> int:
     return 0 if record.healthy else EXIT_FAIL
 
 
+RENDER_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+"""What a renderer raises on a result.json whose deeper members have the wrong shape
+(``read_result`` checks the members every report reads; a damaged file can hold more)."""
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.console import render
     from harness.report.outputs import write_outputs
-    from harness.report.result import RESULT_FILE, read_result
+    from harness.report.result import RESULT_FILE, ResultError, read_result
 
     path = Path(args.result)
     try:
         result = read_result(path)
-    except (OSError, ValueError) as exc:
-        err_console.print(f"[red]error:[/] cannot read {path}: {escape(str(exc))}")
+    except ResultError as exc:
+        _error(str(exc))
         return EXIT_USAGE
-    render(result, console)
-    out = Path(args.out) if args.out else (path if path.name != RESULT_FILE else path.parent)
-    written = write_outputs(out, result)
+    out = (
+        _output_dir("--out", args.out)
+        if args.out
+        else (path if path.name != RESULT_FILE else path.parent)
+    )
+    try:
+        render(result, console)
+        written = write_outputs(out, result)
+    except RENDER_ERRORS as exc:
+        _error(f"{path}: not a result this version can render ({type(exc).__name__}: {exc})")
+        return EXIT_USAGE
     console.print("written: " + ", ".join(str(p) for p in written), highlight=False)
     return exit_code([result.get("verdict", "inconclusive")])
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.report.compare import render
-    from harness.report.result import read_result
+    from harness.report.compare import parse_tolerance, render
+    from harness.report.result import ResultError, read_result
     from harness.report.series import SERIES_FILE
 
+    try:
+        baseline = _baseline_index(args.baseline, args.results)
+        tolerance = parse_tolerance(args.tolerance)
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
     results: list[dict[str, Any]] = []
     labels: list[str] = []
     for item in args.results:
         path = Path(item)
-        if path.is_dir() and (path / SERIES_FILE).exists():
-            path = path / SERIES_FILE
         try:
+            if path.is_dir() and (path / SERIES_FILE).exists():
+                path = path / SERIES_FILE
             results.append(read_result(path))
-        except (OSError, ValueError) as exc:
-            err_console.print(f"[red]error:[/] cannot read {path}: {escape(str(exc))}")
+        except (ResultError, OSError, ValueError) as exc:
+            _error(str(exc) if isinstance(exc, ResultError) else f"{path}: {exc}")
             return EXIT_USAGE
         labels.append(f"run {len(labels) + 1}")
     try:
-        baseline = _baseline_index(args.baseline, args.results)
-        tolerance = _fraction(args.tolerance)
-    except ValueError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}")
+        regressions = render(results, labels, console, baseline=baseline, tolerance=tolerance)
+    except RENDER_ERRORS as exc:
+        _error(f"{', '.join(args.results)}: cannot be compared ({type(exc).__name__}: {exc})")
         return EXIT_USAGE
-    regressions = render(results, labels, console, baseline=baseline, tolerance=tolerance)
     for label, item in zip(labels, args.results, strict=True):
         console.print(f"{label}: {item}", highlight=False)
     return EXIT_FAIL if regressions and args.fail_on_regression else 0
@@ -699,19 +820,6 @@ def _baseline_index(baseline: str | None, given: list[str]) -> int:
     raise ValueError(
         f"--baseline {baseline!r}: give a position from 1 to {len(given)} or one of the paths"
     )
-
-
-def _fraction(text: str) -> float:
-    value = text.strip()
-    try:
-        number = float(value[:-1]) / 100 if value.endswith("%") else float(value)
-    except ValueError:
-        raise ValueError(
-            f"--tolerance {text!r}: expected a percentage like 10% or a fraction like 0.1"
-        ) from None
-    if number < 0:
-        raise ValueError(f"--tolerance {text!r}: must not be negative")
-    return number
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import datetime as dt
 import math
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -25,6 +25,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from harness.yamlsafe import YamlInputError, load_yaml_file, load_yaml_text
 
 _ENV_REFERENCE = re.compile(r"\$\{(\w+)\}")
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -36,15 +38,25 @@ class ScenarioError(ValueError):
 
 
 def parse_duration_s(value: Any) -> float:
-    """``15s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds -> seconds."""
+    """``15s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds -> seconds; always
+    finite (a 400-digit number of seconds is no duration either)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 15s or 500ms")
     if isinstance(value, (int, float)):
-        return _finite(float(value))
-    match = _DURATION.match(str(value))
+        return _finite(_as_float(value))
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration like 15s or 500ms, got a {type(value).__name__}")
+    match = _DURATION.match(value)
     if not match:
         raise ValueError(f"expected a duration like 15s or 500ms, got {value!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    return _finite(float(match.group(1)) * _UNIT_S[match.group(2)])
+
+
+def _as_float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError("expected a finite number, got one too large for a float") from None
 
 
 def _finite(value: float) -> float:
@@ -52,6 +64,40 @@ def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"expected a finite number, got {value!r}")
     return value
+
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""A scenario name: it becomes part of a directory name (run ids, a drill's subfolders)."""
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""A run id or drill id: one directory name under the results directory, never ``..``."""
+
+
+def safe_name(value: str, key: str = "name") -> str:
+    if not isinstance(value, str) or not SAFE_NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a safe name: 1 to 64 letters, digits, '.', '_' or '-', starting "
+            f"with a letter or digit (it names the results directory); fix {key}"
+        )
+    return value
+
+
+def check_id(value: str, what: str) -> str:
+    """A run or drill id before a directory is made of it."""
+    if not SAFE_ID.match(value):
+        raise ScenarioError(
+            f"{what} {value!r} is not a safe directory name (letters, digits, '.', '_', '-')"
+        )
+    return value
+
+
+def contained(root: Path, path: Path, what: str) -> Path:
+    """``path`` resolved, refused unless it is inside ``root``: the one check every
+    output path of run and drill passes before anything is written there."""
+    base = root.resolve()
+    resolved = path.resolve()
+    if resolved != base and not resolved.is_relative_to(base):
+        raise ScenarioError(f"{what}: {path} is outside the output directory {base}")
+    return resolved
 
 
 def _non_negative_duration(value: Any) -> float:
@@ -73,7 +119,62 @@ PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+_CONTROL = frozenset(("Cc", "Cs"))
+_MULTILINE_OK = frozenset("\t\n\r")
+
+
+def control_character(text: str, multiline: bool = False) -> str | None:
+    """The first control character (or lone surrogate) in ``text``, described; None if
+    there is none. ``multiline`` lets tabs and line breaks through (SQL, descriptions)."""
+    for char in text:
+        if unicodedata.category(char) in _CONTROL and not (multiline and char in _MULTILINE_OK):
+            name = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}.get(char)
+            return name or f"control character U+{ord(char):04X}"
+    return None
+
+
+def _no_control(value: str, what: str = "value") -> str:
+    problem = control_character(value)
+    if problem:
+        raise ValueError(
+            f"{what} holds {problem}: it is written into a config file or a command line, "
+            "where it would start a new line or field"
+        )
+    return value
+
+
+_URL_PATH = re.compile(r"^/[A-Za-z0-9._~%!&*+,;=:@/?-]{0,1023}$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+_GUC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+
+def _url_path(value: str) -> str:
+    if not _URL_PATH.match(value):
+        _no_control(value)
+        raise ValueError(
+            f"{value!r} is not a URL path like /mcp: it starts with / and holds no spaces, "
+            "quotes, # or backslashes (it is written into the HAProxy config and a command line)"
+        )
+    return value
+
+
+def _host(value: str) -> str:
+    """An address or host name to listen on (IPv4, IPv6, a name, or * / 0.0.0.0 / :: for all)."""
+    import ipaddress
+
+    if value in ("*", "") or _HOST_NAME.match(value):
+        return value
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        _no_control(value)
+        raise ValueError(f"{value!r} is not an address or host name") from None
+    return value
 
 
 class PostgresConfig(Model):
@@ -92,14 +193,31 @@ class PostgresConfig(Model):
         if isinstance(data, dict):
             for key in ("settings", "replica_settings"):
                 if isinstance(data.get(key), dict):
-                    data = {**data, key: {k: _pg_value(v) for k, v in data[key].items()}}
+                    data = {
+                        **data,
+                        key: {k: _pg_value(f"{key}.{k}", v) for k, v in data[key].items()},
+                    }
         return data
 
+    @field_validator("settings", "replica_settings")
+    @classmethod
+    def _one_line_each(cls, settings: dict[str, str]) -> dict[str, str]:
+        """Each setting is one line of postgresql.conf (or one -c argument)."""
+        for name, value in settings.items():
+            if not _GUC_NAME.match(name):
+                raise ValueError(f"{name!r} is not a Postgres setting name")
+            _no_control(value, f"{name}")
+        return settings
 
-def _pg_value(value: Any) -> str:
+
+def _pg_value(key: str, value: Any) -> Any:
     if isinstance(value, bool):
         return "on" if value else "off"
-    return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key}: expected a finite number, got {value!r}")
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return value  # not a scalar: refused as not a string, naming the key
 
 
 class AdmissionConfig(Model):
@@ -168,6 +286,64 @@ class ServerConfig(Model):
             resolved[name] = os.path.expandvars(value)
         return resolved
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _url_path(value)
+
+    @field_validator("ready")
+    @classmethod
+    def _ready(cls, value: str | None) -> str | None:
+        return None if value is None else _url_path(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+            _no_control(value, f"{name}")
+        return headers
+
+    @field_validator("port_env", "database_url_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return env
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, argv: list[str] | None) -> list[str] | None:
+        for index, arg in enumerate(argv or []):
+            _no_control(arg, f"argument {index}")
+        return argv
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        _no_control(value)
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is not a number 0..65535
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+            raise ValueError(f"{value!r} is not an http(s) URL like http://127.0.0.1:8000/mcp")
+        return value
+
     @field_validator("setup_sql")
     @classmethod
     def _setup_sql_exists(cls, value: str | None) -> str | None:
@@ -231,7 +407,9 @@ class LoadConfig(Model):
     workers: int = Field(default=1, ge=1, le=64)
     remote_workers: int = Field(default=0, ge=0, le=1000)
     """Workers a user starts on other machines (the run prints their command)."""
-    master_bind_host: str = "127.0.0.1"
+    master_bind_host: Annotated[
+        str, BeforeValidator(lambda v: _host(v) if isinstance(v, str) else v)
+    ] = "127.0.0.1"
     """Where the Locust master listens for workers; not loopback needs --allow-remote."""
     cpu_split: Literal["auto", "on", "off"] = "auto"
     """on: the stack's processes run on the first half of the cores and the load generator
@@ -348,6 +526,13 @@ class BadDeployment(Model):
     duration: PositiveDuration | None = 10.0
     fault_mode: Literal["write-garbage", "corrupt-state"] = "write-garbage"
     command: list[str] | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, argv: list[str] | None) -> list[str] | None:
+        for index, arg in enumerate(argv or []):
+            _no_control(arg, f"argument {index}")
+        return argv
 
 
 class CallTool(Model):
@@ -711,7 +896,7 @@ class Objective(Model):
     @model_validator(mode="before")
     @classmethod
     def _units(cls, data: Any) -> Any:
-        if isinstance(data, dict):
+        if isinstance(data, dict) and isinstance(data.get("metric", ""), str):
             data = dict(data)
             for bound in ("max", "min"):
                 if bound in data and data[bound] is not None:
@@ -841,6 +1026,21 @@ class Scenario(Model):
     objectives: list[Objective] = Field(default_factory=list)
     wall_time_cap: PositiveDuration | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return safe_name(value)
+
+    @model_validator(mode="after")
+    def _no_control_characters(self) -> Scenario:
+        """No string of the scenario holds a control character: most end up in a config
+        file, a command line, a header, a path or a report. Free text and SQL may hold
+        tabs and line breaks (``MULTILINE_KEYS``)."""
+        problem = _first_control(self.model_dump(mode="python"), "")
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @model_validator(mode="after")
     def _faults_in_run(self) -> Scenario:
         for index, fault in enumerate(self.faults):
@@ -943,6 +1143,78 @@ class Scenario(Model):
         return self.wall_time_cap or (self.load.run_time + 180.0 + restore)
 
 
+MULTILINE_KEYS = (
+    re.compile(r"^description$"),
+    re.compile(r"^integrity\.checks\.\d+\.sql$"),
+    re.compile(r"^ledger\.(read_sql|all_ids_sql|content)$"),
+    re.compile(r"^ledger\.(arguments|success_when)\."),
+    re.compile(r"^faults\.\d+\.arguments\."),
+    re.compile(r"^server\.env\."),
+)
+"""Where a scenario string may hold tabs and line breaks: free text, SQL, JSON arguments,
+environment values. Nothing here is written into a config file or a command line."""
+
+
+def _first_control(node: Any, path: str) -> str | None:
+    if isinstance(node, str):
+        multiline = any(p.match(path) for p in MULTILINE_KEYS)
+        problem = control_character(node, multiline=multiline)
+        return f"{path}: holds {problem}; not allowed here" if problem else None
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and control_character(key):
+                return f"{where}: the key holds {control_character(key)}"
+            found = _first_control(value, where)
+            if found:
+                return found
+    if isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            found = _first_control(value, f"{path}.{index}" if path else str(index))
+            if found:
+                return found
+    return None
+
+
+def check_exposure(scenario: Scenario, *, allow_remote: bool, source: Path | str) -> None:
+    """THE loopback guard, for every command and every listener or target a scenario can
+    open: the server URL the load goes to, the Locust master's bind address, Postgres's
+    ``listen_addresses`` (both clusters). Anything not on this machine is refused, naming
+    the file and the key, unless the user passed ``--allow-remote``. Run before anything
+    starts (``load_scenario`` runs it); the stack and the swarm keep their own checks as a
+    backstop."""
+    from harness.stack.net import is_loopback_host, require_loopback
+
+    problems: list[str] = []
+    if scenario.server.url:
+        try:
+            require_loopback(scenario.server.url, allow_remote=allow_remote, what="server.url:")
+        except ValueError as exc:
+            problems.append(str(exc))
+    host = scenario.load.master_bind_host
+    if not allow_remote and not is_loopback_host(host):
+        problems.append(
+            f"load.master_bind_host: the Locust master would listen on {host!r}, not on "
+            "loopback; pass --allow-remote to let workers on other machines in"
+        )
+    for key in ("settings", "replica_settings"):
+        value = getattr(scenario.postgres, key).get("listen_addresses")
+        if value is None or allow_remote:
+            continue
+        exposed = [
+            a
+            for a in (p.strip() for p in value.strip("'\" ").split(","))
+            if a and not is_loopback_host(a)
+        ]
+        if exposed:
+            problems.append(
+                f"postgres.{key}.listen_addresses: Postgres would listen on "
+                f"{', '.join(exposed)}, not only on loopback; pass --allow-remote to expose it"
+            )
+    if problems:
+        raise ScenarioError(f"{source}: " + "\n  ".join(problems))
+
+
 def _format_errors(path: Path | str, exc: ValidationError) -> str:
     lines = [f"{path}: invalid scenario"]
     for error in exc.errors():
@@ -955,20 +1227,45 @@ def _format_errors(path: Path | str, exc: ValidationError) -> str:
 
 
 def read_yaml(path: Path) -> Any:
+    """A YAML file a user named, read with limits (``harness.yamlsafe``): any problem,
+    a directory or a binary file included, is a ScenarioError naming the file."""
     try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+        return load_yaml_file(path)
+    except YamlInputError as exc:
+        raise ScenarioError(str(exc)) from None
 
 
-def load_scenario(path: Path | str, overrides: dict[str, Any] | None = None) -> Scenario:
-    """Read and validate a scenario file; ``overrides`` are dotted keys (``load.users``)."""
+def parse_override(item: str) -> tuple[str, Any]:
+    """``--set KEY=VALUE``: the value read as YAML with the same limits as a file."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ScenarioError(f"--set {item!r}: expected KEY=VALUE, e.g. load.users=200")
+    if control_character(key) or any(not part for part in key.split(".")):
+        raise ScenarioError(f"--set {item!r}: {key!r} is not a dotted key like load.users")
+    try:
+        return key, load_yaml_text(value, f"--set {key}")
+    except YamlInputError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
+def load_scenario(
+    path: Path | str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    allow_remote: bool = False,
+) -> Scenario:
+    """Read and validate a scenario file; ``overrides`` are dotted keys (``load.users``).
+    A target or listener off this machine is refused unless ``allow_remote``."""
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: expected a mapping at the top level")
+    if "name" not in data and not SAFE_NAME.match(path.stem):
+        raise ScenarioError(
+            f"{path}: name: not given, and the file name {path.stem!r} is no safe name "
+            "(letters, digits, '.', '_', '-'); add name: to the scenario"
+        )
     data.setdefault("name", path.stem)
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
@@ -976,9 +1273,11 @@ def load_scenario(path: Path | str, overrides: dict[str, Any] | None = None) -> 
     if isinstance(server, dict) and isinstance(server.get("setup_sql"), str):
         server["setup_sql"] = str(path.parent.resolve() / server["setup_sql"])
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(_format_errors(path, exc)) from None
+    check_exposure(scenario, allow_remote=allow_remote, source=path)
+    return scenario
 
 
 def load_objectives(path: Path | str) -> list[Objective]:

@@ -30,10 +30,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.config import (
+    SAFE_NAME,
     Objective,
     Scenario,
     ScenarioError,
     _format_errors,
+    check_id,
+    contained,
     load_scenario,
     parse_duration_s,
     read_yaml,
@@ -56,7 +59,7 @@ class DrillTargets(BaseModel):
     """RTO and RPO in DESIGN's terms: ``rto_s`` (incident -> service objectives met
     again), ``rpo_s`` (time of data lost) and ``rpo_rows`` (rows lost or altered)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     rto_s: float
     rpo_s: float
@@ -72,7 +75,7 @@ class DrillTargets(BaseModel):
 
 
 class DrillScenario(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     file: str
     set: dict[str, Any] = Field(default_factory=dict)
@@ -82,7 +85,7 @@ class DrillScenario(BaseModel):
 
 
 class DrillFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     targets: DrillTargets
     scenarios: list[DrillScenario] = Field(min_length=1)
@@ -127,9 +130,11 @@ def plan_drill(
     full: bool = False,
     scenario_files: Sequence[str] | None = None,
     objectives: list[Objective] | None = None,
+    allow_remote: bool = False,
 ) -> list[PlannedScenario]:
     """Every scenario loaded and validated before anything starts (a bad one stops the
-    drill with exit 2). ``scenario_files`` replaces the drill's list (no overrides);
+    drill with exit 2), its targets and listeners on this machine unless
+    ``allow_remote``. ``scenario_files`` replaces the drill's list (no overrides);
     ``objectives`` replaces every scenario's objectives."""
     drill_path = Path(drill_path)
     entries = (
@@ -141,7 +146,7 @@ def plan_drill(
         path = _scenario_path(entry.file, drill_path)
         overrides = (entry.full if full else entry.set) or {}
         try:
-            scenario = load_scenario(path, overrides)
+            scenario = load_scenario(path, overrides, allow_remote=allow_remote)
         except ScenarioError as exc:
             raise ScenarioError(f"{drill_path}: scenarios.{index}: {exc}") from None
         if objectives is not None:
@@ -155,8 +160,15 @@ def plan_drill(
 
 
 def new_drill_id(drill_path: Path | str) -> str:
+    """``<UTC stamp>-drill-<file name>``: a directory name, so the file name must be safe."""
+    stem = Path(drill_path).stem
+    if not SAFE_NAME.match(stem):
+        raise ScenarioError(
+            f"{drill_path}: the drill file's name {stem!r} names the drill's results "
+            "directory; rename it to letters, digits, '.', '_' or '-'"
+        )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-drill-{Path(drill_path).stem}"
+    return check_id(f"{stamp}-drill-{stem}", "drill id")
 
 
 ScenarioRunner = Callable[[PlannedScenario, Path], Verdict]
@@ -178,7 +190,7 @@ def run_drill(
     t0 = time.monotonic()
     runs: list[tuple[str, Path, dict[str, Any]]] = []
     for item in planned:
-        scenario_dir = drill_dir / item.name
+        scenario_dir = contained(drill_dir, drill_dir / item.name, f"drill scenario {item.name}")
         verdict = runner(item, scenario_dir)
         try:
             result = read_result(scenario_dir / RESULT_FILE)

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -131,6 +130,8 @@ class RunRecord:
         return min(times) if times else None
 
     def result(self) -> dict[str, Any]:
+        from harness.redaction import redact
+
         return {
             "run_id": self.run_id,
             "scenario": self.scenario.model_dump(mode="json"),
@@ -147,9 +148,10 @@ class RunRecord:
             "metrics": self.metrics,
             "timeline": self.timeline,
             "environment": self.environment,
-            "notes": self.notes + [d.reason for d in self.doubts],
-            "doubts": [d.reason for d in self.doubts],
-            "doubt_scopes": [d.as_dict() for d in self.doubts],
+            # notes and doubts carry exception texts and log tails: no secret may go out
+            "notes": [redact(note) for note in self.notes + [d.reason for d in self.doubts]],
+            "doubts": [redact(d.reason) for d in self.doubts],
+            "doubt_scopes": [{**d.as_dict(), "reason": redact(d.reason)} for d in self.doubts],
         }
 
 
@@ -1202,7 +1204,10 @@ def _ledger_agrees(
 
 
 def _collect_logs(stack: Stack, logs_dir: Path) -> None:
+    """Every process log into the results, each line redacted while it is copied."""
+    from harness.redaction import copy_redacted
+
     for path in stack.log_paths():
         source = Path(path)
         if source.exists():
-            shutil.copy2(source, logs_dir / source.name)
+            copy_redacted(source, logs_dir / source.name)

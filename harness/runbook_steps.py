@@ -42,6 +42,7 @@ import httpx2
 from harness.config import RUNBOOK_DEFAULT, IntegrityCheck, Scenario
 from harness.measure.integrity import IntegrityChecker, IntegrityReport, earliest_new_change
 from harness.recover import app_dsn
+from harness.redaction import redact
 from harness.runbook import (
     MONOTONIC_CLOCK,
     Clock,
@@ -51,7 +52,7 @@ from harness.runbook import (
     Step,
     load_runbook,
 )
-from harness.stack import AdminEndpoint, RestoreTarget, Stack, StackError, redact
+from harness.stack import AdminEndpoint, RestoreTarget, Stack, StackError
 from harness.stack.postgres import DB_ERRORS
 
 __all__ = [

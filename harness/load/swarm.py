@@ -21,7 +21,13 @@ from typing import Any
 from harness.config import Scenario
 from harness.load.settings import FINAL_BATCH_GRACE_S, SETTINGS_ENV, LoadSettings
 from harness.stack.net import LOOPBACK, free_port, is_loopback_host, require_loopback
-from harness.stack.processes import OwnedProcess, ProcessRegistry
+from harness.stack.processes import (
+    PROGRAM_VARS,
+    OwnedProcess,
+    ProcessRegistry,
+    child_environment,
+    write_private,
+)
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SETTINGS_FILE = "load-settings.json"
@@ -169,18 +175,21 @@ class Swarm:
         return [process.pid for process in processes]
 
     def process_env(self) -> dict[str, str]:
-        """The harness's environment without LOCUST_* overrides, plus the settings file."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
-        env[SETTINGS_ENV] = str(self.settings_path)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        return env
+        """The Locust processes' whole environment: ``child_environment``'s allow-list for a
+        Python program (no LOCUST_* override, no secret of the harness's environment), the
+        settings file and this checkout on PYTHONPATH."""
+        python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        return child_environment(
+            {SETTINGS_ENV: str(self.settings_path), "PYTHONPATH": python_path}, keep=PROGRAM_VARS
+        )
 
     def start(self) -> None:
         """Write settings, start the master and the workers; the test begins once all connect."""
         if self.master is not None:
             raise RuntimeError("this swarm was started already")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.write(self.settings_path)
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # 0600: the settings carry the scenario's expanded server.headers (a bearer token)
+        write_private(self.settings_path, self.settings.to_json())
         self.master_port = free_port()
         env = self.process_env()
         self.master = self.registry.start(

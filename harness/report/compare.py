@@ -5,6 +5,7 @@ regression."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.objectives import UnknownMetric, lookup
+from harness.report.text import markup
 
 Direction = Literal["lower", "higher", "neutral"]
 
@@ -61,14 +63,39 @@ def value_at(result: dict[str, Any], path: str) -> float | None:
         value = lookup(result.get("metrics", {}), path)
     except UnknownMetric:
         value = _series_value(result, path)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None  # NaN / inf: not a measurement
 
 
 def _series_value(result: dict[str, Any], path: str) -> Any:
     """A repeated run (repeat.json) has no metrics: its objectives carry the worst run."""
     return next(
-        (o.get("measured") for o in result.get("objectives", []) if o["metric"] == path), None
+        (o.get("measured") for o in result.get("objectives", []) if o.get("metric") == path),
+        None,
     )
+
+
+def parse_tolerance(text: str) -> float:
+    """``--tolerance``: a percentage (``10%``) or a fraction (``0.1``), finite and >= 0
+    (NaN compares false with everything and inf forgives everything: with either, a 10x
+    regression would not be flagged)."""
+    value = text.strip()
+    try:
+        number = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise ValueError(
+            f"--tolerance {text!r}: expected a percentage like 10% or a fraction like 0.1"
+        ) from None
+    if not math.isfinite(number):
+        raise ValueError(f"--tolerance {text!r}: expected a finite number")
+    if number < 0:
+        raise ValueError(f"--tolerance {text!r}: must not be negative")
+    return number
 
 
 def regressed(
@@ -76,6 +103,8 @@ def regressed(
 ) -> bool:
     """Worse than the baseline by more than ``tolerance`` (relative); from a zero baseline,
     any change the wrong way (0 lost writes -> 1 is a regression)."""
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance {tolerance!r}: expected a finite fraction >= 0")
     if value is None or base is None or direction == "neutral":
         return False
     worse = value - base if direction == "lower" else base - value
@@ -132,9 +161,11 @@ def render(
     baseline: int = 0,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> int:
-    """Print the trend table; the number of regressions flagged (figures and verdicts)."""
+    """Print the trend table; the number of regressions flagged (figures and verdicts).
+    Labels, verdicts and metric names come from the files: escaped, never Rich markup."""
     console = console or Console()
     console.width = max(console.width, 44 + 24 * len(results))
+    labels = [markup(label) for label in labels]
     table = Table(
         title=f"comparison: ratio to {labels[baseline]}; [red]▲[/] worse by more than "
         f"{tolerance:.0%} (a regression)"
@@ -148,7 +179,9 @@ def render(
     table.add_row(
         "verdict",
         *(
-            f"[red]{r.get('verdict', '?')} ▲[/]" if i in worse_verdicts else r.get("verdict", "?")
+            f"[red]{markup(r.get('verdict', '?'))} ▲[/]"
+            if i in worse_verdicts
+            else markup(r.get("verdict", "?"))
             for i, r in enumerate(results)
         ),
     )
@@ -171,7 +204,7 @@ def render(
                     else f"{value:.4g} (×{ratio:.2f})"
                 )
         count += sum(row.regressed)
-        table.add_row(row.metric, *cells)
+        table.add_row(markup(row.metric), *cells)
     console.print(table)
-    console.print(f"regressions against {labels[baseline]}: {count}")
+    console.print(f"regressions against {labels[baseline]}: {count}", highlight=False)
     return count

@@ -1,23 +1,35 @@
-"""The verdict table printed at the end of a run, rendered from result.json."""
+"""The verdict table printed at the end of a run, rendered from result.json.
+
+Every string from the run (scenario name, fault kinds and targets, notes, metric names,
+verdicts) is data: redacted, its control characters shown as escapes (no ANSI or OSC
+sequence reaches the terminal) and its Rich markup escaped (``[/bold]`` in a name must
+neither style the output nor raise ``MarkupError`` after result.json was written)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from harness.report.text import markup, plain_data
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow"}
 OBJECTIVE_STYLE = {"met": "green", "missed": "red", "not_measured": "yellow"}
 
 
 def _fmt(value: Any, unit: str = "") -> str:
+    """A value as Rich markup: a number formatted, anything else escaped."""
     if value is None:
         return "—"
     if isinstance(value, float):
         return f"{value:.3g}{unit}" if abs(value) < 1000 else f"{value:,.0f}{unit}"
-    return f"{value}{unit}"
+    return markup(f"{value}{unit}")
+
+
+def _styled(text: Any, style: str) -> str:
+    """Escaped text in a style (no style: plain; ``[]...[/]`` would not parse)."""
+    return f"[{style}]{markup(text)}[/]" if style else markup(text)
 
 
 def _unit(path: str) -> str:
@@ -32,18 +44,22 @@ def _unit(path: str) -> str:
 
 def render(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    metrics = result.get("metrics", {})
-    verdict = result.get("verdict", "inconclusive")
+    result = plain_data(result)
+    metrics = result.get("metrics") or {}
+    verdict = str(result.get("verdict", "inconclusive"))
     console.rule(
-        f"[bold]{result.get('scenario', {}).get('name', '?')}[/] · run {result.get('run_id')}"
+        f"{_styled((result.get('scenario') or {}).get('name', '?'), 'bold')} "
+        f"· run {markup(result.get('run_id'))}"
     )
-    for fault in result.get("faults", []):
+    for fault in result.get("faults") or []:
         state = "confirmed" if fault.get("confirmed") else "[red]NOT confirmed[/]"
         console.print(
-            f"fault {fault['kind']} on {fault['target']} at {_fmt(fault.get('t_fault_s'), ' s')}: {state}"
+            f"fault {markup(fault.get('kind'))} on {markup(fault.get('target'))} "
+            f"at {_fmt(fault.get('t_fault_s'), ' s')}: {state}",
+            highlight=False,
         )
-    for note in result.get("notes", []):
-        console.print(f"[yellow]note:[/] {escape(note)}")
+    for note in result.get("notes") or []:
+        console.print(f"[yellow]note:[/] {markup(note)}", highlight=False)
 
     table = Table(title="Measurements", show_lines=False)
     table.add_column("metric")
@@ -75,34 +91,38 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
         "requests / errors", f"{_fmt(requests.get('total'))} / {_fmt(requests.get('errors'))}"
     )
     for phase, figures in (metrics.get("tools_list_latency_ms") or {}).items():
-        if phase == "all":
+        if phase == "all" or not isinstance(figures, dict):
             continue
         table.add_row(
-            f"tools/list {phase} p50 / p99",
-            f"{_fmt(figures.get('p50'), ' ms')} / {_fmt(figures.get('p99'), ' ms')}  (n={figures.get('count')})",
+            f"tools/list {markup(phase)} p50 / p99",
+            f"{_fmt(figures.get('p50'), ' ms')} / {_fmt(figures.get('p99'), ' ms')}  (n={_fmt(figures.get('count'))})",
         )
     console.print(table)
 
-    objectives = result.get("objectives", [])
+    objectives = result.get("objectives") or []
     if objectives:
         judged = Table(title="Objectives")
         for column in ("metric", "target", "measured", "verdict"):
             judged.add_column(column, justify="right" if column != "metric" else "left")
         for item in objectives:
-            unit = _unit(item["metric"])
-            sign = "≤" if item["bound"] == "max" else "≥"
-            style = OBJECTIVE_STYLE.get(item["verdict"], "")
+            metric = str(item.get("metric", "?"))
+            unit = _unit(metric)
+            sign = "≤" if item.get("bound") == "max" else "≥"
+            style = OBJECTIVE_STYLE.get(str(item.get("verdict")), "")
             judged.add_row(
-                item["metric"],
-                f"{sign} {_fmt(item['target'], unit)}",
-                _fmt(item["measured"], unit)
+                markup(metric),
+                f"{sign} {_fmt(item.get('target'), unit)}",
+                _fmt(item.get("measured"), unit)
                 if item.get("measured_at_least") is None
                 else f"> {_fmt(item['measured_at_least'], unit)}",
-                f"[{style}]{item['verdict']}[/]",
+                _styled(item.get("verdict"), style),
             )
         console.print(judged)
+    duration = result.get("duration_s")
+    took = f"{duration:.0f} s" if isinstance(duration, (int, float)) else "—"
     console.print(
-        f"verdict: [{VERDICT_STYLE.get(verdict, '')}]{verdict.upper()}[/]  ({result.get('duration_s', 0):.0f} s)"
+        f"verdict: {_styled(verdict.upper(), VERDICT_STYLE.get(verdict, ''))}  ({took})",
+        highlight=False,
     )
 
 
@@ -120,7 +140,7 @@ def _integrity_rows(table: Table, metrics: dict[str, Any]) -> None:
     if not restore:
         return
     target = restore.get("target") or {}
-    table.add_row("restore target", f"{target.get('kind')} {target.get('value')}")
+    table.add_row("restore target", markup(f"{target.get('kind')} {target.get('value')}"))
     for step, seconds in (restore.get("steps") or {}).items():
-        table.add_row(f"  restore {step.removesuffix('_s')}", _fmt(seconds, " s"))
+        table.add_row(f"  restore {markup(step.removesuffix('_s'))}", _fmt(seconds, " s"))
     table.add_row("restore total_s", _fmt(restore.get("total_s"), " s"))

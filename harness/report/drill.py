@@ -3,7 +3,9 @@
 Order: the declared targets, one table of the scenarios (verdict, RTO and RPO target
 against measured, a link to each scenario's report.html), per scenario its runbook and
 restore steps with durations and outcomes, then the gaps. The HTML is self-contained and
-shares the run report's CSS.
+shares the run report's CSS. What comes from the runs (scenario names, step details,
+gaps) is text, never markup: redacted, control characters shown, escaped for Markdown
+and HTML (``harness.report.text``); drill.json is redacted.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from harness.redaction import redact_data
 from harness.report.html import CSS, VERDICT_COLOR, _el
 from harness.report.outputs import REPORT_FILE, write_atomically
 from harness.report.summary import DASH, VERDICT_LABEL, number, with_unit
+from harness.report.text import markdown, plain_data
 
 DRILL_JSON = "drill.json"
 DRILL_MD = "drill.md"
@@ -53,20 +58,26 @@ def targets_text(targets: dict[str, Any]) -> str:
 
 
 def report_link(entry: dict[str, Any]) -> str:
-    return f"{entry.get('dir', entry.get('name'))}/{REPORT_FILE}"
+    """A relative link: percent-encoded, so a ``:`` can never make it ``javascript:``."""
+    return quote(f"{entry.get('dir', entry.get('name'))}/{REPORT_FILE}", safe="/")
 
 
 def _md_cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return markdown(text, cell=True)
+
+
+def _md(text: Any) -> str:
+    return markdown(text)
 
 
 def drill_markdown(drill: dict[str, Any]) -> str:
+    drill = plain_data(drill)
     verdict = str(drill.get("verdict", "inconclusive"))
     lines = [
-        f"# Drill {drill.get('drill_id')}: {VERDICT_LABEL.get(verdict, verdict.upper())}",
+        f"# Drill {_md(drill.get('drill_id'))}: {_md(VERDICT_LABEL.get(verdict, verdict.upper()))}",
         "",
-        f"Declared targets: {targets_text(drill.get('targets') or {})}.",
-        f"Started {drill.get('started_at')}, took {_seconds(drill.get('duration_s'))}.",
+        f"Declared targets: {_md(targets_text(drill.get('targets') or {}))}.",
+        f"Started {_md(drill.get('started_at'))}, took {_md(_seconds(drill.get('duration_s')))}.",
         "",
         "| scenario | verdict | RTO target | RTO measured | RPO target | RPO measured | report |",
         "|---|---|---|---|---|---|---|",
@@ -75,12 +86,14 @@ def drill_markdown(drill: dict[str, Any]) -> str:
         rto_t, rto_m = rto_text(entry)
         rpo_t, rpo_m = rpo_text(entry)
         v = str(entry.get("verdict"))
+        cells = [entry.get("name"), VERDICT_LABEL.get(v, v), rto_t, rto_m, rpo_t, rpo_m]
         lines.append(
-            f"| {_md_cell(entry.get('name'))} | {VERDICT_LABEL.get(v, v)} | {rto_t} | {rto_m} "
-            f"| {rpo_t} | {rpo_m} | [report.html]({report_link(entry)}) |"
+            "| "
+            + " | ".join(_md_cell(c) for c in cells)
+            + f" | [report.html]({report_link(entry)}) |"
         )
     for entry in drill.get("scenarios") or []:
-        lines += ["", f"## {entry.get('name')}"]
+        lines += ["", f"## {_md(entry.get('name'))}"]
         steps = entry.get("runbook_steps") or []
         if steps:
             lines += [
@@ -91,21 +104,33 @@ def drill_markdown(drill: dict[str, Any]) -> str:
                 "|---|---|---|---|---|---|",
             ]
             lines += [
-                f"| {s.get('execution')} | {_md_cell(s.get('name'))} | {s.get('outcome')} | {_seconds(s.get('start_s'))} "
-                f"| {_seconds(s.get('duration_s'))} | {_md_cell(s.get('detail') or '')} |"
+                "| "
+                + " | ".join(
+                    _md_cell(c)
+                    for c in (
+                        s.get("execution"),
+                        s.get("name"),
+                        s.get("outcome"),
+                        _seconds(s.get("start_s")),
+                        _seconds(s.get("duration_s")),
+                        s.get("detail") or "",
+                    )
+                )
+                + " |"
                 for s in steps
             ]
         restore = entry.get("restore_steps") or []
         if restore:
             lines += [
                 "",
-                f"Restore steps (total {_seconds(entry.get('restore_total_s'))}):",
+                f"Restore steps (total {_md(_seconds(entry.get('restore_total_s')))}):",
                 "",
                 "| step | duration |",
                 "|---|---|",
             ]
             lines += [
-                f"| {_md_cell(s['name'])} | {_seconds(s.get('duration_s'))} |" for s in restore
+                f"| {_md_cell(s.get('name'))} | {_md_cell(_seconds(s.get('duration_s')))} |"
+                for s in restore
             ]
         if not steps and not restore:
             lines += ["", "No runbook or restore steps in this scenario."]
@@ -114,7 +139,8 @@ def drill_markdown(drill: dict[str, Any]) -> str:
     if not gaps:
         lines.append("None: every objective met, every step healthy or fixed, every target kept.")
     lines += [
-        f"- **{_md_cell(g.get('scenario'))}**: {g.get('what')}: {g.get('detail')}" for g in gaps
+        f"- **{_md(g.get('scenario'))}**: {_md(g.get('what'))}: {_md(g.get('detail'))}"
+        for g in gaps
     ]
     return "\n".join(lines) + "\n"
 
@@ -130,6 +156,7 @@ def _rows(
 
 
 def drill_html(drill: dict[str, Any]) -> str:
+    drill = plain_data(drill)
     verdict = str(drill.get("verdict", "inconclusive"))
     label = VERDICT_LABEL.get(verdict, verdict.upper())
     facts = [
@@ -207,7 +234,10 @@ def drill_html(drill: dict[str, Any]) -> str:
             ) + _rows(
                 ("step", "duration"),
                 [
-                    (_el("td", s["name"]), _el("td", _seconds(s.get("duration_s")), class_="num"))
+                    (
+                        _el("td", str(s.get("name"))),
+                        _el("td", _seconds(s.get("duration_s")), class_="num"),
+                    )
                     for s in restore
                 ],
             )
@@ -256,7 +286,7 @@ def write_drill(drill_dir: Path, drill: dict[str, Any]) -> list[Path]:
     """drill.json, drill.md and drill.html in the drill's directory; their paths."""
     drill_dir.mkdir(parents=True, exist_ok=True)
     return [
-        write_atomically(drill_dir / DRILL_JSON, json.dumps(drill, indent=1) + "\n"),
+        write_atomically(drill_dir / DRILL_JSON, json.dumps(redact_data(drill), indent=1) + "\n"),
         write_atomically(drill_dir / DRILL_MD, drill_markdown(drill)),
         write_atomically(drill_dir / DRILL_HTML, drill_html(drill)),
     ]

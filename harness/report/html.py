@@ -37,6 +37,7 @@ from harness.report.summary import (
     what_happened,
     with_unit,
 )
+from harness.report.text import plain_data
 
 WIDTH = 1120
 LEFT, RIGHT = 72, 24
@@ -956,7 +957,10 @@ def _notes(result: dict[str, Any]) -> str:
 
 
 def report_html(result: dict[str, Any]) -> str:
-    """The whole report as one HTML document (no external reference of any kind)."""
+    """The whole report as one HTML document (no external reference of any kind). Every
+    string from the run is redacted, its control characters shown as escapes, and
+    HTML-escaped where it is placed (``_el``, ``_attrs``, ``escape``)."""
+    result = plain_data(result)
     scenario = str((result.get("scenario") or {}).get("name", "?"))
     verdict = VERDICT_LABEL.get(str(result.get("verdict")), str(result.get("verdict")).upper())
     environment = [

@@ -22,6 +22,7 @@ from harness.report.summary import (
     verdict_reasons,
     what_happened,
 )
+from harness.report.text import plain_data
 
 
 def _testcase(suite: ET.Element, classname: str, name: str) -> ET.Element:
@@ -59,7 +60,10 @@ def _fault_case(suite: ET.Element, scenario: str, fault: dict[str, Any]) -> bool
 
 
 def junit_xml(result: dict[str, Any]) -> str:
-    """The run as a JUnit XML document (testsuites > testsuite > testcase)."""
+    """The run as a JUnit XML document (testsuites > testsuite > testcase). Every string
+    from the run is redacted and its control characters shown as escapes (XML 1.0 forbids
+    most of them in text and attributes alike: one ESC made a document unparseable)."""
+    result = plain_data(result)
     scenario = str((result.get("scenario") or {}).get("name", "scenario"))
     verdict = result.get("verdict", "inconclusive")
     root = ET.Element("testsuites", name="mcp-harness")

@@ -2,6 +2,10 @@
 
 An observer: it only reads the status the run hands it. On a terminal it
 redraws one panel; elsewhere (CI logs) it prints a line every few seconds.
+
+What it shows comes from the run and the server under test (events, error kinds): it is
+redacted, its control characters are shown as escapes (no ANSI or OSC sequence reaches
+the terminal) and it goes out as ``Text``, never parsed as Rich markup.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
+
+from harness.report.text import plain
 
 PLAIN_EVERY_S = 5.0
 
@@ -35,7 +42,7 @@ class LiveProgress:
             self._live = None
 
     def event(self, message: str) -> None:
-        self.console.log(message, markup=False, highlight=False)
+        self.console.log(Text(plain(message)), markup=False, highlight=False, emoji=False)
 
     def tick(self, status: dict[str, Any]) -> None:
         total = f"/{self.total_s:.0f}" if self.total_s else ""
@@ -45,10 +52,10 @@ class LiveProgress:
         )
         if self._live is not None:
             table = Table.grid(padding=(0, 2))
-            table.add_row("[bold]running[/]", line)
+            table.add_row(Text("running", style="bold"), Text(plain(line)))
             if status["events"]:
-                table.add_row("events", ", ".join(status["events"]))
+                table.add_row("events", Text(plain(", ".join(map(str, status["events"])))))
             self._live.update(table)
         elif time.monotonic() - self._last_plain >= PLAIN_EVERY_S:
             self._last_plain = time.monotonic()
-            self.console.print(line)
+            self.console.print(Text(plain(line)), highlight=False)

@@ -16,10 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.objectives import SeriesObjective, Verdict
+from harness.redaction import redact_data
 from harness.report.junit import junit_xml
 from harness.report.outputs import JUNIT_FILE, SUMMARY_FILE, write_atomically
 from harness.report.result import SCHEMA_VERSION
 from harness.report.summary import unit_of, with_unit
+from harness.report.text import code, markdown, markup, plain_data
 
 SERIES_FILE = "repeat.json"
 
@@ -61,9 +63,12 @@ def series_result(
 
 
 def series_markdown(series: dict[str, Any]) -> str:
+    """Everything from the runs is text, never markup (``harness.report.text.markdown``)."""
+    series = plain_data(series)
     name = series["scenario"].get("name", "?")
     lines = [
-        f"## {name}: {series['repeat']} runs on one stack, **{series['verdict'].upper()}**",
+        f"## {markdown(name)}: {series['repeat']} runs on one stack, "
+        f"**{markdown(str(series['verdict']).upper())}**",
         "",
         "| objective | target | per run | min / median / max | verdict |",
         "|---|---|---|---|---|",
@@ -74,10 +79,21 @@ def series_markdown(series: dict[str, Any]) -> str:
         per_run = ", ".join(with_unit(v, unit) for v in o["values"])
         spread = " / ".join(with_unit(o[k], unit) for k in ("min", "median", "max"))
         verdict = o["verdict"] + (" (flaky: " + o["met_in"] + ")" if o["flaky"] else "")
-        lines.append(
-            f"| `{o['metric']}` | {sign} {with_unit(o['target'], unit)} | {per_run} | {spread} | {verdict} |"
-        )
-    lines += ["", *(f"- {r['run_id']}: {r['verdict']} ({r['dir']})" for r in series["runs"])]
+        cells = [
+            code(o["metric"], cell=True),
+            markdown(f"{sign} {with_unit(o['target'], unit)}", cell=True),
+            markdown(per_run, cell=True),
+            markdown(spread, cell=True),
+            markdown(verdict, cell=True),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        *(
+            f"- {markdown(r['run_id'])}: {markdown(r['verdict'])} ({markdown(r['dir'])})"
+            for r in series["runs"]
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -86,26 +102,30 @@ def write_series(series_dir: Path, series: dict[str, Any]) -> list[Path]:
     run) and summary.md into the series directory."""
     series_dir.mkdir(parents=True, exist_ok=True)
     return [
-        write_atomically(series_dir / SERIES_FILE, json.dumps(series, indent=2, default=str)),
+        write_atomically(
+            series_dir / SERIES_FILE, json.dumps(redact_data(series), indent=2, default=str)
+        ),
         write_atomically(series_dir / JUNIT_FILE, junit_xml(series)),
         write_atomically(series_dir / SUMMARY_FILE, series_markdown(series)),
     ]
 
 
 def render_series(series: dict[str, Any], console: Console) -> None:
+    """Metric names and verdicts come from the runs: escaped, never Rich markup."""
+    series = plain_data(series)
     console.width = max(console.width, 140)
     table = Table(title=f"{series['repeat']} runs on one stack")
     for column in ("objective", "target", "per run", "min / median / max", "verdict"):
         table.add_column(column, justify="left" if column == "objective" else "right")
     for o in series["objectives"]:
         unit = unit_of(o["metric"])
-        verdict = o["verdict"] + (" [yellow](flaky)[/]" if o["flaky"] else "")
+        verdict = markup(o["verdict"]) + (" [yellow](flaky)[/]" if o["flaky"] else "")
         table.add_row(
-            o["metric"],
-            ("≤ " if o["bound"] == "max" else "≥ ") + with_unit(o["target"], unit),
-            ", ".join(with_unit(v, unit) for v in o["values"]),
-            " / ".join(with_unit(o[k], unit) for k in ("min", "median", "max")),
+            markup(o["metric"]),
+            markup(("≤ " if o["bound"] == "max" else "≥ ") + with_unit(o["target"], unit)),
+            markup(", ".join(with_unit(v, unit) for v in o["values"])),
+            markup(" / ".join(with_unit(o[k], unit) for k in ("min", "median", "max"))),
             verdict,
         )
     console.print(table)
-    console.print(f"series verdict: {series['verdict'].upper()}")
+    console.print(f"series verdict: {markup(str(series['verdict']).upper())}", highlight=False)

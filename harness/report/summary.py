@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.report.text import code, markdown, plain_data
+
 DASH = "—"
 VERDICT_LABEL = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
 OBJECTIVE_LABEL = {"met": "met", "missed": "missed", "not_measured": "not measured"}
@@ -351,35 +353,44 @@ def key_figures(result: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _cell(text: str) -> str:
-    """A Markdown table cell: pipes escaped, on one line."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+def _cell(text: Any) -> str:
+    """A Markdown table cell: the text as it is (no markup, no HTML), pipes escaped, one line."""
+    return markdown(text, cell=True)
 
 
-def _item(text: str) -> str:
-    return " ".join(str(text).split())
+def _item(text: Any) -> str:
+    """Text from the run in Markdown: rendered as the text it is, on one line."""
+    return markdown(text)
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
-    """A short Markdown summary of a run, fit for ``$GITHUB_STEP_SUMMARY``."""
+    """A short Markdown summary of a run, fit for ``$GITHUB_STEP_SUMMARY``. Everything
+    from the run is text, never markup: secrets redacted, control characters shown, HTML
+    and Markdown escaped; only the harness's own headings, bold and tables are markup."""
+    result = plain_data(result)
     scenario = (result.get("scenario") or {}).get("name", "?")
     verdict = result.get("verdict", "inconclusive")
     lines = [
-        f"## mcp-harness: {_item(scenario)} — **{VERDICT_LABEL.get(verdict, str(verdict).upper())}**",
+        f"## mcp-harness: {_item(scenario)} — "
+        f"**{_item(VERDICT_LABEL.get(verdict, str(verdict).upper()))}**",
         "",
-        f"Run `{result.get('run_id')}` · started {result.get('started_at')} · "
-        f"{_seconds(result.get('duration_s'))} · backend {result.get('backend')} · seed {result.get('seed')}",
+        f"Run {code(result.get('run_id'))} · started {_item(result.get('started_at'))} · "
+        f"{_item(_seconds(result.get('duration_s')))} · backend {_item(result.get('backend'))} "
+        f"· seed {_item(result.get('seed'))}",
         "",
         _item(what_happened(result)),
         "",
     ]
     faults = result.get("faults") or []
-    lines += ["**Faults:** " + ("; ".join(_fault_sentence(f) for f in faults) or "none"), ""]
+    lines += [
+        "**Faults:** " + (_item("; ".join(_fault_sentence(f) for f in faults)) or "none"),
+        "",
+    ]
     objectives = result.get("objectives") or []
     if objectives:
         lines += ["| objective | target | measured | verdict |", "| --- | --- | --- | --- |"]
         for o in objectives:
-            label = OBJECTIVE_LABEL.get(o.get("verdict", ""), str(o.get("verdict")))
+            label = _cell(OBJECTIVE_LABEL.get(o.get("verdict", ""), str(o.get("verdict"))))
             if o.get("verdict") != "met":
                 label = f"**{label}**"
             lines.append(

@@ -7,10 +7,10 @@ backend runs. ``open_stack`` is the entry point.
 from __future__ import annotations
 
 import abc
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness import redaction
 from harness.config import PROXY_NAMES, Scenario
 from harness.stack.backup import (
     RESTORE_STEPS,
@@ -80,8 +80,9 @@ class AdminEndpoint:
 
 
 def redact(text: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+    """Every secret in ``text`` shown as ``***``: ``harness.redaction.redact``, the one
+    redaction of every output."""
+    return redaction.redact(text)
 
 
 class Stack(abc.ABC):
@@ -184,10 +185,17 @@ class Stack(abc.ABC):
         """Every process the run started (name, pid, start time, exit code), for logs/processes.json."""
 
     async def __aenter__(self) -> Stack:
+        """Up; when that fails, everything it started is stopped and its run directory
+        removed (an ``async with`` body never ran, so nobody would remove it: the failure's
+        log tail is in the error). A caller that wants the logs of a failed up calls
+        ``up()`` itself and collects ``log_paths()`` before ``remove_run_dir()``."""
         try:
             await self.up()
         except BaseException:
-            await self.down()
+            try:
+                await self.down()
+            finally:
+                self.remove_run_dir()
             raise
         return self
 

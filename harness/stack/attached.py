@@ -10,6 +10,9 @@ saying so, and a runbook step that needs one reports a failed fix, not a pretend
 from __future__ import annotations
 
 import json
+import logging
+import os
+import stat
 import tempfile
 from dataclasses import fields
 from pathlib import Path
@@ -23,7 +26,10 @@ from harness.stack.backup import BaseBackup, RestorePoint, RestoreReport, Restor
 from harness.stack.local import RUN_DIR_PREFIX
 from harness.stack.mcp_server import Rollout
 from harness.stack.postgres import KillResult
+from harness.stack.processes import write_private
 from harness.stack.toxiproxy import ToxiproxyClient
+
+log = logging.getLogger(__name__)
 
 CREDENTIALS_FILE = "endpoints.json"
 CONNECT_TIMEOUT_S = 3.0
@@ -31,23 +37,60 @@ CONNECT_TIMEOUT_S = 3.0
 
 def write_credentials(path: Path, stack: Stack, owner_pid: int) -> Path:
     """What an attached stack needs, passwords and admin tokens included: mode 0600."""
-    path.touch(mode=0o600)
-    path.chmod(0o600)
     data = {
         **stack.endpoints.as_dict(),
         "owner_pid": owner_pid,
         "metrics_urls": stack.server_metrics_urls(),
         "admin": [{"name": a.name, "url": a.url, "token": a.token} for a in stack.server_admin()],
     }
-    path.write_text(json.dumps(data, indent=1))
+    return write_private(path, json.dumps(data, indent=1))
+
+
+def credentials_refusal(path: Path) -> str | None:
+    """Why ``path`` must not be trusted as a credentials file, or None. It tells the runbook
+    where the databases, proxies and admin endpoints are: one written by another account
+    could send it (and the tokens it holds) anywhere, and one that others may read has
+    leaked its passwords already."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    uid = os.geteuid()
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a symlink?)"
+    if info.st_uid != uid:
+        return f"belongs to uid {info.st_uid}, not to you (uid {uid}): another account wrote it"
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        return (
+            f"has mode {mode:o}: others may read or change the passwords in it "
+            f"(`chmod 600 {path}` if you made it yourself)"
+        )
+    return None
+
+
+def check_credentials(path: Path) -> Path:
+    """``path`` if it may be trusted (``credentials_refusal``); StackError saying why not."""
+    refusal = credentials_refusal(path)
+    if refusal is not None:
+        raise StackError(f"refusing the credentials file {path}: it {refusal}")
     return path
 
 
 def running_stack_credentials(parent: Path | None = None) -> Path:
-    """The credentials file of the newest stack whose ``mcp-harness up`` still runs."""
+    """The credentials file of the newest stack whose ``mcp-harness up`` still runs, among
+    those this user may trust (its own, readable by it alone); a file that is not is
+    skipped with a warning and named in the error when no other is found."""
     parent = parent or Path(tempfile.gettempdir())
     alive = []
+    refused = []
     for path in parent.glob(f"{RUN_DIR_PREFIX}*/{CREDENTIALS_FILE}"):
+        refusal = credentials_refusal(path)
+        if refusal is not None:
+            if not refusal.startswith("cannot be read"):  # another user's private run
+                log.warning("skipping the credentials file %s: it %s", path, refusal)
+                refused.append(f"{path} ({refusal})")
+            continue
         try:
             pid = int(json.loads(path.read_text()).get("owner_pid", 0))
         except (OSError, ValueError, AttributeError):
@@ -55,9 +98,10 @@ def running_stack_credentials(parent: Path | None = None) -> Path:
         if pid and Path(f"/proc/{pid}").exists():
             alive.append((path.stat().st_mtime, path))
     if not alive:
+        skipped = f"; refused: {'; '.join(refused)}" if refused else ""
         raise StackError(
             f"no running stack found under {parent}: start one with `mcp-harness up` "
-            "(or pass --stack with the credentials_file it printed)"
+            f"(or pass --stack with the credentials_file it printed){skipped}"
         )
     return max(alive)[1]
 
@@ -66,6 +110,7 @@ class AttachedStack(Stack):
     """The stack described by a credentials file written by ``mcp-harness up``."""
 
     def __init__(self, credentials: Path) -> None:
+        check_credentials(credentials)
         try:
             data: dict[str, Any] = json.loads(credentials.read_text())
             self.endpoints = Endpoints(**{f.name: data[f.name] for f in fields(Endpoints)})

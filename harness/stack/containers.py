@@ -17,23 +17,41 @@ Topology inside the run's network (aliases; the same as ``docker/compose.yaml``)
 The two clusters listen on different ports (5432, 5433) so that ``current_setting('port')``
 tells them apart, as the probes and the runbook expect. Every published port is bound to
 127.0.0.1 on a host port chosen by the backend, kept across a container's restarts.
+
+testcontainers' reaper (Ryuk) too: testcontainers 4.15 publishes its port on every
+interface and has no setting to change that (``TESTCONTAINERS_RYUK_*`` / ``ryuk.*`` set
+the image, privileged mode, socket and reconnection timeout only), and whoever reaches
+that port can have it remove any container by label. ``install_loopback_reaper`` makes
+testcontainers start ours instead: the same container, published on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
-from testcontainers.core.container import DockerContainer
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer, Reaper
+from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
 from testcontainers.core.network import Network
-from testcontainers.core.wait_strategies import ExecWaitStrategy, HttpWaitStrategy
+from testcontainers.core.wait_strategies import (
+    ExecWaitStrategy,
+    HttpWaitStrategy,
+    LogMessageWaitStrategy,
+)
 
 from harness.config import DockerConfig, ServerConfig
 from harness.stack.mcp_server import ADMIN_TOKEN_ENV, reference_server_command
 from harness.stack.net import LOOPBACK
 from harness.stack.postgres import APP_DATABASE, APP_USER, REPLICATION_USER, SUPERUSER
+
+log = logging.getLogger(__name__)
 
 DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
 PRIMARY_INIT_SCRIPT = DOCKER_DIR / "primary-init.sh"
@@ -273,7 +291,10 @@ class McpServerContainer(HarnessContainer):
 
     The reference server's admin endpoint gets a token through the environment and
     ``MCP_ADMIN_ALLOW`` = the run network's gateway, the address a request through the
-    published port comes from; other containers on the network stay refused."""
+    published port comes from; other containers on the network stay refused. The DSN is in
+    ``server.database_url_env``; a ``server.command`` with ``{database_url}`` puts its
+    password in the container's command, which ``ps`` on the host and ``docker inspect``
+    show."""
 
     alias = SERVER_ALIAS
     port = SERVER_PORT
@@ -344,3 +365,80 @@ def images(config: DockerConfig, reference_tag: str) -> dict[str, str]:
         TOXIPROXY_ALIAS: config.toxiproxy_image,
         SERVER_ALIAS: config.server_image or reference_tag,
     }
+
+
+RYUK_PORT = 8080
+RYUK_CONNECT_ATTEMPTS = 50
+
+
+def loopback_ryuk_container(
+    docker_client_kw: dict[str, Any] | None = None, docker_socket: str | None = None
+) -> DockerContainer:
+    """testcontainers' reaper container as testcontainers 4.15 builds it (image, name,
+    the engine's socket, privileged mode and reconnection timeout from its configuration),
+    its port published on 127.0.0.1 only (docker-py: ``(address, None)`` is that interface,
+    any free port), ready when it says it started."""
+    config = testcontainers_config
+    container = (
+        DockerContainer(config.ryuk_image, docker_client_kw=docker_client_kw)
+        .with_name(f"testcontainers-ryuk-{SESSION_ID}")
+        .with_volume_mapping(
+            docker_socket or config.ryuk_docker_socket, "/var/run/docker.sock", "rw"
+        )
+        .with_kwargs(privileged=config.ryuk_privileged, auto_remove=True)
+        .with_env("RYUK_RECONNECTION_TIMEOUT", config.ryuk_reconnection_timeout)
+        .waiting_for(LogMessageWaitStrategy(r".* Started!").with_startup_timeout(20))
+    )
+    container.ports[f"{RYUK_PORT}/tcp"] = (LOOPBACK, None)  # type: ignore[assignment]
+    return container
+
+
+_reaper_client_kw: dict[str, Any] = {}
+
+
+def _create_loopback_reaper(cls: type[Reaper]) -> Reaper:
+    """``Reaper._create_instance`` of testcontainers 4.15, with ``loopback_ryuk_container``:
+    start it, connect to it on 127.0.0.1 and tell it this session's label (it removes what
+    carries the label once this process's connection is gone)."""
+    container = loopback_ryuk_container(_reaper_client_kw or None).start()
+    Reaper._container = container
+    port = int(container.get_exposed_port(RYUK_PORT))
+    last: OSError | None = None
+    for _ in range(RYUK_CONNECT_ATTEMPTS):
+        connection = socket.socket()
+        connection.settimeout(1)
+        try:
+            connection.connect((LOOPBACK, port))
+        except OSError as exc:
+            connection.close()
+            last = exc
+            time.sleep(0.5)
+            continue
+        Reaper._socket = connection
+        break
+    else:
+        assert last is not None
+        raise last
+    connection.send(f"label={LABEL_SESSION_ID}={SESSION_ID}\r\n".encode())
+    Reaper._instance = Reaper()
+    atexit.register(Reaper.delete_instance)
+    return Reaper._instance
+
+
+def install_loopback_reaper(docker_client_kw: dict[str, Any] | None = None) -> bool:
+    """Make testcontainers start ``loopback_ryuk_container`` as its reaper (when it starts
+    one: not with ``TESTCONTAINERS_RYUK_DISABLED``); the reaper's client uses
+    ``docker_client_kw``. False when a reaper of this process runs already on
+    testcontainers' own terms (started before the docker backend): it is left alone, with
+    a warning."""
+    _reaper_client_kw.clear()
+    _reaper_client_kw.update(docker_client_kw or {})
+    setattr(Reaper, "_create_instance", classmethod(_create_loopback_reaper))  # noqa: B010
+    running = Reaper._container if Reaper._instance is not None else None
+    if running is not None and running.ports.get(f"{RYUK_PORT}/tcp") != (LOOPBACK, None):
+        log.warning(
+            "testcontainers' reaper (Ryuk) was started before the docker backend: its port "
+            "may be published on every interface"
+        )
+        return False
+    return True

@@ -15,7 +15,8 @@ Cleanup: ``down()`` removes every container and the network (also after a failed
 ``up()``, on Ctrl-C or an exception: the run calls it in ``finally``). If the harness
 itself dies, testcontainers' reaper (Ryuk) removes what carries its session label, and
 the next ``up()`` removes containers and networks of this machine's dead runs (for an
-engine where Ryuk is disabled).
+engine where Ryuk is disabled). Ryuk's port is published on 127.0.0.1 only, like every
+other (``containers.install_loopback_reaper``).
 
 Not implemented here (StackError names the operation and points at ``--backend local``):
 point-in-time restore (base backups, restore, rebuild of the replica), rolling
@@ -60,6 +61,7 @@ from harness.stack.containers import (
     ToxiproxyContainer,
     app_dsn,
     images,
+    install_loopback_reaper,
     server_image_tag,
 )
 from harness.stack.mcp_server import Rollout
@@ -73,7 +75,7 @@ from harness.stack.postgres import (
     StackError,
 )
 from harness.stack.prerequisites import DockerUnreachable, docker_engine_info, docker_sdk
-from harness.stack.processes import ProcessRegistry, become_subreaper, is_alive
+from harness.stack.processes import ProcessRegistry, become_subreaper, is_alive, private_dir
 from harness.stack.toxiproxy import ToxiproxyClient
 
 log = logging.getLogger(__name__)
@@ -304,8 +306,8 @@ class DockerStack(Stack):
     async def up(self) -> Endpoints:
         become_subreaper()  # Locust's processes are started through the registry
         run_dir = self._run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
-        run_dir.chmod(0o755)
         self.registry = ProcessRegistry(run_dir, cpus=self.cpus)
+        private_dir(run_dir)  # logs, owner record, load settings (headers): this user's alone
         self.registry.save()
         try:
             engine = await asyncio.to_thread(docker_engine_info)
@@ -313,6 +315,7 @@ class DockerStack(Stack):
             raise StackError(str(exc)) from None
         self._versions["docker_engine"] = engine.get("Version")
         client_kw: dict[str, Any] = {"version": engine["ApiVersion"]}
+        install_loopback_reaper(client_kw)
         await asyncio.to_thread(reap_dead_runs, client_kw)
         server_image = await asyncio.to_thread(self._server_image, client_kw)
         labels = {RUN_LABEL: self.run_id, **owner_labels()}

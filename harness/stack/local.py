@@ -3,6 +3,14 @@
 Postgres primary (initdb) and hot standby (pg_basebackup -R through the
 ``pg-replication`` proxy), a ``toxiproxy-server`` with the four proxies, and
 the MCP server, all in a private run directory under the system temp dir.
+
+The run directory is the harness user's, mode 0700: it holds the logs, the owner
+record and the load settings (which carry the scenario's expanded headers). When the
+harness is root, Postgres runs as its own user, which needs to reach its data
+directories, socket directory, WAL archive and base backups inside: those are its own
+(0700), and the run directory lets it through, search only (``let_user_through``: an
+ACL naming it): it cannot list the run directory, and the harness's files there that
+matter are 0600 (its logs in a 0700 directory).
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ from harness.stack.processes import (
     OwnedProcess,
     ProcessRegistry,
     become_subreaper,
+    child_environment,
+    let_user_through,
+    private_dir,
     reap_stale_runs,
     wait_gone,
 )
@@ -65,6 +76,9 @@ log = logging.getLogger(__name__)
 
 RUN_DIR_PREFIX = "mcp-harness-"
 START_ATTEMPTS = 3
+TOXIPROXY_LOG_LEVEL = "info"
+"""toxiproxy-server logs at trace level unless ``LOG_LEVEL`` says otherwise (13 MB for a
+55 s storm); info keeps one line per proxy started and per client accepted, and errors."""
 FAULT_MODES: tuple[str, ...] = get_args(ServerConfig.model_fields["fault_mode"].annotation)
 
 
@@ -122,8 +136,10 @@ class LocalStack(Stack):
             log.warning("removed what a dead run left behind: %s", stale)
         if self._run_dir is None:
             self._run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX, dir=parent))
-        self.run_dir.chmod(0o755)
         self.registry = ProcessRegistry(self.run_dir, cpus=self.cpus)
+        private_dir(self.run_dir)
+        if self.run_user is not None:
+            let_user_through(self.run_dir, self.run_user)
         self.registry.save()
         await self._start_toxiproxy()
         primary = await self._start_primary()
@@ -164,7 +180,9 @@ class LocalStack(Stack):
         for _ in range(START_ATTEMPTS):
             port = free_port()
             proc = self.registry.start(
-                "toxiproxy", [str(self.toxiproxy_bin), "-host", LOOPBACK, "-port", str(port)]
+                "toxiproxy",
+                [str(self.toxiproxy_bin), "-host", LOOPBACK, "-port", str(port)],
+                env=child_environment({"LOG_LEVEL": TOXIPROXY_LOG_LEVEL}),
             )
             probe = ToxiproxyClient(LOOPBACK, port, timeout_s=0.5)
             deadline = time.monotonic() + 10
@@ -201,11 +219,11 @@ class LocalStack(Stack):
         return self.run_dir / "wal-archive"
 
     def _prepare_shared_dirs(self) -> Path:
+        """The WAL archive (the whole database, password hashes included) and the socket
+        directory: the Postgres user's alone."""
         archive = self.archive_dir
         for directory in (archive, self.run_dir / "sock"):
-            directory.mkdir(exist_ok=True)
-            if self.run_user:
-                shutil.chown(directory, self.run_user, self.run_user)
+            private_dir(directory, owner=self.run_user)
         return archive
 
     async def _start_cluster(self, cluster: PostgresCluster, ready_timeout_s: float = 30) -> None:
@@ -634,7 +652,7 @@ class LocalStack(Stack):
     async def down(self) -> None:
         """Stop every process of the run (also after a failed up); keep the logs, drop the data."""
         if self._run_dir is None or not hasattr(self, "registry"):
-            return
+            return  # up() made nothing yet (the registry exists as soon as the directory)
         for cluster in self.clusters.values():
             await asyncio.to_thread(cluster.stop)
         await asyncio.to_thread(self.registry.stop_all)

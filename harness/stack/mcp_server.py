@@ -3,11 +3,25 @@
 The reference server is started with its admin endpoint on (``harness/server/admin.py``):
 a token made for the instance goes through the environment, never argv, and the runbook
 reaches it at ``admin_url`` with ``Authorization: Bearer <admin_token>``.
+
+Secrets go through the environment, never argv: every local account can read any
+process's command line (``ps``), only the process's own user its environment. The DSN
+(with the application's password) is in ``server.database_url_env`` (``DATABASE_URL``
+by default; the reference server reads that). A user's ``server.command`` may still
+say ``{database_url}``, which then puts the password on the command line: it works,
+with a warning.
+
+The environment is ``child_environment``'s allow-list (``PROGRAM_VARS``), then the
+scenario's ``server.env`` (``${VAR}`` expanded from the harness's environment: the way
+to hand a user's server anything else it needs, e.g. ``{API_KEY: "${API_KEY}"}``), then
+the DSN, the port (``server.port_env``) and the admin token. Nothing else of the
+harness's environment reaches the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import sys
@@ -19,10 +33,15 @@ from dataclasses import dataclass, field
 from harness.config import ServerConfig
 from harness.stack.net import LOOPBACK
 from harness.stack.postgres import StackError
-from harness.stack.processes import OwnedProcess, ProcessRegistry
+from harness.stack.processes import PROGRAM_VARS, OwnedProcess, ProcessRegistry, child_environment
+
+log = logging.getLogger(__name__)
 
 ADMIN_TOKEN_ENV = "MCP_ADMIN_TOKEN"
 """Where the reference server reads its admin token (its ``--help`` says so too)."""
+REFERENCE_DSN_ENV = "DATABASE_URL"
+"""Where the reference server reads its DSN (``--database-url`` defaults to it)."""
+DSN_PLACEHOLDER = "{database_url}"
 
 
 def reference_server_command(config: ServerConfig) -> list[str]:
@@ -102,21 +121,37 @@ class McpServerProcess:
     def argv(self) -> list[str]:
         template = self.config.command or reference_server_command(self.config)
         return [
-            arg.replace("{port}", str(self.port)).replace("{database_url}", self.database_url)
+            arg.replace("{port}", str(self.port)).replace(DSN_PLACEHOLDER, self.database_url)
             for arg in template
         ]
 
+    @property
+    def dsn_on_command_line(self) -> bool:
+        """Whether the user's ``server.command`` puts the DSN (password and all) in argv."""
+        return any(DSN_PLACEHOLDER in arg for arg in self.config.command or [])
+
     def environment(self) -> dict[str, str]:
-        env = {**os.environ, **{k: os.path.expandvars(v) for k, v in self.config.env.items()}}
+        """The server's whole environment (the module's docstring lists what is in it)."""
+        additions = {k: os.path.expandvars(v) for k, v in self.config.env.items()}
+        if self.is_reference:
+            additions[REFERENCE_DSN_ENV] = self.database_url
         if self.config.database_url_env:
-            env[self.config.database_url_env] = self.database_url
+            additions[self.config.database_url_env] = self.database_url
         if self.config.port_env:
-            env[self.config.port_env] = str(self.port)
+            additions[self.config.port_env] = str(self.port)
         if self.admin_token is not None:
-            env[ADMIN_TOKEN_ENV] = self.admin_token
-        return env
+            additions[ADMIN_TOKEN_ENV] = self.admin_token
+        return child_environment(additions, keep=PROGRAM_VARS)
 
     def start(self, registry: ProcessRegistry, name: str = "mcp-server") -> OwnedProcess:
+        if self.dsn_on_command_line:
+            log.warning(
+                "server.command has %s: the database password is on the server's command "
+                "line, which every local account can read (ps); read the DSN from the "
+                "environment instead (server.database_url_env, %s by default)",
+                DSN_PLACEHOLDER,
+                REFERENCE_DSN_ENV,
+            )
         self.process = registry.start(name, self.argv(), env=self.environment())
         return self.process
 

@@ -1,10 +1,25 @@
-"""One PostgreSQL cluster run from real server binaries as a process of the run."""
+"""One PostgreSQL cluster run from real server binaries as a process of the run.
+
+Who may connect. Every client of the harness (the harness itself, pg_basebackup, the
+server, probes) connects over TCP to 127.0.0.1 with a password (``--auth-host``, scram);
+nothing uses the Unix socket. The socket is still there (Postgres always makes one unless
+told otherwise) and is closed two ways, each enough on its own:
+
+- its directory and the socket are the Postgres user's alone (0700): another local
+  account cannot even reach it (on a shared CI runner, every job's account could
+  otherwise connect);
+- local connections need the superuser's password as well (``--auth-local``, scram):
+  what can pass the directory (root, a process of the Postgres user) still cannot log
+  in without it. ``trust`` would make any such account superuser, and a superuser can
+  run commands as the Postgres user (``COPY ... TO PROGRAM``).
+
+The clusters' processes get the system variables of ``child_environment`` only: what
+runs as the Postgres user can read their ``/proc/<pid>/environ``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -16,10 +31,13 @@ import asyncpg
 from harness.stack.processes import (
     OwnedProcess,
     ProcessRegistry,
+    child_environment,
     children_of,
+    private_dir,
     run_as,
     signal_pid,
     wait_gone,
+    write_private,
 )
 
 DB_ERRORS: tuple[type[Exception], ...] = (
@@ -56,6 +74,7 @@ it was taken from (or of an earlier restore of it)."""
 # Settings that make the topology work; scenario settings are applied after these.
 BASE_SETTINGS: dict[str, str] = {
     "listen_addresses": "'127.0.0.1'",
+    "unix_socket_permissions": "0700",  # the socket too, not only its directory
     "wal_level": "replica",
     "max_wal_senders": "10",
     "hot_standby": "on",
@@ -106,7 +125,7 @@ class PostgresCluster:
             result = subprocess.run(
                 argv,
                 **run_as(self.run_user),
-                env={**os.environ, **(env or {})},
+                env=child_environment(env),
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
@@ -123,17 +142,18 @@ class PostgresCluster:
             )
 
     def _own(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.run_user:
-            shutil.chown(path, self.run_user, self.run_user)
+        """A directory of the run user's alone (0700)."""
+        private_dir(path, owner=self.run_user)
 
     def initdb(self, archive_dir: Path, scenario_settings: dict[str, str]) -> None:
-        """Create a fresh primary cluster with a superuser password and WAL archiving."""
+        """Create a fresh primary cluster with a superuser password and WAL archiving; every
+        connection needs a password, the socket's too (the module's docstring says why)."""
         self._own(self.data_dir)
-        pwfile = self.data_dir.parent / f".{self.name}.pw"
-        pwfile.write_text(self.superuser_password + "\n")
-        if self.run_user:
-            shutil.chown(pwfile, self.run_user, self.run_user)
+        pwfile = write_private(
+            self.data_dir.parent / f".{self.name}.pw",
+            self.superuser_password + "\n",
+            owner=self.run_user,
+        )
         try:
             self._run(
                 [
@@ -143,7 +163,7 @@ class PostgresCluster:
                     "-U",
                     SUPERUSER,
                     f"--pwfile={pwfile}",
-                    "--auth-local=trust",
+                    "--auth-local=scram-sha-256",
                     "--auth-host=scram-sha-256",
                     "--encoding=UTF8",
                     "--no-instructions",
@@ -224,10 +244,7 @@ class PostgresCluster:
         (self.data_dir / RECOVERY_CONF).unlink(missing_ok=True)
 
     def _write_owned(self, name: str, text: str) -> None:
-        path = self.data_dir / name
-        path.write_text(text)
-        if self.run_user:
-            shutil.chown(path, self.run_user, self.run_user)
+        write_private(self.data_dir / name, text, owner=self.run_user)
 
     def _include(self, conf_name: str) -> None:
         """Make postgresql.conf read ``conf_name`` (once; later lines win)."""

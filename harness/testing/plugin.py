@@ -155,13 +155,14 @@ def _ensure_up(session: McpStack) -> None:
     """The stack up, or this test fails at setup with why (no traceback: it is not a bug
     in the test). Not a skip: a resilience gate that skips when it has no stack would
     pass without testing anything."""
+    from harness.redaction import redact
     from harness.testing.stack import StackUnavailable
 
     try:
         session.ensure_up()
         return
     except StackUnavailable as exc:
-        message = str(exc)
+        message = redact(str(exc))
     pytest.fail(message, pytrace=False)
 
 
@@ -215,7 +216,10 @@ def pytest_runtest_makereport(
     """A test's faults and swarms on its time axis, shown with its failure."""
     case = getattr(item, "funcargs", {}).get("_mcp_case") if call.when == "call" else None
     if case is not None and case.events:
-        item.add_report_section("call", "mcp-harness timeline", case.timeline())
+        from harness.report.text import plain
+
+        # events carry server strings: redacted, control characters shown, not sent
+        item.add_report_section("call", "mcp-harness timeline", plain(case.timeline()))
     report: pytest.TestReport = yield
     return report
 

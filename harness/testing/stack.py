@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import shutil
 import signal
 import threading
 import time
@@ -33,6 +32,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from harness.config import Scenario
+from harness.redaction import copy_redacted
 from harness.stack import Endpoints, Stack, open_stack
 
 T = TypeVar("T")
@@ -189,7 +189,7 @@ class McpStack:
             target.mkdir(parents=True, exist_ok=True)
             for path in map(Path, stack.log_paths()):
                 if path.exists():
-                    shutil.copy2(path, target / path.name)
+                    copy_redacted(path, target / path.name)
             (target / "processes.json").write_text(json.dumps(stack.inventory(), indent=1))
             stack.remove_run_dir()
 
