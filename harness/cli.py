@@ -455,7 +455,7 @@ def _scenario_for(args: argparse.Namespace) -> Scenario:
 
 
 def _print_dry_run(scenario: Scenario) -> None:
-    console.print(f"[bold]{scenario.name}[/]: valid. Resolved scenario:")
+    console.print(f"[bold]{escape(scenario.name)}[/]: valid. Resolved scenario:")
     console.print(
         yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False),
         highlight=False,
@@ -525,7 +525,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
-    err_console.print(f"run {run_id}: results in {base_dir}")
+    err_console.print(f"run {run_id}: results in {base_dir}", markup=False, highlight=False)
     with LiveProgress(err_console, scenario.load.run_time) as progress:
         records = await _shielded(
             execute_series(
@@ -563,7 +563,11 @@ def _conclude(record: Any, result_dir: Path) -> tuple[Path, dict[str, Any]]:
     path = write_result(result_dir, result)
     write_outputs(result_dir, stamped(result))
     render(result, console)
-    console.print(f"result: {path} (report.html, junit.xml and summary.md beside it)")
+    console.print(
+        f"result: {path} (report.html, junit.xml and summary.md beside it)",
+        markup=False,
+        highlight=False,
+    )
     return result_dir, result
 
 
@@ -579,7 +583,7 @@ def _conclude_series(
     series = series_result(series_id, scenario.model_dump(mode="json"), results, judged, verdict)
     write_series(base_dir, series)
     render_series(series, console)
-    console.print(f"series: {base_dir / 'repeat.json'}")
+    console.print(f"series: {base_dir / 'repeat.json'}", markup=False, highlight=False)
     return verdict
 
 
@@ -628,7 +632,10 @@ def cmd_drill(args: argparse.Namespace) -> int:
     )
 
     def run_one(item: Any, scenario_dir: Path) -> Verdict:
-        err_console.print(f"[bold]drill scenario {item.name}[/] ({item.file})", highlight=False)
+        err_console.print(
+            f"[bold]drill scenario {escape(item.name)}[/] ({escape(str(item.file))})",
+            highlight=False,
+        )
         verdict: Verdict = asyncio.run(
             _run(
                 item.scenario,

@@ -75,6 +75,7 @@ from harness.recover import (
     app_dsn,
     create_restore_point,
 )
+from harness.redaction import copy_redacted, redact
 from harness.runbook import RunbookLoadError, RunbookWatch
 from harness.runbook_steps import RunbookContext, runbook_for
 from harness.stack import RestoreTarget, Stack, StackError, open_stack
@@ -130,8 +131,6 @@ class RunRecord:
         return min(times) if times else None
 
     def result(self) -> dict[str, Any]:
-        from harness.redaction import redact
-
         return {
             "run_id": self.run_id,
             "scenario": self.scenario.model_dump(mode="json"),
@@ -278,7 +277,7 @@ async def execute_series(
         current.interrupted = True
         current.notes.append("interrupted before the end: partial result")
     except Exception as exc:  # a failed run still reports, stops everything and says why
-        (logs_dir / "harness-error.log").write_text(traceback.format_exc())
+        (logs_dir / "harness-error.log").write_text(redact(traceback.format_exc()))
         current.notes.append(f"the run failed: {exc!r} (traceback in logs/harness-error.log)")
         observer.event(f"run failed: {exc!r}")
     finally:
@@ -1205,8 +1204,6 @@ def _ledger_agrees(
 
 def _collect_logs(stack: Stack, logs_dir: Path) -> None:
     """Every process log into the results, each line redacted while it is copied."""
-    from harness.redaction import copy_redacted
-
     for path in stack.log_paths():
         source = Path(path)
         if source.exists():

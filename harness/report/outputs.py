@@ -11,19 +11,13 @@ from typing import Any
 
 from harness.report.html import report_html
 from harness.report.junit import junit_xml
+from harness.report.result import write_atomically
 from harness.report.summary import summary_markdown
 
 JUNIT_FILE = "junit.xml"
 SUMMARY_FILE = "summary.md"
 REPORT_FILE = "report.html"
-
-
-def write_atomically(path: Path, text: str) -> Path:
-    """A reader (a CI step, a browser) never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+__all__ = ["JUNIT_FILE", "REPORT_FILE", "SUMMARY_FILE", "write_atomically", "write_outputs"]
 
 
 def write_outputs(result_dir: Path, result: dict[str, Any]) -> list[Path]:

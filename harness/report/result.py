@@ -59,10 +59,20 @@ def write_result(result_dir: Path, result: dict[str, Any]) -> Path:
     (``harness.redaction``): a scenario's server env or headers, a restore error, a
     server event may carry a password or a token."""
     result_dir.mkdir(parents=True, exist_ok=True)
-    path = result_dir / RESULT_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(stamped(redact_data(result)), indent=2, default=str))
-    tmp.replace(path)
+    text = json.dumps(stamped(redact_data(result)), indent=2, default=str)
+    return write_atomically(result_dir / RESULT_FILE, text)
+
+
+def write_atomically(path: Path, text: str) -> Path:
+    """A reader (a CI step, a browser) never sees half a file, and a write that fails (a
+    full disk) leaves neither half a file nor its temporary copy behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
