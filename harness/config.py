@@ -250,7 +250,16 @@ class ProtectionConfig(Model):
 
 
 class ServerConfig(Model):
-    """The MCP server under test: the reference server by default, or a user's command."""
+    """The MCP server under test: the reference server by default, or a user's command.
+
+    The server gets its DSN (with the application's password) in the environment variable
+    ``database_url_env`` (``DATABASE_URL`` by default), never on its command line. A
+    ``command`` may still contain ``{database_url}``: that puts the password in the
+    server's argv, which every local account can read (``ps``, ``/proc/<pid>/cmdline``),
+    so the harness warns. The server's environment is an allow-list (PATH, locale, TZ,
+    TMPDIR, HOME/USER/LOGNAME, the Python interpreter's variables) plus ``env``: name there
+    anything else it needs (``API_KEY: "${API_KEY}"`` passes the harness's value through).
+    """
 
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
