@@ -25,7 +25,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def local_stack() -> Iterator[LocalStack]:
     """One running stack for the tests that only read from it or restore what they change."""
     stack = LocalStack(Scenario(name="test-session"))
-    asyncio.run(stack.up())
+    try:
+        asyncio.run(stack.up())
+    except BaseException:
+        stack.remove_run_dir()  # up() stopped what it started; its logs go too
+        raise
     try:
         yield stack
     finally:
