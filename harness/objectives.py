@@ -130,7 +130,9 @@ def judge(
         value = None
     if value is None or isinstance(value, (dict, list, bool)):
         at_least = (metrics.get(NOT_REACHED_KEY) or {}).get(path)
-        if at_least is not None and bound == "max" and at_least > target:
+        # ``at_least`` is a strict lower bound (still not back after that long, or a
+        # client over the window): equal to the target is already over it.
+        if at_least is not None and bound == "max" and at_least >= target:
             return JudgedObjective(path, bound, target, None, "missed", at_least)
         return JudgedObjective(path, bound, target, None, "not_measured", at_least)
     measured = float(value)

@@ -309,3 +309,13 @@ def test_the_harness_loop_lag_is_measured_and_a_blocked_loop_is_caught() -> None
     assert len(seconds) >= 2 and lagging
     # The mean over a second's ticks dilutes one long stall: that is why the max is judged.
     assert not loop_lag_saturation(loop_lag_by_second(seconds), HARNESS_STALL_LIMIT_S)[0]
+
+
+def test_never_back_at_a_window_equal_to_the_target_is_a_miss() -> None:
+    # 10 % never came back within the 15 s window: p99 is over 15 s, so a 15 s target is missed.
+    metrics = {
+        "reconnect": {"time_to_reconnect_s": {"p99": None}},
+        "not_reached_within_s": {"reconnect.time_to_reconnect_s.p99": 15.0},
+    }
+    judged = judge(Objective(metric="reconnect.time_to_reconnect_s.p99", max="15s"), metrics)
+    assert judged.verdict == "missed" and judged.measured_at_least == 15.0
