@@ -71,8 +71,10 @@ from harness.stack.postgres import (
     APP_USER,
     REPLICATION_USER,
     SUPERUSER,
+    SYNCHRONOUS_STANDBYS,
     KillResult,
     StackError,
+    until_standby_attached,
 )
 from harness.stack.prerequisites import DockerUnreachable, docker_engine_info, docker_sdk
 from harness.stack.processes import ProcessRegistry, become_subreaper, is_alive, private_dir
@@ -244,7 +246,7 @@ def build_topology(
     primary = PostgresPrimary(
         docker.postgres_image,
         passwords=passwords,
-        settings=dict(pg.settings),
+        settings=until_standby_attached(dict(pg.settings)),
         host_port=host_port(),
         **common,
     )
@@ -342,6 +344,7 @@ class DockerStack(Stack):
         self._versions["postgres"] = await self._fetchval(self.primary_alias, "SHOW server_version")
         await self._start(topology.replica)
         await self._wait_streaming()
+        await self._synchronous_once_streaming()
         if self.scenario.server.setup_sql:
             await self._apply_setup_sql(Path(self.scenario.server.setup_sql))
         await self._start(topology.server)
@@ -472,6 +475,17 @@ class DockerStack(Stack):
             yield conn
         finally:
             await conn.close()
+
+    async def _synchronous_once_streaming(self) -> None:
+        """Synchronous replication as the scenario asks, now that the standby streams (the
+        primary started without it: ``until_standby_attached``)."""
+        wanted = self.scenario.postgres.settings.get(SYNCHRONOUS_STANDBYS)
+        if wanted:
+            literal = "'" + wanted.replace("'", "''") + "'"
+            await self._fetchval(
+                self.primary_alias, f"ALTER SYSTEM SET {SYNCHRONOUS_STANDBYS} TO {literal}"
+            )
+            await self._fetchval(self.primary_alias, "SELECT pg_reload_conf()")
 
     async def _fetchval(self, role: str, sql: str, *args: object, timeout_s: float = 10) -> Any:
         async with self._connection(role, timeout_s=timeout_s) as conn:

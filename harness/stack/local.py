@@ -49,9 +49,11 @@ from harness.stack.postgres import (
     APP_DATABASE,
     APP_USER,
     REPLICATION_USER,
+    SYNCHRONOUS_STANDBYS,
     KillResult,
     PostgresCluster,
     StackError,
+    until_standby_attached,
 )
 from harness.stack.prerequisites import (
     pg_bin_dir,
@@ -158,6 +160,7 @@ class LocalStack(Stack):
         replica, server_url = cloned.result(), started.result()
         await self._repoint("pg-replica", replica.port)
         await self._wait_streaming(primary, replica)
+        await self._synchronous_once_streaming(primary)
         mcp_proxy = self._proxy_to_url("mcp", server_url)
         path = urlsplit(server_url).path
         self.endpoints = Endpoints(
@@ -226,8 +229,14 @@ class LocalStack(Stack):
             private_dir(directory, owner=self.run_user)
         return archive
 
-    async def _start_cluster(self, cluster: PostgresCluster, ready_timeout_s: float = 30) -> None:
-        """Start; a port taken meanwhile is not an error: pick another and retry."""
+    async def _start_cluster(
+        self,
+        cluster: PostgresCluster,
+        ready_timeout_s: float = 30,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """Start; a port taken meanwhile is not an error: pick another and retry (with
+        ``settings``, default the cluster's scenario settings)."""
         for attempt in range(START_ATTEMPTS):
             cluster.start(self.registry)
             try:
@@ -239,7 +248,7 @@ class LocalStack(Stack):
                 if not in_use or attempt + 1 == START_ATTEMPTS:
                     raise
                 cluster.port = free_port()
-                cluster.write_settings(self.archive_dir, self._settings(cluster.name))
+                cluster.write_settings(self.archive_dir, settings or self._settings(cluster.name))
 
     def _settings(self, name: str) -> dict[str, str]:
         """The scenario's settings for a cluster; replicas (``replica``, ``replica-r<n>``)
@@ -248,11 +257,26 @@ class LocalStack(Stack):
         replica = name.startswith("replica")
         return {**pg.settings, **(pg.replica_settings if replica else {})}
 
+    async def _synchronous_once_streaming(self, primary: PostgresCluster) -> None:
+        """Synchronous replication as the scenario asks, now that the standby streams: a
+        commit is then acknowledged only once the standby has it."""
+        wanted = self._settings(primary.name).get(SYNCHRONOUS_STANDBYS)
+        if not wanted:
+            return
+        primary.write_settings(self.archive_dir, self._settings(primary.name))
+        await primary.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 10
+        while await primary.fetchval(f"SHOW {SYNCHRONOUS_STANDBYS}") != wanted:
+            if time.monotonic() > deadline:
+                raise StackError(f"postgres.settings.{SYNCHRONOUS_STANDBYS} did not take effect")
+            await asyncio.sleep(0.05)
+
     async def _start_primary(self) -> PostgresCluster:
         archive = self._prepare_shared_dirs()
         primary = self._cluster("primary")
-        await asyncio.to_thread(primary.initdb, archive, self._settings("primary"))
-        await self._start_cluster(primary)
+        alone = until_standby_attached(self._settings("primary"))
+        await asyncio.to_thread(primary.initdb, archive, alone)
+        await self._start_cluster(primary, settings=alone)
         self._versions["postgres"] = await primary.fetchval("SHOW server_version")
         await primary.execute(
             f"CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN PASSWORD '{self.passwords[REPLICATION_USER]}'"

@@ -445,5 +445,15 @@ def conf_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+SYNCHRONOUS_STANDBYS = "synchronous_standby_names"
+
+
+def until_standby_attached(settings: dict[str, str]) -> dict[str, str]:
+    """A primary's settings before its standby exists: without synchronous replication,
+    whose commits (the stack's own setup) would wait for a standby not cloned yet. Each
+    backend turns it on once the standby streams."""
+    return {k: v for k, v in settings.items() if k != SYNCHRONOUS_STANDBYS}
+
+
 def _render_conf(settings: dict[str, str]) -> str:
     return "".join(f"{k} = {v}\n" for k, v in settings.items())

@@ -635,3 +635,11 @@ def fake_stack(tmp_path: Path) -> Any:
     return SimpleNamespace(
         endpoints=endpoints, server_metrics_urls=lambda: [], server_admin=lambda: []
     )
+
+
+def test_a_primary_starts_without_synchronous_standbys_until_its_standby_streams() -> None:
+    from harness.stack.postgres import SYNCHRONOUS_STANDBYS, until_standby_attached
+
+    settings = {SYNCHRONOUS_STANDBYS: "*", "synchronous_commit": "on"}
+    assert until_standby_attached(settings) == {"synchronous_commit": "on"}
+    assert settings[SYNCHRONOUS_STANDBYS] == "*"  # the scenario's own dict is left alone
