@@ -124,15 +124,16 @@ def test_own_server_bad_release_restored_to_a_given_time(tmp_path: Path) -> None
     assert writes["acknowledged"] > 100, writes
     assert writes["phantom"] == 0 and writes["duplicate"] == 0, writes
     assert writes["altered"] == 0, writes  # every garbage row was after the target
-    # Acknowledged after the target and before the incident, then discarded by the restore
-    # (by design): the data loss the restore target chose, reported as rpo_rows and rpo_s.
-    assert writes["rpo_rows"] == writes["lost"] - writes["lost_after_incident"], writes
+    # Acknowledged after the target, then discarded by the restore (by design): the data loss
+    # the restore target chose is its window, rpo_s; nothing else was lost.
+    assert writes["lost"] == writes["lost_discarded_by_restore"], writes
+    assert writes["lost_unintended"] == 0 and writes["rpo_rows"] == 0, writes
     assert abs(writes["rpo_s"] - (t_fault - TARGET_S)) < 1.5, (writes["rpo_s"], t_fault)
 
     attempted, acked = load_writes(tmp_path)
     restore_start = restore["started_s"]
     # A load write attempted after the target and acknowledged before the incident committed
-    # after the target: it must be lost, and counted in rpo_rows. Only writes acknowledged
+    # after the target: it must be lost, discarded by the restore. Only writes acknowledged
     # after the target may be (the service probe's, not in the records, raise the bound).
     surely_lost_before = sum(
         1
@@ -142,7 +143,8 @@ def test_own_server_bad_release_restored_to_a_given_time(tmp_path: Path) -> None
     maybe_lost_before = sum(1 for t in acked.values() if TARGET_S - CLOCK_SLACK_S < t < t_fault)
     probe_max = (t_fault - TARGET_S + CLOCK_SLACK_S) / 0.1 + 1
     assert surely_lost_before > 0
-    assert surely_lost_before <= writes["rpo_rows"] <= maybe_lost_before + probe_max, (
+    discarded_before = writes["lost_discarded_by_restore"] - writes["lost_after_incident"]
+    assert surely_lost_before <= discarded_before <= maybe_lost_before + probe_max, (
         surely_lost_before,
         maybe_lost_before,
         writes,
