@@ -36,9 +36,9 @@ def test_all_connections_of_300_clients_dropped(tmp_path: Path) -> None:
         tmp_path,
         """
 name: drop_all
-load: {users: 300, spawn_rate: 150, run_time: 20s, think_time: [500ms, 1s], reconnect: {policy: backoff, base: 100ms, cap: 2s}}
+load: {users: 300, spawn_rate: 150, run_time: 24s, think_time: [500ms, 1s], reconnect: {policy: backoff, base: 100ms, cap: 2s}}
 faults: [{kind: proxy_down, at: 8s, duration: 2s, proxy: mcp}]
-windows: {reconnect: 8s, stability: 3s}
+windows: {reconnect: 14s, stability: 3s}
 objectives: [{metric: reconnect.success_rate, min: 100%}]
 """,
     )
@@ -86,7 +86,9 @@ objectives: [{metric: reconnect.success_rate, min: 100%}]
     )
     assert code == 0, output[-3000:]
     broken = result["metrics"]["reconnect"]["clients_broken"]
-    assert 50 <= broken <= 150, broken  # about half the sessions lived on instance 0
+    # About half the sessions lived on instance 0; every break episode counts now, so a few
+    # more clients show up, but the storm never takes every client.
+    assert 50 <= broken < 190, broken
     assert result["metrics"]["reconnect"]["success_rate"] == 1.0
 
 
