@@ -33,6 +33,13 @@ class RequestAttempt:
     ms: float
     ok: bool
 
+    @property
+    def sent_s(self) -> float:
+        """When it was sent: a request belongs to the phase it entered. A tools/list sent
+        during the storm and answered (404, after queueing behind the herd) seconds later
+        measures the storm, not the recovery."""
+        return self.t_s - self.ms / 1000.0
+
 
 def expected_interval_ms(
     think_time_s: tuple[float, float], tool_mix: Mapping[str, float], op: str = "tools/list"
@@ -55,7 +62,8 @@ def latency_per_phase(
     expected_interval_ms: float | None = None,
     successes_only: bool = False,
 ) -> dict[str, dict[str, float | int | None]]:
-    """Summaries per phase, for the whole run (``all``) and for ``fault_window`` =
+    """Summaries per phase (by when each request was sent), for the whole run (``all``) and
+    for ``fault_window`` =
     [t_fault, t_fault + the reconnect window): the same span in every run of a scenario, so
     runs compare fairly even when their phases (which follow what happened) differ.
 
@@ -66,8 +74,9 @@ def latency_per_phase(
     for attempt in attempts:
         if successes_only and not attempt.ok:
             continue
-        histograms = [everything, per_phase.get(phase_of(phases, attempt.t_s) or "", None)]
-        if t_fault_s is not None and t_fault_s <= attempt.t_s < t_fault_s + fault_window_s:
+        sent = attempt.sent_s
+        histograms = [everything, per_phase.get(phase_of(phases, sent) or "", None)]
+        if t_fault_s is not None and t_fault_s <= sent < t_fault_s + fault_window_s:
             histograms.append(after_fault)
         for histogram in histograms:
             if histogram is None:

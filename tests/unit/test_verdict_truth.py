@@ -319,3 +319,12 @@ def test_never_back_at_a_window_equal_to_the_target_is_a_miss() -> None:
     }
     judged = judge(Objective(metric="reconnect.time_to_reconnect_s.p99", max="15s"), metrics)
     assert judged.verdict == "missed" and judged.measured_at_least == 15.0
+
+
+def test_a_request_counts_in_the_phase_it_was_sent_in() -> None:
+    phases = [Phase("storm", 20.0, 25.0), Phase("recovered", 25.0, 60.0)]
+    slow_404 = RequestAttempt(25.2, 3500.0, False)  # sent at 21.7 s, answered after the storm
+    fast = [RequestAttempt(30.0 + i, 10.0, True) for i in range(10)]
+    latency = latency_per_phase(phases, [slow_404, *fast], None, 60.0)
+    assert latency["storm"]["count"] == 1 and latency["storm"]["max"] == pytest.approx(3500, 0.01)
+    assert latency["recovered"]["max"] == pytest.approx(10.0, 0.01)
