@@ -203,11 +203,17 @@ class PostgresConfig(Model):
     @classmethod
     def _one_line_each(cls, settings: dict[str, str]) -> dict[str, str]:
         """Each setting is one line of postgresql.conf (or one -c argument)."""
-        for name, value in settings.items():
-            if not _GUC_NAME.match(name):
-                raise ValueError(f"{name!r} is not a Postgres setting name")
-            _no_control(value, f"{name}")
-        return settings
+        return _named_values(settings, _GUC_NAME, "a Postgres setting name")
+
+
+def _named_values(values: dict[str, str], name: re.Pattern[str], what: str) -> dict[str, str]:
+    """Names that match ``name`` and values without control characters: both end up in a
+    config file or on a request line."""
+    for key, value in values.items():
+        if not name.match(key):
+            raise ValueError(f"{key!r} is not {what}")
+        _no_control(value, key)
+    return values
 
 
 def _pg_value(key: str, value: Any) -> Any:
@@ -308,11 +314,7 @@ class ServerConfig(Model):
     @field_validator("headers")
     @classmethod
     def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            if not _HEADER_NAME.match(name):
-                raise ValueError(f"{name!r} is not an HTTP header name")
-            _no_control(value, f"{name}")
-        return headers
+        return _named_values(headers, _HEADER_NAME, "an HTTP header name")
 
     @field_validator("port_env", "database_url_env")
     @classmethod
