@@ -206,6 +206,14 @@ class PostgresConfig(Model):
         return _named_values(settings, _GUC_NAME, "a Postgres setting name")
 
 
+def _plain_argv(argv: list[str] | None) -> list[str] | None:
+    """A command line whose arguments hold no control characters (they reach a process
+    and its logs as they are)."""
+    for index, arg in enumerate(argv or []):
+        _no_control(arg, f"argument {index}")
+    return argv
+
+
 def _named_values(values: dict[str, str], name: re.Pattern[str], what: str) -> dict[str, str]:
     """Names that match ``name`` and values without control characters: both end up in a
     config file or on a request line."""
@@ -334,9 +342,7 @@ class ServerConfig(Model):
     @field_validator("command")
     @classmethod
     def _argv(cls, argv: list[str] | None) -> list[str] | None:
-        for index, arg in enumerate(argv or []):
-            _no_control(arg, f"argument {index}")
-        return argv
+        return _plain_argv(argv)
 
     @field_validator("url")
     @classmethod
@@ -541,9 +547,7 @@ class BadDeployment(Model):
     @field_validator("command")
     @classmethod
     def _argv(cls, argv: list[str] | None) -> list[str] | None:
-        for index, arg in enumerate(argv or []):
-            _no_control(arg, f"argument {index}")
-        return argv
+        return _plain_argv(argv)
 
 
 class CallTool(Model):
