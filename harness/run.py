@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -37,6 +38,7 @@ from harness.measure.failover import (
     ServiceProbeSample,
     WriteProbeSample,
     first_service_write_s,
+    lost_acks_after,
     verified_samples,
 )
 from harness.measure.figures import (
@@ -762,9 +764,8 @@ def _measure(
     database = _database_failover(record, live, samples.write, readback)
     t_fault = record.t_fault_s
     writes, classified = _writes(scenario, live, record, readback)
-    verified = verified_samples(
-        samples.service, None if classified is None else frozenset(classified.intact)
-    )
+    intact = None if classified is None else frozenset(classified.intact)
+    verified = verified_samples(samples.service, intact)
     restored_at = live.restore.t_reattached_s if live.restore else None
     requests = [r for r in live.records if r.get("k") == "req"]
     tools_list = [
@@ -817,9 +818,7 @@ def _measure(
             "service": {
                 "samples": len(samples.service),
                 "failed": sum(1 for s in samples.service if not s.ok),
-                "acknowledged_then_lost": sum(
-                    1 for s, v in zip(samples.service, verified, strict=True) if s.ok != v.ok
-                ),
+                "acknowledged_then_lost": lost_acks_after(samples.service, intact, -math.inf),
             },
         },
         "writes": writes,
