@@ -804,7 +804,7 @@ class WindowsConfig(Model):
     reconnect: PositiveDuration = 60.0
 
 
-PHASES = ("baseline", "disruption", "storm", "recovered")
+PHASES = ("ramp", "baseline", "disruption", "storm", "recovered")
 LATENCY_METRICS = ("tools_list_latency_ms", "tools_list_ok_latency_ms")
 """Every tools/list attempt at its duration, corrected for coordinated omission; and the
 successful replies alone, uncorrected (named so: it leaves out the worst requests)."""
@@ -893,9 +893,10 @@ class Objective(Model):
     metric: str
     max: float | None = None
     min: float | None = None
-    phase: Literal["baseline", "disruption", "storm", "recovered", "all", "fault_window"] | None = (
-        None
-    )
+    phase: (
+        Literal["ramp", "baseline", "disruption", "storm", "recovered", "all", "fault_window"]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _known_metric(self) -> Objective:
@@ -1103,6 +1104,16 @@ class Scenario(Model):
                     f"cannot be observed for their whole window; raise load.run_time to at "
                     f"least {fault.at + windows.reconnect:g}s or lower windows.reconnect"
                 )
+        ramp_s = self.load.users / self.load.spawn_rate
+        judges_baseline = any(".baseline." in o.path for o in self.objectives)
+        first_fault = min((fault.at for fault in self.faults), default=None)
+        if judges_baseline and first_fault is not None and first_fault <= ramp_s:
+            raise ValueError(
+                f"faults: the first fault strikes at {first_fault:g}s, before spawning "
+                f"{self.load.users} users at {self.load.spawn_rate:g}/s can finish "
+                f"({ramp_s:g}s), so there is no baseline for the baseline objectives; move "
+                "the fault later or raise load.spawn_rate"
+            )
         for key, interval, timeout in (
             ("probes.service_timeout", probes.service_interval, self.service_timeout_s),
             ("probes.timeout", probes.write_interval, probes.timeout),

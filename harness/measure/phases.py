@@ -1,9 +1,16 @@
 """Phases of a run, exactly as DESIGN.md defines them.
 
-``baseline`` = [start, t_fault); ``disruption`` = [t_fault, first successful
-service write); ``storm`` = from there until the rate of new sessions stays
-under twice the baseline rate for the stability window; ``recovered`` = the
-rest. Times are seconds relative to the start of the load.
+``ramp`` = [start, spawning complete); ``baseline`` = [spawning complete,
+t_fault); ``disruption`` = [t_fault, first successful service write);
+``storm`` = from there until the rate of new sessions stays under twice the
+baseline rate for the stability window; ``recovered`` = the rest. Times are
+seconds relative to the start of the load.
+
+The ramp is its own phase because every new user opens a session and lists the
+tools at once: on a small machine those bursts alone move the baseline's tail
+latency by hundreds of milliseconds, which says nothing about the steady state
+an objective on the baseline means. A fault that strikes before spawning
+completed leaves no baseline, and baseline figures are then unmeasured.
 """
 
 from __future__ import annotations
@@ -71,23 +78,25 @@ def compute_phases(
     steady_from_s: float,
     window_s: float,
 ) -> list[Phase]:
-    """The phases that happened. Without a fault the whole run is baseline; a phase whose
-    end was never observed runs to the end of the run."""
-    if t_fault_s is None:
-        return [Phase("baseline", 0.0, run_end_s)]
-    phases = [Phase("baseline", 0.0, t_fault_s)]
-    if first_service_write_s is None:
-        phases.append(Phase("disruption", t_fault_s, run_end_s))
-        return phases
-    phases.append(Phase("disruption", t_fault_s, first_service_write_s))
-    rate = baseline_session_rate(session_starts_s, steady_from_s, t_fault_s)
-    threshold = max(2.0 * rate, MIN_STORM_THRESHOLD_PER_S)
-    end = storm_end_s(session_starts_s, first_service_write_s, run_end_s, threshold, window_s)
-    storm_end = run_end_s if end is None else end
-    phases.append(Phase("storm", first_service_write_s, storm_end))
-    if storm_end < run_end_s:
-        phases.append(Phase("recovered", storm_end, run_end_s))
-    return phases
+    """The phases that happened. Without a fault everything after the ramp is baseline; a
+    phase whose end was never observed runs to the end of the run; an empty phase is left
+    out."""
+    baseline_end = run_end_s if t_fault_s is None else t_fault_s
+    ramp_end = min(max(steady_from_s, 0.0), baseline_end)
+    phases = [Phase("ramp", 0.0, ramp_end), Phase("baseline", ramp_end, baseline_end)]
+    if t_fault_s is not None:
+        disruption_end = run_end_s if first_service_write_s is None else first_service_write_s
+        phases.append(Phase("disruption", t_fault_s, disruption_end))
+    if t_fault_s is not None and first_service_write_s is not None:
+        rate = baseline_session_rate(session_starts_s, steady_from_s, t_fault_s)
+        threshold = max(2.0 * rate, MIN_STORM_THRESHOLD_PER_S)
+        end = storm_end_s(session_starts_s, first_service_write_s, run_end_s, threshold, window_s)
+        storm_end = run_end_s if end is None else end
+        phases += [
+            Phase("storm", first_service_write_s, storm_end),
+            Phase("recovered", storm_end, run_end_s),
+        ]
+    return [phase for phase in phases if phase.end_s > phase.start_s]
 
 
 def phase_of(phases: Sequence[Phase], t_s: float) -> str | None:

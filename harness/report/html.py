@@ -59,6 +59,7 @@ COLOR = {
     "axis": "#57606a",
 }
 PHASE_FILL = {
+    "ramp": "#f1eefa",
     "baseline": "#f3f5f7",
     "disruption": "#fbe1dd",
     "storm": "#fdefd2",

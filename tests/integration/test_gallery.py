@@ -25,9 +25,7 @@ TOOL_MIX = {"tools/list": 4, "create_note": 2, "get_note": 2}
 WINDOWS = {"stability": "3s", "reconnect": "15s"}
 """Shrunk with the runs: every fault leaves at least the reconnect window before the end."""
 SIZE: dict[str, dict[str, Any]] = {
-    # A gentle ramp: the baseline phase includes it, and at 75 new sessions/s its
-    # initialize + tools/list bursts alone put the reference server's baseline tools/list
-    # p99 near the 500 ms objective on a shared 2-core machine (steady state: ~30 ms).
+    # Spawning ends well before the faults: the baseline starts when it ends.
     "primary_kill": {"users": 150, "spawn_rate": 30, "run_time": "30s"},
     "server_restart": {"users": 150, "spawn_rate": 30, "run_time": "30s"},
     "connection_drop": {"users": 150, "spawn_rate": 30, "run_time": "34s"},

@@ -93,24 +93,28 @@ def test_phases_follow_the_definitions() -> None:
         steady_from_s=1.0,
         window_s=5.0,
     )
-    assert [p.name for p in phases] == ["baseline", "disruption", "storm", "recovered"]
-    assert phases[0].end_s == 15.0 and phases[1].end_s == 16.5
-    assert phases[2].end_s == 18.0
+    assert [p.name for p in phases] == ["ramp", "baseline", "disruption", "storm", "recovered"]
+    assert [(p.start_s, p.end_s) for p in phases[:4]] == [
+        (0.0, 1.0),
+        (1.0, 15.0),
+        (15.0, 16.5),
+        (16.5, 18.0),
+    ]
     assert phase_of(phases, 17.5) == "storm" and phase_of(phases, 39.0) == "recovered"
 
 
 def test_phases_without_fault_or_recovery() -> None:
     assert [
-        p.name
+        (p.name, p.start_s, p.end_s)
         for p in compute_phases(
             run_end_s=10,
             t_fault_s=None,
             first_service_write_s=None,
             session_starts_s=[],
-            steady_from_s=0,
+            steady_from_s=2,
             window_s=5,
         )
-    ] == ["baseline"]
+    ] == [("ramp", 0, 2), ("baseline", 2, 10)]
     unrecovered = compute_phases(
         run_end_s=10,
         t_fault_s=4,
@@ -120,6 +124,24 @@ def test_phases_without_fault_or_recovery() -> None:
         window_s=5,
     )
     assert [(p.name, p.end_s) for p in unrecovered] == [("baseline", 4), ("disruption", 10)]
+
+
+def test_a_fault_during_the_ramp_leaves_no_baseline() -> None:
+    """Spawning still going when the fault struck: no steady state to call a baseline, so
+    its figures are unmeasured rather than taken from the ramp's bursts."""
+    phases = compute_phases(
+        run_end_s=30,
+        t_fault_s=5,
+        first_service_write_s=None,
+        session_starts_s=[],
+        steady_from_s=8,
+        window_s=5,
+    )
+    assert [(p.name, p.start_s, p.end_s) for p in phases] == [
+        ("ramp", 0, 5),
+        ("disruption", 5, 30),
+    ]
+    assert phase_of(phases, 4.9) == "ramp" and phase_of(phases, 6.0) == "disruption"
 
 
 def test_baseline_rate_excludes_spawning_and_storm_end_needs_a_full_window() -> None:

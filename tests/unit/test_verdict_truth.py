@@ -275,6 +275,22 @@ def test_a_run_too_short_for_its_reconnect_window_is_refused() -> None:
         )
 
 
+def test_a_baseline_objective_with_a_fault_inside_the_ramp_is_refused() -> None:
+    def scenario(at: float) -> Scenario:
+        return Scenario(
+            name="s",
+            load={"users": 300, "spawn_rate": 30, "run_time": 60},
+            faults=[{"kind": "kill_primary", "at": at}],
+            objectives=[
+                {"metric": "tools_list_latency_ms.p99", "phase": "baseline", "max": "500ms"}
+            ],
+        )
+
+    with pytest.raises(ValueError, match="before spawning 300 users at 30/s can finish"):
+        scenario(10)
+    assert scenario(15).faults[0].at == 15
+
+
 def test_a_probe_timeout_as_long_as_the_window_is_refused() -> None:
     with pytest.raises(ValueError, match="probes.service_timeout"):
         Scenario(name="s", probes={"service_timeout": 5}, windows={"stability": 5})
