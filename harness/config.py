@@ -13,6 +13,7 @@ import math
 import os
 import re
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -598,6 +599,15 @@ BACKEND_FAULTS: dict[str, tuple[str, ...]] = {
 """Which fault kinds each backend can inject (README, "Backends")."""
 
 
+def backend_refusal(kind: str, backend: str, kinds: Sequence[str]) -> str | None:
+    """Why ``backend`` (which injects ``kinds``) cannot inject ``kind``; None if it can."""
+    if kind in kinds:
+        return None
+    other = next((b for b, known in BACKEND_FAULTS.items() if kind in known), None)
+    needs = f"{kind} needs --backend {other}" if other else f"{kind} is not a known fault"
+    return f"{needs}: the {backend} backend cannot inject it"
+
+
 RestoreTargetKind = Literal["restore_point", "earliest_damage", "time", "lsn"]
 
 
@@ -1076,12 +1086,9 @@ class Scenario(Model):
                         f"faults.{index}.instance: {fault.instance} is not one of the "
                         f"{self.server.instances} server instance(s) (0-based, or all)"
                     )
-            if fault.kind not in BACKEND_FAULTS[self.backend]:
-                other = next(b for b, kinds in BACKEND_FAULTS.items() if fault.kind in kinds)
-                raise ValueError(
-                    f"faults.{index}: {fault.kind} needs --backend {other} (backend: {other}); "
-                    f"the {self.backend} backend cannot inject it"
-                )
+            refusal = backend_refusal(fault.kind, self.backend, BACKEND_FAULTS[self.backend])
+            if refusal:
+                raise ValueError(f"faults.{index}: {refusal}")
             if fault.at >= self.load.run_time:
                 raise ValueError(
                     f"faults.{index}.at: {fault.at:g}s is not before the end of the run "

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from harness.chaos import FaultRecord, run_fault
+from harness.chaos import FaultContext, FaultRecord, run_fault
 from harness.config import LATENCY_METRICS, Scenario
 from harness.load.swarm import Swarm, settings_for
 from harness.load.wire import WriteTemplate
@@ -508,13 +508,8 @@ async def _run_load(
             asyncio.create_task(
                 run_fault(
                     fault,
-                    index,
                     record.faults[index],
-                    stack,
-                    live.t0,
-                    scenario,
-                    live.events,
-                    observer.event,
+                    FaultContext(stack, scenario, live.t0, index, live.events, observer.event),
                     before=(mark_restore_point if index == first_fault else after_restore_point)
                     if with_point
                     else None,

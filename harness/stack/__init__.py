@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import abc
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from harness import redaction
-from harness.config import PROXY_NAMES, Scenario
+from harness.config import BACKEND_FAULTS, PROXY_NAMES, Scenario
 from harness.stack.backup import (
     RESTORE_STEPS,
     BaseBackup,
@@ -33,6 +33,7 @@ __all__ = [
     "BaseBackup",
     "Endpoints",
     "KillResult",
+    "PartitionCut",
     "RestoreFailed",
     "RestorePoint",
     "RestoreReport",
@@ -79,6 +80,17 @@ class AdminEndpoint:
     token: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class PartitionCut:
+    """A container cut off the run's network: confirmed when the engine no longer lists
+    the network among the container's."""
+
+    target: str
+    container: str
+    confirmed: bool
+    t_confirmed: float
+
+
 def redact(text: str) -> str:
     """Every secret in ``text`` shown as ``***``: ``harness.redaction.redact``, the one
     redaction of every output."""
@@ -88,6 +100,8 @@ def redact(text: str) -> str:
 class Stack(abc.ABC):
     """One topology, whatever runs it. Use as ``async with``: up on enter, down on exit."""
 
+    backend: ClassVar[str]
+    """The scenario's ``backend`` this class runs."""
     endpoints: Endpoints
     toxiproxy: ToxiproxyClient
     registry: ProcessRegistry
@@ -158,6 +172,22 @@ class Stack(abc.ABC):
     async def rebuild_replica(self) -> float:
         """A new streaming replica of the current primary (after a restore), behind the
         ``pg-replication`` and ``pg-replica`` proxies. Returns the seconds it took."""
+
+    @property
+    def fault_kinds(self) -> tuple[str, ...]:
+        """The fault kinds this backend can inject."""
+        return BACKEND_FAULTS[self.backend]
+
+    async def partition(self, target: str) -> PartitionCut:
+        """Cut ``target`` off the run's network (backends whose parts sit on one)."""
+        raise StackError(
+            f"partition needs --backend docker: the {self.backend} backend's parts share one "
+            "loopback interface (cut a hop with proxy_down instead)"
+        )
+
+    async def heal_partition(self, cut: PartitionCut) -> bool:
+        """Connect the container of ``cut`` again; True when the engine lists it back."""
+        raise StackError(f"the {self.backend} backend cannot partition")
 
     @property
     @abc.abstractmethod

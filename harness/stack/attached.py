@@ -109,6 +109,13 @@ def running_stack_credentials(parent: Path | None = None) -> Path:
 class AttachedStack(Stack):
     """The stack described by a credentials file written by ``mcp-harness up``."""
 
+    backend = "attached"
+
+    @property
+    def fault_kinds(self) -> tuple[str, ...]:
+        """Toxiproxy's faults only: the processes belong to the process that owns them."""
+        return ("toxic", "proxy_down")
+
     def __init__(self, credentials: Path) -> None:
         check_credentials(credentials)
         try:

@@ -46,7 +46,7 @@ from testcontainers.core.network import Network
 
 import harness
 from harness.config import Scenario
-from harness.stack import AdminEndpoint, Endpoints, Stack
+from harness.stack import AdminEndpoint, Endpoints, PartitionCut, Stack
 from harness.stack.backup import BaseBackup, RestorePoint, RestoreReport, RestoreTarget
 from harness.stack.containers import (
     DOCKER_DIR,
@@ -116,17 +116,6 @@ def docker_refusals(scenario: Scenario) -> list[str]:
             f"it), or {LOCAL_ONLY}"
         )
     return refusals
-
-
-@dataclass(frozen=True)
-class PartitionResult:
-    """A container cut off the run's network: confirmed when the engine no longer lists
-    the network among the container's."""
-
-    target: str
-    container: str
-    confirmed: bool
-    t_confirmed: float
 
 
 def kill_container(container: Any, timeout_s: float = 10.0, poll_s: float = 0.05) -> KillResult:
@@ -278,6 +267,8 @@ def build_topology(
 
 
 class DockerStack(Stack):
+    backend = "docker"
+
     def __init__(self, scenario: Scenario, *, cpus: frozenset[int] | None = None) -> None:
         refusals = docker_refusals(scenario)
         if refusals:
@@ -554,7 +545,7 @@ class DockerStack(Stack):
             f"partition: no container {target!r} (primary, replica, server, toxiproxy)"
         )
 
-    async def partition(self, target: str) -> PartitionResult:
+    async def partition(self, target: str) -> PartitionCut:
         """Cut ``target`` (primary: the current one) off the run's network."""
         container = self._target(target)
         network = self._network()
@@ -564,12 +555,12 @@ class DockerStack(Stack):
             container.get_wrapped_container(),
             network.name,
         )
-        return PartitionResult(target, container.name, confirmed, time.monotonic())
+        return PartitionCut(target, container.name, confirmed, time.monotonic())
 
-    async def heal_partition(self, result: PartitionResult) -> bool:
-        """Connect the container of ``result`` again under its alias."""
+    async def heal_partition(self, cut: PartitionCut) -> bool:
+        """Connect the container of ``cut`` again under its alias."""
         assert self.topology is not None, "stack is not up"
-        container = next(c for c in self.topology.containers() if c.name == result.container)
+        container = next(c for c in self.topology.containers() if c.name == cut.container)
         network = self._network()
         return await asyncio.to_thread(
             connect_container,

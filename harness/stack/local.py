@@ -85,6 +85,8 @@ FAULT_MODES: tuple[str, ...] = get_args(ServerConfig.model_fields["fault_mode"].
 
 
 class LocalStack(Stack):
+    backend = "local"
+
     def __init__(
         self,
         scenario: Scenario,

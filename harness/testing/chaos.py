@@ -1,7 +1,7 @@
 """The ``chaos`` fixture: the harness's faults, fired from a test.
 
 Each fault is the scenario fault of the same name, fired by the harness's own
-injector (``harness.chaos.run_fault``) on the test's time axis: it returns once the
+injector (``harness.chaos``) on the test's time axis: it returns once the
 fault is confirmed (a killed process gone, a toxic listed by Toxiproxy), and that
 instant is what ``swarm.wait_recovered`` measures from. A fault that cannot be
 confirmed raises ``FaultNotConfirmed``: a test that passes against a fault that never
@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from harness.chaos import FaultRecord, run_fault
+from harness.chaos import FaultContext, FaultRecord, run_fault
+from harness.chaos.toxiproxy import toxic_name
 from harness.config import Fault, KillPrimary, KillServer, ProxyDown, Scenario, ToxicFault
 from harness.testing.case import Case, FiredFault
 
@@ -148,7 +149,7 @@ class Chaos:
             toxicity=toxicity,
             attributes=attributes,
         )
-        name = f"{fault.type}-{fault.stream}-{len(self.case.faults)}"  # as run_fault names it
+        name = toxic_name(fault, len(self.case.faults))
         toxiproxy = self.case.session.stack.toxiproxy
         return self._fire(fault, lambda: toxiproxy.remove_toxic(fault.proxy, name))
 
@@ -173,13 +174,15 @@ class Chaos:
         remainder = session.loop.submit(
             run_fault(
                 fault,
-                len(case.faults),
                 record,
-                session.stack,
-                case.t0,
-                scenario or session.scenario,
-                case.events,
-                say,
+                FaultContext(
+                    session.stack,
+                    scenario or session.scenario,
+                    case.t0,
+                    len(case.faults),
+                    case.events,
+                    say,
+                ),
             )
         )
         deadline = time.monotonic() + CONFIRM_TIMEOUT_S

@@ -18,9 +18,9 @@ import yaml
 from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import ExecWaitStrategy, HttpWaitStrategy
 
-from harness.chaos.faults import FaultRecord, run_fault
+from harness.chaos import FaultContext, FaultRecord, run_fault
 from harness.config import PROXY_NAMES, Partition, Scenario
-from harness.stack import StackError, open_stack
+from harness.stack import PartitionCut, StackError, open_stack
 from harness.stack.containers import (
     PRIMARY_INIT_PATH,
     PROXY_PORTS,
@@ -34,7 +34,6 @@ from harness.stack.docker import (
     HOST_LABEL,
     OWNER_LABEL,
     DockerStack,
-    PartitionResult,
     Topology,
     build_topology,
     connect_container,
@@ -368,16 +367,19 @@ class PartitionStack:
     """A stack that can cut a container off its network (the fault runner's view of
     DockerStack); records what it was asked."""
 
+    backend = "docker"
+    fault_kinds = ("partition",)
+
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    async def partition(self, target: str) -> PartitionResult:
+    async def partition(self, target: str) -> PartitionCut:
         import time
 
         self.calls.append(f"partition {target}")
-        return PartitionResult(target, f"mcp-harness-x-{target}", True, time.monotonic())
+        return PartitionCut(target, f"mcp-harness-x-{target}", True, time.monotonic())
 
-    async def heal_partition(self, result: PartitionResult) -> bool:
+    async def heal_partition(self, result: PartitionCut) -> bool:
         self.calls.append(f"heal {result.container}")
         return True
 
@@ -387,7 +389,8 @@ def _fire(fault: Partition, stack: Any) -> FaultRecord:
 
     record = FaultRecord.planned(fault)
     events: list[tuple[float, str]] = []
-    asyncio.run(run_fault(fault, 0, record, stack, time.monotonic(), SCENARIO, events, print))
+    context = FaultContext(stack, SCENARIO, time.monotonic(), 0, events, print)
+    asyncio.run(run_fault(fault, record, context))
     return record
 
 
