@@ -42,7 +42,7 @@ import httpx2
 
 from bench.common import Figure, report
 from harness.config import LedgerConfig, Scenario
-from harness.load.wire import McpSession
+from harness.mcp_client.wire import McpSession
 from harness.measure import failover as harness_measures
 from harness.measure.clock import RunClock
 from harness.measure.failover import ServiceProbeSample, WriteProbeSample

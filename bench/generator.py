@@ -96,7 +96,7 @@ def drive(
         from harness.load import locustfile  # noqa: F401  (registers the record stream)
         from harness.load.settings import LoadSettings
         from harness.load.user import McpUser
-        from harness.load.wire import ErrorKind
+        from harness.mcp_client.wire import ErrorKind
 
         McpUser.settings = LoadSettings(
             records_path=str(work_dir / f"records-{kind}.jsonl"),

@@ -45,8 +45,8 @@ from starlette.types import Message, Receive, Scope, Send
 from bench import canned
 from bench.common import Figure, busy_cpu_seconds, report
 from harness.config import AdmissionConfig, BreakerConfig, ProtectionConfig, Scenario, ServerConfig
-from harness.load.async_client import open_session
-from harness.load.wire import McpSession
+from harness.mcp_client.async_client import open_session
+from harness.mcp_client.wire import McpSession
 from harness.server.app import TOOL_NAMES
 from harness.server.protection import ProtectionSettings
 from harness.server.shield import AdmissionMiddleware, Protection

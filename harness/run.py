@@ -31,7 +31,7 @@ import asyncpg
 from harness.chaos import FaultContext, FaultRecord, run_fault
 from harness.config import LATENCY_METRICS, Scenario
 from harness.load.swarm import Swarm, settings_for
-from harness.load.wire import WriteTemplate
+from harness.mcp_client.writes import WriteTemplate
 from harness.measure.clock import WALL_DRIFT_TOLERANCE_S, RunClock
 from harness.measure.failover import (
     NOT_REACHED_KEY,

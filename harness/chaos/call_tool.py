@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.chaos.base import Injector, register
 from harness.config import CallTool
-from harness.load.async_client import call_tool_once
+from harness.mcp_client.async_client import call_tool_once
 
 
 @register

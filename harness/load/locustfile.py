@@ -50,7 +50,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from harness.load.settings import FINAL_BATCH_GRACE_S
 from harness.load.user import USER_CONTEXT_KEY, McpUser, Record
-from harness.load.wire import ErrorKind, transport_kind
+from harness.mcp_client.wire import ErrorKind, transport_kind
 
 __all__ = ["McpUser"]
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from harness.load.policy import POLICY_NAMES, PolicyName, ReconnectPolicy
-from harness.load.wire import PROTOCOL_2025_11_25, SUPPORTED_PROTOCOLS, AckRule, WriteTemplate
+from harness.mcp_client.acks import AckRule
+from harness.mcp_client.wire import PROTOCOL_2025_11_25, SUPPORTED_PROTOCOLS
+from harness.mcp_client.writes import WriteTemplate
 
 SETTINGS_ENV = "MCP_HARNESS_LOAD"
 

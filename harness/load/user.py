@@ -30,19 +30,17 @@ from locust.event import EventHook
 
 from harness.load.policy import Attempt
 from harness.load.settings import USER_ID_STRIDE, LoadSettings, load_from_env
-from harness.load.wire import (
+from harness.mcp_client.acks import ack_rule_for, judge_ack
+from harness.mcp_client.wire import (
     ErrorKind,
     McpOutcome,
     McpRequest,
     McpSession,
-    ack_rule_for,
-    judge_ack,
-    new_note,
-    note_search_term,
     outcome_of,
     retry_unanswered_write,
     transport_failure,
 )
+from harness.mcp_client.writes import new_note, note_search_term
 
 if TYPE_CHECKING:
     from locust.contrib.fasthttp import ResponseContextManager

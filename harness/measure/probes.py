@@ -27,16 +27,10 @@ import asyncpg
 import httpx2
 
 from harness.config import SuccessRule
-from harness.load.async_client import open_session, send
-from harness.load.wire import (
-    PROTOCOL_2025_11_25,
-    AckRule,
-    McpSession,
-    WriteTemplate,
-    ack_rule_for,
-    judge_ack,
-    new_note,
-)
+from harness.mcp_client.acks import AckRule, ack_rule_for, judge_ack
+from harness.mcp_client.async_client import open_session, send
+from harness.mcp_client.wire import PROTOCOL_2025_11_25, McpSession
+from harness.mcp_client.writes import WriteTemplate, new_note
 from harness.measure.failover import ServiceProbeSample, WriteProbeSample
 from harness.measure.ledger import WriteLedger
 from harness.stack.postgres import DB_ERRORS

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from harness.config import LedgerConfig
-from harness.load.wire import content_checksum
+from harness.mcp_client.writes import content_checksum
 
 READ_BATCH = 5000
 """Ids per ``read_sql`` call: one round trip each, bounded parameter size."""

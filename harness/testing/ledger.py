@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from harness.load.async_client import call_tool_once
-from harness.load.wire import WriteTemplate, new_note
+from harness.mcp_client.async_client import call_tool_once
+from harness.mcp_client.writes import WriteTemplate, new_note
 from harness.measure.ledger import LedgerClassification
 from harness.measure.readback import read_all_ids, read_written
 from harness.recover import app_dsn

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.config import REFERENCE_INTEGRITY_CHECKS, IntegrityCheck, LedgerConfig
-from harness.load.wire import note_checksum
+from harness.mcp_client.writes import note_checksum
 from harness.measure.integrity import (
     CheckResult,
     IntegrityChecker,

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from harness.config import Scenario
-from harness.load.wire import McpSession
+from harness.mcp_client.wire import McpSession
 from harness.stack.containers import RUN_LABEL
 from harness.stack.docker import DockerStack
 from harness.stack.prerequisites import DockerUnreachable, docker_engine_info, docker_sdk

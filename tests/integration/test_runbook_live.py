@@ -23,8 +23,8 @@ import httpx2
 import pytest
 
 from harness.config import Scenario
-from harness.load.async_client import call_tool_once, open_session, send
-from harness.load.wire import McpSession
+from harness.mcp_client.async_client import call_tool_once, open_session, send
+from harness.mcp_client.wire import McpSession
 from harness.recover import app_dsn
 from harness.runbook import Action, ActionOutcome, Runbook, StepOutcome
 from harness.runbook_steps import (

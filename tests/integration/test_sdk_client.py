@@ -10,7 +10,8 @@ import uuid
 import pytest
 from mcp import Client
 
-from harness.load.wire import McpSession, note_checksum, outcome_of
+from harness.mcp_client.wire import McpSession, outcome_of
+from harness.mcp_client.writes import note_checksum
 from harness.stack.local import LocalStack
 
 TOOLS = {"create_note", "get_note", "search_notes", "notes_report"}

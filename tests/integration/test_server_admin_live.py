@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 
 from harness.config import ServerConfig
-from harness.load.async_client import open_session, send
-from harness.load.wire import ErrorKind, McpOutcome, McpSession
+from harness.mcp_client.async_client import open_session, send
+from harness.mcp_client.wire import ErrorKind, McpOutcome, McpSession
 from harness.stack.local import LocalStack
 from harness.stack.mcp_server import ADMIN_TOKEN_ENV, McpServerProcess
 from harness.stack.net import free_port

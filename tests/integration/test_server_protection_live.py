@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx2
 
-from harness.load.wire import McpRequest, McpSession, outcome_of
+from harness.mcp_client.wire import McpRequest, McpSession, outcome_of
 from harness.stack.local import LocalStack
 from harness.stack.net import free_port
 

@@ -26,7 +26,7 @@ import pytest
 
 from harness.load.settings import USER_ID_STRIDE, LoadSettings
 from harness.load.swarm import RecordTail, Swarm
-from harness.load.wire import McpSession
+from harness.mcp_client.wire import McpSession
 from harness.stack.net import free_port
 from harness.stack.processes import OwnedProcess, ProcessRegistry
 
@@ -304,7 +304,7 @@ from locust.contrib.fasthttp import FastHttpSession
 from locust.event import EventHook
 
 from harness.load.user import judge_reply
-from harness.load.wire import McpSession
+from harness.mcp_client.wire import McpSession
 
 
 def read_request(sock):

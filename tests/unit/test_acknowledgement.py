@@ -11,17 +11,13 @@ import pytest
 from harness.config import LedgerConfig, Scenario, SuccessRule
 from harness.load.settings import LoadSettings
 from harness.load.swarm import settings_for
-from harness.load.wire import (
-    AckRule,
+from harness.mcp_client.acks import AckRule, ack_failure, ack_rule_for, judge_ack, result_json
+from harness.mcp_client.wire import (
     ErrorKind,
     McpOutcome,
     McpRequest,
     McpSession,
-    ack_failure,
-    ack_rule_for,
-    judge_ack,
     outcome_of,
-    result_json,
     retry_unanswered_write,
 )
 
@@ -50,7 +46,7 @@ def judged(
     session = McpSession()
     request = session.tools_call(tool, {"id": "n1"})
     rule = ack_rule_for(request, WRITE_TOOL, rule or AckRule())
-    return outcome_of(request, 200, reply(request, result), "application/json", ack_rule=rule)
+    return judge_ack(outcome_of(request, 200, reply(request, result), "application/json"), rule)
 
 
 def test_success_false_in_text_content_is_a_tool_error_not_an_ack() -> None:
@@ -135,9 +131,9 @@ def test_a_non_write_tool_keeps_the_old_judgement() -> None:
 def test_is_error_and_rpc_errors_are_judged_as_before() -> None:
     request = write_call()
     rpc = json.dumps({"jsonrpc": "2.0", "id": request.request_id, "error": {"code": -1}})
-    assert outcome_of(request, 200, rpc, ack_rule=AckRule()).error_kind is ErrorKind.RPC_ERROR
+    assert judge_ack(outcome_of(request, 200, rpc), AckRule()).error_kind is ErrorKind.RPC_ERROR
     is_error = reply(request, {"isError": True, "content": [{"type": "text", "text": "boom"}]})
-    outcome = outcome_of(request, 200, is_error, ack_rule=AckRule())
+    outcome = judge_ack(outcome_of(request, 200, is_error), AckRule())
     assert outcome.error_kind is ErrorKind.TOOL_ERROR and outcome.detail == "boom"
 
 

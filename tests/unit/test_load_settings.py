@@ -91,7 +91,7 @@ def test_unknown_keys_are_refused() -> None:
 
 def test_harness_side_of_the_load_imports_neither_locust_nor_gevent() -> None:
     code = (
-        "import sys, harness.load, harness.load.swarm, harness.load.settings, harness.load.wire\n"
+        "import sys, harness.load, harness.load.swarm, harness.load.settings, harness.mcp_client.wire, harness.mcp_client.acks\n"
         "import harness.load.policy\n"
         "assert not {'locust', 'gevent'} & set(sys.modules), sorted(sys.modules)"
     )

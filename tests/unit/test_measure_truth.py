@@ -24,7 +24,7 @@ from bench.accuracy import (
     outage_figures,
 )
 from harness.config import SuccessRule
-from harness.load.wire import McpSession
+from harness.mcp_client.wire import McpSession
 from harness.measure.failover import (
     ServiceProbeSample,
     WriteProbeSample,

@@ -8,15 +8,13 @@ import random
 
 import pytest
 
-from harness.load.wire import (
+from harness.mcp_client.wire import (
     SESSION_BREAKING_KINDS,
     ErrorKind,
     McpOutcome,
     McpSession,
     breaks_session,
     encode_header_value,
-    new_note,
-    note_checksum,
     outcome_of,
     parse_messages,
     parse_retry_after,
@@ -24,6 +22,7 @@ from harness.load.wire import (
     transport_failure,
     transport_kind,
 )
+from harness.mcp_client.writes import new_note, note_checksum
 
 MODERN = "2026-07-28"
 ENVELOPE_KEYS = {
@@ -437,7 +436,7 @@ def test_new_note_ids_carry_the_prefix_and_repeat_with_the_seed() -> None:
 
 
 def test_write_template_fills_placeholders_and_checksums_the_content() -> None:
-    from harness.load.wire import WriteTemplate, content_checksum, note_checksum
+    from harness.mcp_client.writes import WriteTemplate, content_checksum, note_checksum
 
     template = WriteTemplate()
     arguments, checksum = template.render("n-1", "a title", "the {id} body", parent_id="n-0")

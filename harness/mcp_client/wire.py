@@ -19,15 +19,13 @@ import base64
 import datetime
 import email.utils
 import errno
-import hashlib
 import json
 import math
-import random
 import re
 import socket
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -401,13 +399,9 @@ def outcome_of(
     content_type: str | None = None,
     *,
     retry_after: str | None = None,
-    ack_rule: AckRule | None = None,
 ) -> McpOutcome:
     """Judge the HTTP reply to ``request`` (status, body, content type, ``Retry-After`` header).
-
-    ``ack_rule``: the request is a call of the write tool, whose result must also pass
-    this rule (``judge_ack``); pass it for the write tool only (see ``AckRule``).
-    """
+    A write tool's result must also pass the scenario's rule: ``acks.judge_ack``."""
 
     def judged(
         kind: ErrorKind | None,
@@ -447,8 +441,6 @@ def outcome_of(
     result = response.get("result")
     if request.method == "tools/call" and isinstance(result, dict) and result.get("isError"):
         return judged(ErrorKind.TOOL_ERROR, response, _tool_error_detail(result))
-    if request.method == "tools/call":
-        return judge_ack(judged(None, response), ack_rule)
     return judged(None, response)
 
 
@@ -530,262 +522,3 @@ def _tool_error_detail(result: JsonObject) -> str:
         if isinstance(item, dict) and isinstance(item.get("text"), str):
             return item["text"][:200]
     return "isError"
-
-
-_MISSING = object()
-
-ACK_RULE_KEYS = ("equals", "not_false", "absent", "text_not_matching")
-
-
-@dataclass(frozen=True)
-class AckRule:
-    """When a write tool's result is an acknowledgement: the scenario's
-    ``ledger.success_when`` (``harness.config.SuccessRule``) as plain data.
-
-    Plain data so that the Locust workers, which read it from the load settings, import
-    no pydantic; ``of`` takes a ``SuccessRule`` (or anything with its four attributes, or
-    a mapping of them). The defaults are ``SuccessRule``'s.
-
-    Which calls it judges: only the ledger's write tool (a user's ``create_note``
-    operation, the service probe's write). Those are the calls that make
-    acknowledgements, and their result shape is what the scenario describes; the other
-    tools (get_note, search_notes, ...) return shapes nothing here knows (a note with a
-    member called ``error`` or ``ok`` is data, not a verdict), so they keep the
-    ``isError`` and JSON-RPC error rules only.
-    """
-
-    equals: tuple[tuple[str, Any], ...] = ()
-    """(dotted path, value): members that must be present with exactly this value."""
-    not_false: tuple[str, ...] = ("success", "ok")
-    """Members (dotted paths) that, when present, must not be ``false``."""
-    absent: tuple[str, ...] = ("error",)
-    """Members (dotted paths) that must be absent, null, false or empty."""
-    text_not_matching: str | None = None
-    """A regular expression no text content item may match (searched, any case)."""
-
-    def __post_init__(self) -> None:
-        if self.text_not_matching is not None:
-            try:
-                re.compile(self.text_not_matching)
-            except re.error as exc:
-                raise ValueError(f"text_not_matching is not a regular expression: {exc}") from None
-
-    @classmethod
-    def of(cls, rule: Any) -> AckRule:
-        """From a ``SuccessRule``, an ``AckRule`` or a mapping with (some of) its keys."""
-        if isinstance(rule, AckRule):
-            return rule
-        if isinstance(rule, Mapping):
-            unknown = sorted(set(rule) - set(ACK_RULE_KEYS))
-            if unknown:
-                raise ValueError(f"unknown success rule keys {unknown}; known: {ACK_RULE_KEYS}")
-            fields = dict(rule)
-        else:
-            fields = {key: getattr(rule, key) for key in ACK_RULE_KEYS if hasattr(rule, key)}
-        default = cls()
-        equals = fields.get("equals", dict(default.equals))
-        return cls(
-            equals=tuple(dict(equals).items()),
-            not_false=tuple(fields.get("not_false", default.not_false)),
-            absent=tuple(fields.get("absent", default.absent)),
-            text_not_matching=fields.get("text_not_matching", default.text_not_matching),
-        )
-
-    def as_dict(self) -> JsonObject:
-        """The rule as JSON data, in ``SuccessRule``'s shape (``of`` reads it back)."""
-        return {
-            "equals": dict(self.equals),
-            "not_false": list(self.not_false),
-            "absent": list(self.absent),
-            "text_not_matching": self.text_not_matching,
-        }
-
-
-def result_json(result: Mapping[str, Any]) -> JsonObject | None:
-    """The JSON a success rule reads in a tools/call result: ``structuredContent`` when it
-    is an object, else the first text content item parsed as a JSON object, else None."""
-    structured = result.get("structuredContent")
-    if isinstance(structured, dict):
-        return structured
-    for text in _result_texts(result):
-        try:
-            decoded = json.loads(text)
-        except ValueError:
-            return None
-        return decoded if isinstance(decoded, dict) else None
-    return None
-
-
-def ack_failure(result: Mapping[str, Any], rule: AckRule) -> str | None:
-    """Why a write tool's ``result`` is not an acknowledgement under ``rule``; None if it is.
-
-    ``isError`` and JSON-RPC errors are judged before (``outcome_of``); this reads the
-    result's JSON (``result_json``). Without one (the text is not a JSON object) only
-    ``text_not_matching`` can fail the result, as ``SuccessRule`` says.
-    """
-    data = result_json(result)
-    if data is not None:
-        for path, expected in rule.equals:
-            value = _member(data, path)
-            if value is _MISSING:
-                return f"{path} is missing (expected {_short(expected)})"
-            if not _same(value, expected):
-                return f"{path} is {_short(value)}, not {_short(expected)}"
-        for path in rule.not_false:
-            if _member(data, path) is False:
-                return _with_error(f"{path} is false", data)
-        for path in rule.absent:
-            value = _member(data, path)
-            if value is not _MISSING and not _empty(value):
-                return f"{path}: {_short(value)}"
-    if rule.text_not_matching is not None:
-        pattern = re.compile(rule.text_not_matching, re.IGNORECASE)
-        for text in _result_texts(result):
-            match = pattern.search(text)
-            if match is not None:
-                return f"text matches {rule.text_not_matching!r}: {_short(text)}"
-    return None
-
-
-def ack_rule_for(request: McpRequest, write_tool: str, rule: AckRule) -> AckRule | None:
-    """The success rule the reply to ``request`` is judged by: ``rule`` for a call of the
-    write tool (``write_tool``, the scenario's ``ledger.tool``), None for anything else
-    (other tools keep the ``isError`` and JSON-RPC error rules; see ``AckRule``)."""
-    if request.method == "tools/call" and request.stats_name == f"tools/call:{write_tool}":
-        return rule
-    return None
-
-
-def judge_ack(outcome: McpOutcome, rule: AckRule | None) -> McpOutcome:
-    """``outcome`` of a write tool call, judged by ``rule`` too (None: not judged).
-
-    A successful reply whose result fails the rule becomes a ``tool_error``: a request
-    error that is not an acknowledgement and does not break the session.
-    """
-    if rule is None or not outcome.ok or outcome.response is None:
-        return outcome
-    failure = ack_failure(outcome.result, rule)
-    if failure is None:
-        return outcome
-    return replace(outcome, error_kind=ErrorKind.TOOL_ERROR, detail=failure)
-
-
-def _result_texts(result: Mapping[str, Any]) -> Iterator[str]:
-    content = result.get("content")
-    for item in content if isinstance(content, list) else []:
-        if isinstance(item, dict) and item.get("type", "text") == "text":
-            text = item.get("text")
-            if isinstance(text, str):
-                yield text
-
-
-def _member(data: Mapping[str, Any], path: str) -> Any:
-    """``data[path]``, or the member at the dotted ``path`` (``a.b``); ``_MISSING`` if absent."""
-    if path in data:
-        return data[path]
-    value: Any = data
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
-
-def _same(value: Any, expected: Any) -> bool:
-    """JSON equality: ``true`` is not ``1`` (Python says it is), ``1`` is ``1.0``."""
-    if isinstance(value, bool) or isinstance(expected, bool):
-        return isinstance(value, bool) and isinstance(expected, bool) and value == expected
-    return bool(value == expected)
-
-
-def _empty(value: Any) -> bool:
-    """Null, false or empty (``""``, ``[]``, ``{}``); ``0`` is a value."""
-    return value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
-
-
-def _with_error(detail: str, data: Mapping[str, Any]) -> str:
-    for key in ("error", "message"):
-        if data.get(key):
-            return f"{detail}: {_short(data[key])}"
-    return detail
-
-
-def _short(value: Any, limit: int = 200) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def note_checksum(title: str, body: str) -> str:
-    """Checksum of a note's content, as the write ledger stores and later compares it."""
-    return content_checksum(f"{title}\n{body}")
-
-
-def content_checksum(content: str) -> str:
-    """sha256 hex of a write's content: what the ledger keeps and compares after recovery."""
-    return hashlib.sha256(content.encode()).hexdigest()
-
-
-OPTIONAL_PLACEHOLDER = "{parent_id}"
-"""An argument that is exactly this placeholder is left out when the write has no parent."""
-
-
-@dataclass(frozen=True)
-class WriteTemplate:
-    """How one write is made through any server's write tool (the scenario's ``ledger``).
-
-    Placeholders in string arguments: ``{id}``, ``{title}``, ``{body}``, ``{checksum}``
-    (of ``content``) and ``{parent_id}``. Plain replacement, not ``str.format``: a user's
-    argument may hold braces of its own.
-    """
-
-    tool: str = "create_note"
-    arguments: tuple[tuple[str, Any], ...] = (
-        ("id", "{id}"),
-        ("title", "{title}"),
-        ("body", "{body}"),
-        ("checksum", "{checksum}"),
-        ("parent_id", OPTIONAL_PLACEHOLDER),
-    )
-    content: str = "{title}\n{body}"
-
-    def render(
-        self, write_id: str, title: str, body: str, parent_id: str | None = None
-    ) -> tuple[dict[str, Any], str]:
-        """(tool arguments, checksum of the content) for one write."""
-        values = {"{id}": write_id, "{title}": title, "{body}": body}
-        checksum = content_checksum(_fill(self.content, values))
-        values["{checksum}"] = checksum
-        values[OPTIONAL_PLACEHOLDER] = parent_id or ""
-        arguments = {
-            name: _fill(value, values) if isinstance(value, str) else value
-            for name, value in self.arguments
-            if not (value == OPTIONAL_PLACEHOLDER and parent_id is None)
-        }
-        return arguments, checksum
-
-
-_PLACEHOLDER = re.compile(r"\{(?:id|title|body|checksum|parent_id)\}")
-
-
-def _fill(template: str, values: dict[str, str]) -> str:
-    """One pass, so a value that itself contains ``{id}`` is left as it is."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(0), m.group(0)), template)
-
-
-_NOTE_WORDS = (
-    "failover replica primary session storm latency ledger quorum archive "
-    "backup restore promote timeline checkpoint vacuum index"
-).split()
-
-
-def new_note(id_prefix: str, rng: random.Random) -> tuple[str, str, str]:
-    """A fresh note ``(id, title, body)``; ids are unique per prefix (64 random bits)."""
-    note_id = f"{id_prefix}-{rng.getrandbits(64):016x}"
-    title = " ".join(rng.choices(_NOTE_WORDS, k=3))
-    body = " ".join(rng.choices(_NOTE_WORDS, k=rng.randint(5, 40)))
-    return note_id, title, body
-
-
-def note_search_term(rng: random.Random) -> str:
-    """A word that note titles are made of, for search_notes."""
-    return rng.choice(_NOTE_WORDS)

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx2
 
-from harness.load.wire import (
+from harness.mcp_client.wire import (
     PROTOCOL_2025_11_25,
     McpOutcome,
     McpRequest,
