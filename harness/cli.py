@@ -718,7 +718,8 @@ async def _up(scenario: Scenario, as_json: bool, pg_bin: str | None) -> int:
 def cmd_runbook(args: argparse.Namespace) -> int:
     """Exit 0 when every step is healthy (or was fixed), 1 when the runbook left gaps."""
     from harness.runbook import RunbookLoadError
-    from harness.runbook_steps import RunbookContext, runbook_for
+    from harness.runbook.context import RunbookContext
+    from harness.runbook.steps import runbook_for
     from harness.stack import StackError
     from harness.stack.attached import AttachedStack, running_stack_credentials
 

@@ -79,7 +79,8 @@ from harness.recover import (
 )
 from harness.redaction import copy_redacted, redact
 from harness.runbook import RunbookLoadError, RunbookWatch
-from harness.runbook_steps import RunbookContext, runbook_for
+from harness.runbook.context import RunbookContext
+from harness.runbook.steps import runbook_for
 from harness.stack import RestoreTarget, Stack, StackError, open_stack
 
 log = logging.getLogger(__name__)

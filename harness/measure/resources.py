@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from harness.measure.exposition import ExpositionError, parse_metrics, total
 from harness.stack.postgres import DB_ERRORS
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -63,19 +64,12 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def parse_prometheus(text: str, names: tuple[str, ...]) -> dict[str, float]:
-    """Sum of every series of each metric in ``names`` (labels folded together)."""
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in names:
-            try:
-                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-            except ValueError:
-                continue
-    return totals
+def server_gauges(text: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Each metric of ``names`` that the exposition has, summed over its series (labels
+    folded together). Raises ExpositionError for text that is not an exposition."""
+    series = parse_metrics(text)
+    present = {name for name, _ in series}
+    return {name: total(series, name) for name in names if name in present}
 
 
 def generator_saturation(
@@ -270,10 +264,11 @@ class ResourceSampler:
             try:
                 with urllib.request.urlopen(url, timeout=0.5) as response:
                     text = response.read().decode(errors="replace")
-            except OSError:
+                read = server_gauges(text, SERVER_GAUGES)
+            except (OSError, ExpositionError):
                 continue
             answered = True
-            for name, value in parse_prometheus(text, SERVER_GAUGES).items():
+            for name, value in read.items():
                 gauges[name] = gauges.get(name, 0.0) + value
         if not answered:
             return {"server_sessions_open": None}

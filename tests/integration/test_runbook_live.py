@@ -27,14 +27,14 @@ from harness.mcp_client.async_client import call_tool_once, open_session, send
 from harness.mcp_client.wire import McpSession
 from harness.recover import app_dsn
 from harness.runbook import Action, ActionOutcome, Runbook, StepOutcome
-from harness.runbook_steps import (
+from harness.runbook.admin import admin_request
+from harness.runbook.context import RunbookContext
+from harness.runbook.steps import (
     ConnectionRate,
     IntegrityViolations,
     PrimaryConnectivity,
     ReplicationLag,
-    RunbookContext,
     ToolSuccessRate,
-    admin_request,
 )
 from harness.stack.local import LocalStack
 from tests.integration.test_server_admin_live import flood_initialize

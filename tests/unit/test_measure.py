@@ -180,7 +180,7 @@ def test_timeline_rows() -> None:
 def test_resources_parsing_and_saturation_rule() -> None:
     import os
 
-    from harness.measure.resources import cpu_seconds, generator_saturation, parse_prometheus
+    from harness.measure.resources import cpu_seconds, generator_saturation, server_gauges
 
     text = (
         "# HELP mcp_sessions_open open sessions\n"
@@ -189,7 +189,7 @@ def test_resources_parsing_and_saturation_rule() -> None:
         'mcp_admission_shed_total{reason="wait"} 4\n'
         "mcp_other 1\n"
     )
-    assert parse_prometheus(text, ("mcp_sessions_open", "mcp_admission_shed_total")) == {
+    assert server_gauges(text, ("mcp_sessions_open", "mcp_admission_shed_total")) == {
         "mcp_sessions_open": 42.0,
         "mcp_admission_shed_total": 7.0,
     }

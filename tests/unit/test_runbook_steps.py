@@ -13,30 +13,24 @@ from typing import Any, cast
 
 import pytest
 
-from harness import runbook_steps
+from harness.measure.exposition import ExpositionError, SeriesKey, counter_increase, parse_metrics
 from harness.measure.integrity import CheckResult, IntegrityReport
 from harness.runbook import FixFailed, Health, Runbook, StepOutcome
-from harness.runbook_steps import (
-    NO_ADMIN,
-    AdminRequestFailed,
+from harness.runbook import steps as runbook_steps
+from harness.runbook.admin import AdminRequestFailed, admin_request
+from harness.runbook.context import NO_ADMIN, RunbookContext
+from harness.runbook.counters import CounterHistory, CounterWindow, MetricsUnavailable
+from harness.runbook.steps import (
     ConnectionRate,
-    CounterHistory,
-    CounterWindow,
     IntegrityViolations,
-    MetricsUnavailable,
     PrimaryConnectivity,
     ReplicaLag,
     ReplicationLag,
-    RunbookContext,
-    SeriesKey,
     ToolCalls,
     ToolSuccessRate,
-    admin_request,
-    counter_increase,
     default_runbook,
     integrity_health,
     lag_health,
-    parse_metrics,
     plan_restore,
     session_rate_health,
     success_rate,
@@ -64,7 +58,7 @@ def errors(tool: str) -> SeriesKey:
 INIT = key("mcp_requests_total", method="initialize", tool="")
 
 
-def test_parse_metrics_reads_labels_escapes_and_skips_the_rest() -> None:
+def test_parse_metrics_reads_labels_escapes_and_refuses_a_broken_page() -> None:
     text = (
         "# HELP mcp_requests_total JSON-RPC requests answered.\n"
         "# TYPE mcp_requests_total counter\n"
@@ -73,15 +67,18 @@ def test_parse_metrics_reads_labels_escapes_and_skips_the_rest() -> None:
         'weird{label="a \\"quoted\\" \\\\ value\\n"} 1.5\n'
         "mcp_db_up 1.0\n"
         "mcp_sessions_open NaN\n"
-        "not a sample line\n"
-        "broken_value{} abc\n"
     )
     series = parse_metrics(text)
     assert series[key("mcp_requests_total", method="tools/call", tool="create_note")] == 12
     assert series[key("mcp_requests_total", method="initialize", tool="x")] == 3
     assert series[key("weird", label='a "quoted" \\ value\n')] == 1.5
     assert series[key("mcp_db_up")] == 1.0
-    assert len(series) == 5  # NaN parses; the last two lines do not
+    assert len(series) == 5
+    # Half a page is not read as the whole: a rate would be made out of nothing.
+    with pytest.raises(ExpositionError, match="not a Prometheus text exposition"):
+        parse_metrics(text + "not a sample line\n")
+    with pytest.raises(ExpositionError):
+        parse_metrics(text + "broken_value{} abc\n")
 
 
 def test_counter_increase_counts_growth_resets_and_new_series() -> None:

@@ -28,7 +28,7 @@ from harness.runbook import (
     fixed_at_s,
     watch_cooldown_s,
 )
-from harness.runbook_steps import PRIMARY_CONNECTIVITY, runbook_for
+from harness.runbook.steps import PRIMARY_CONNECTIVITY, runbook_for
 
 REPO = Path(__file__).resolve().parents[2]
 TICK_S = 0.005
@@ -94,7 +94,7 @@ def test_runbook_for_builds_the_default_anew_and_imports_the_others(tmp_path: Pa
     first, second = runbook_for("default", scenario), runbook_for("default", scenario)
     assert first is not second
     assert [s.name for s in first.steps][0] == PRIMARY_CONNECTIVITY
-    assert runbook_for("harness.runbook_steps:DEFAULT_RUNBOOK", scenario).steps
+    assert runbook_for("harness.runbook.steps:DEFAULT_RUNBOOK", scenario).steps
     with pytest.raises(RunbookLoadError, match="no module named 'no_such_runbooks'"):
         runbook_for("no_such_runbooks:RB", scenario)
 

@@ -25,77 +25,37 @@ CLI against a stack that is up); nothing here imports from the run.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import ipaddress
-import logging
 import math
-import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
-import httpx2
 
 from harness.config import RUNBOOK_DEFAULT, IntegrityCheck, Scenario
+from harness.measure.exposition import SeriesKey, total
 from harness.measure.integrity import IntegrityChecker, IntegrityReport, earliest_new_change
 from harness.recover import app_dsn
 from harness.redaction import redact
-from harness.runbook import (
-    MONOTONIC_CLOCK,
-    Clock,
+from harness.runbook.admin import admin_all
+from harness.runbook.context import NO_ADMIN, NOT_MEASURED, RunbookContext
+from harness.runbook.counters import (
+    CounterHistory,
+    CounterWindow,
+    MetricsUnavailable,
+    history,
+    metrics_scraper,
+)
+from harness.runbook.engine import (
     FixFailed,
     Health,
     Runbook,
     Step,
     load_runbook,
 )
-from harness.stack import AdminEndpoint, RestoreTarget, Stack, StackError
+from harness.stack import RestoreTarget, StackError
 from harness.stack.postgres import DB_ERRORS
-
-__all__ = [
-    "DEFAULT_RUNBOOK",
-    "NO_ADMIN",
-    "AdminRequestFailed",
-    "ConnectionRate",
-    "CounterHistory",
-    "CounterWindow",
-    "IntegrityViolations",
-    "MetricsUnavailable",
-    "PrimaryConnectivity",
-    "ReplicaLag",
-    "ReplicationLag",
-    "RestorePlan",
-    "RunbookContext",
-    "SeriesKey",
-    "ToolCalls",
-    "ToolSuccessRate",
-    "admin_request",
-    "counter_increase",
-    "default_runbook",
-    "integrity_health",
-    "lag_health",
-    "parse_metrics",
-    "plan_restore",
-    "runbook_for",
-    "session_rate_health",
-    "success_rate",
-    "tool_calls",
-    "tools_to_open",
-]
-
-log = logging.getLogger(__name__)
-
-Say = Callable[[str], None]
-
-NO_ADMIN = (
-    "the server has no admin endpoint the harness knows (a user's server; the reference "
-    "server has one)"
-)
-NOT_MEASURED = "not measured"
-"""How a check's detail begins when it could not look (no metrics, no checks)."""
 
 PRIMARY_CONNECTIVITY = "primary_connectivity"
 REPLICATION_LAG = "replication_lag"
@@ -104,265 +64,8 @@ TOOL_SUCCESS_RATE = "tool_success_rate"
 INTEGRITY_VIOLATIONS = "integrity_violations"
 
 MIB = 1024 * 1024
-DEFAULT_RESTORE_TIMEOUT_S = 300.0
 REPLICA_ALLOWANCE_S = 60.0
 """What ``IntegrityViolations`` keeps of its fix's time for the new replica after a restore."""
-MAX_SPAN_TO_SAMPLE_S = 2.0
-"""A rate check with no recent sample of its own samples twice this far apart (at most)."""
-
-
-def _log_say(text: str) -> None:
-    log.info("%s", text)
-
-
-@dataclass
-class RunbookContext:
-    """What every built-in step acts on; the caller builds it (``for_scenario`` from a
-    scenario). ``say`` prints progress lines (a console, a log); ``clock`` is what the
-    rate checks sleep on between two samples."""
-
-    stack: Stack
-    say: Say = _log_say
-    integrity_checks: Sequence[IntegrityCheck] = ()
-    """The invariants ``IntegrityViolations`` runs when it is given none of its own."""
-    restore_timeout_s: float = DEFAULT_RESTORE_TIMEOUT_S
-    """Bound of a restore of ``IntegrityViolations`` that sets none of its own."""
-    http_timeout_s: float = 2.0
-    """Bound of each request to a server's /metrics or admin endpoint."""
-    clock: Clock = MONOTONIC_CLOCK
-
-    @classmethod
-    def for_scenario(cls, stack: Stack, scenario: Scenario, say: Say = _log_say) -> RunbookContext:
-        """The scenario's integrity checks (the reference server's when it names none) and
-        restore timeout."""
-        restore = scenario.recovery.restore
-        return cls(
-            stack,
-            say,
-            integrity_checks=scenario.integrity_checks,
-            restore_timeout_s=restore.timeout if restore is not None else DEFAULT_RESTORE_TIMEOUT_S,
-        )
-
-
-# -- the admin endpoint and /metrics over HTTP ------------------------------------------
-
-
-class AdminRequestFailed(RuntimeError):
-    """An admin request that did not answer 200; the message names the instance."""
-
-
-def _require_loopback(url: str) -> None:
-    """The admin token travels in clear: only to this machine."""
-    host = urlsplit(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise AdminRequestFailed(
-            f"refusing to send the admin token to {host or url}: the admin endpoint is "
-            "loopback only"
-        )
-
-
-async def admin_request(
-    endpoint: AdminEndpoint,
-    method: str,
-    path: str,
-    body: Mapping[str, Any] | None = None,
-    *,
-    timeout_s: float,
-) -> dict[str, Any]:
-    """One request to ``{endpoint.url}/{path}`` with the bearer token; its JSON reply."""
-    _require_loopback(endpoint.url)
-    where = f"{endpoint.name}: {method} /admin/{path}"
-    try:
-        async with httpx2.AsyncClient(timeout=timeout_s) as http:
-            reply = await http.request(
-                method,
-                f"{endpoint.url}/{path}",
-                json=dict(body) if body is not None else None,
-                headers={"Authorization": f"Bearer {endpoint.token}"},
-            )
-    except httpx2.HTTPError as exc:
-        raise AdminRequestFailed(f"{where}: {type(exc).__name__}: {exc}") from None
-    if reply.status_code != 200:
-        raise AdminRequestFailed(f"{where} answered {reply.status_code}: {reply.text[:200]}")
-    answer = reply.json()
-    if not isinstance(answer, dict):
-        raise AdminRequestFailed(f"{where} answered {answer!r}, not a JSON object")
-    return answer
-
-
-async def admin_all(
-    ctx: RunbookContext, method: str, path: str, body: Mapping[str, Any] | None = None
-) -> list[tuple[AdminEndpoint, dict[str, Any]]]:
-    """The same request to every instance's admin endpoint, in instance order. Raises
-    FixFailed when there is none (a user's server) or when any instance refused; the
-    message lists what the others did."""
-    endpoints = ctx.stack.server_admin()
-    if not endpoints:
-        raise FixFailed(f"{NO_ADMIN}: {method} /admin/{path} cannot be sent")
-    replies = await asyncio.gather(
-        *(admin_request(e, method, path, body, timeout_s=ctx.http_timeout_s) for e in endpoints),
-        return_exceptions=True,
-    )
-    failed = [str(r) for r in replies if isinstance(r, BaseException)]
-    if failed:
-        done = [e.name for e, r in zip(endpoints, replies, strict=True) if isinstance(r, dict)]
-        raise FixFailed(
-            f"{'; '.join(failed)} (done on: {', '.join(done) or 'none'}); send it again "
-            "by hand once the instance answers"
-        )
-    return [(e, r) for e, r in zip(endpoints, replies, strict=True) if isinstance(r, dict)]
-
-
-SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
-"""A Prometheus series: its name and its labels, sorted."""
-
-_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-def parse_metrics(text: str) -> dict[SeriesKey, float]:
-    """Every sample of a Prometheus text exposition, by series (comments skipped, a
-    sample timestamp ignored, an unparsable line left out)."""
-    series: dict[SeriesKey, float] = {}
-    for line in text.splitlines():
-        match = _SAMPLE_LINE.match(line)
-        if match is None:
-            continue
-        name, raw_labels, raw_value = match.groups()
-        labels = tuple(
-            sorted(
-                (key, re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group()], value))
-                for key, value in _LABEL.findall(raw_labels or "")
-            )
-        )
-        try:
-            series[(name, labels)] = float(raw_value)
-        except ValueError:
-            continue
-    return series
-
-
-def counter_increase(
-    before: Mapping[SeriesKey, float], after: Mapping[SeriesKey, float]
-) -> dict[SeriesKey, float]:
-    """How much each series of ``after`` grew since ``before``, as a counter: a series
-    that went down was reset (its process restarted) and counts whole, a new one counts
-    from 0. Meaningful for counters only; pick them from the result."""
-    increase: dict[SeriesKey, float] = {}
-    for key, value in after.items():
-        previous = before.get(key, 0.0)
-        increase[key] = value - previous if value >= previous else value
-    return increase
-
-
-def total(series: Mapping[SeriesKey, float], name: str, **labels: str) -> float:
-    """The sum of ``name``'s series whose labels include ``labels``."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in series.items() if n == name and wanted <= set(ls))
-
-
-Scrape = Callable[[], Awaitable[dict[str, dict[SeriesKey, float] | str]]]
-"""Every server instance's /metrics: parsed series by URL, or why it could not be read."""
-
-
-def metrics_scraper(ctx: RunbookContext) -> Scrape:
-    async def scrape() -> dict[str, dict[SeriesKey, float] | str]:
-        urls = ctx.stack.server_metrics_urls()
-        async with httpx2.AsyncClient(timeout=ctx.http_timeout_s) as http:
-            replies = await asyncio.gather(*(http.get(u) for u in urls), return_exceptions=True)
-        found: dict[str, dict[SeriesKey, float] | str] = {}
-        for url, reply in zip(urls, replies, strict=True):
-            if isinstance(reply, BaseException):
-                found[url] = f"{type(reply).__name__}: {reply}"
-            elif reply.status_code != 200:
-                found[url] = f"HTTP {reply.status_code}"
-            else:
-                found[url] = parse_metrics(reply.text)
-        return found
-
-    return scrape
-
-
-class MetricsUnavailable(RuntimeError):
-    """No server instance's /metrics could be read (a user's server may have none)."""
-
-
-@dataclass(frozen=True)
-class CounterWindow:
-    """How much the servers' counters grew over ``span_s`` (summed over the instances)."""
-
-    span_s: float
-    increase: dict[SeriesKey, float]
-    unread: tuple[str, ...] = ()
-    """Instances left out: their /metrics did not answer now or at the window's start."""
-
-    def rate(self, name: str, **labels: str) -> float:
-        return total(self.increase, name, **labels) / self.span_s
-
-    def note(self) -> str:
-        return f"; not read: {', '.join(self.unread)}" if self.unread else ""
-
-
-@dataclass
-class CounterHistory:
-    """The samples a rate check took, for up to ``window_s``: each check compares now with
-    the oldest one still in the window, so a runbook run every second sees the rate over
-    the last ``window_s`` and a single run still sees what happened since the previous
-    one. With no sample at least ``min_span_s`` old, it samples now and again after
-    ``min_span_s`` (the check waits that long)."""
-
-    window_s: float
-    min_span_s: float
-    samples: list[tuple[float, dict[str, dict[SeriesKey, float]]]] = field(default_factory=list)
-
-    def forget(self) -> None:
-        """Drop every sample (after a fix: the re-check sees only what came after it)."""
-        self.samples.clear()
-
-    async def window(self, clock: Clock, scrape: Scrape) -> CounterWindow:
-        for attempt in range(2):
-            now = clock.now()
-            read = await scrape()
-            if not read:
-                raise MetricsUnavailable("the stack lists no server /metrics (a user's server)")
-            current = {url: s for url, s in read.items() if not isinstance(s, str)}
-            if not current:
-                errors = "; ".join(f"{url}: {e}" for url, e in read.items())
-                raise MetricsUnavailable(f"no server's /metrics answered ({errors})")
-            self.samples = [(t, s) for t, s in self.samples if now - t <= self.window_s]
-            start = self.samples[0] if self.samples else None
-            self.samples.append((now, current))
-            # The second sample is min_span_s after the first (a sleep may wake a hair early).
-            if start is not None and (now - start[0] >= self.min_span_s or attempt == 1):
-                return _window(start, (now, current), read)
-            waited = now - start[0] if start is not None else 0.0
-            await clock.sleep(self.min_span_s - waited)
-        raise AssertionError("the second round always has a sample to start from")
-
-
-def _window(
-    start: tuple[float, dict[str, dict[SeriesKey, float]]],
-    end: tuple[float, dict[str, dict[SeriesKey, float]]],
-    read: Mapping[str, object],
-) -> CounterWindow:
-    increase: dict[SeriesKey, float] = {}
-    for url, after in end[1].items():
-        before = start[1].get(url)
-        if before is None:
-            continue
-        for key, grew in counter_increase(before, after).items():
-            increase[key] = increase.get(key, 0.0) + grew
-    unread = tuple(sorted(u for u in read if u not in end[1] or u not in start[1]))
-    return CounterWindow(end[0] - start[0], increase, unread)
-
-
-def _history(window_s: float) -> CounterHistory:
-    return CounterHistory(window_s, min(window_s, MAX_SPAN_TO_SAMPLE_S))
 
 
 def _positive(step: str, **values: float | None) -> None:
@@ -630,7 +333,7 @@ class ConnectionRate(Step[RunbookContext]):
             raise ValueError(f"{self.name}: queue must be >= 0, not {self.queue!r}")
         if self.max_wait_s is not None and self.max_wait_s < 0:
             raise ValueError(f"{self.name}: max_wait_s must be >= 0, not {self.max_wait_s!r}")
-        self.history = _history(self.window_s)
+        self.history = history(self.window_s)
 
     async def check(self, ctx: RunbookContext) -> Health:
         try:
@@ -785,7 +488,7 @@ class ToolSuccessRate(Step[RunbookContext]):
             value = getattr(self, key)
             if not 0 <= value <= 1:
                 raise ValueError(f"{self.name}: {key} is a fraction 0..1, not {value!r}")
-        self.history = _history(self.window_s)
+        self.history = history(self.window_s)
 
     async def check(self, ctx: RunbookContext) -> Health:
         try:
@@ -1004,7 +707,7 @@ def default_runbook(checks: Sequence[IntegrityCheck] | None = None) -> Runbook[R
 
 
 DEFAULT_RUNBOOK = default_runbook()
-"""``harness.runbook_steps:DEFAULT_RUNBOOK`` for a scenario or ``--runbook``. Its rate
+"""``harness.runbook.steps:DEFAULT_RUNBOOK`` for a scenario or ``--runbook``. Its rate
 steps keep the samples of their recent checks; build one per stack with
 ``default_runbook()`` when several run in one process."""
 
