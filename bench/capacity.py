@@ -132,7 +132,7 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
     from bench.common import busy_cpu_seconds, report
     from harness.config import Scenario
     from harness.load.settings import LoadSettings
-    from harness.load.swarm import Swarm
+    from harness.load.swarm import Swarm, SwarmShape
     from harness.measure.resources import (
         cpu_seconds,
         generator_saturation,
@@ -233,11 +233,13 @@ def run(steps: list[int], hold_s: float, workers: int, target: str) -> int:
         swarm = StepSwarm(
             stack.registry,
             settings,
-            base_url=base_url,
-            users=max(steps),
-            spawn_rate=SPAWN_RATE,
-            run_time_s=hold_s * len(steps) + 10,
-            workers=workers,
+            SwarmShape(
+                base_url=base_url,
+                users=max(steps),
+                spawn_rate=SPAWN_RATE,
+                run_time_s=hold_s * len(steps) + 10,
+                workers=workers,
+            ),
         )
         swarm.start()
         master_pid = swarm.pids()[0]

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from harness.chaos import FaultContext, FaultRecord, run_fault
-from harness.config import LATENCY_METRICS, Scenario
-from harness.load.swarm import Swarm, settings_for
+from harness.config import LATENCY_METRICS, LoadConfig, Scenario
+from harness.load.swarm import RecordTail, Swarm, SwarmShape, settings_for
 from harness.mcp_client.writes import WriteTemplate
 from harness.measure.clock import WALL_DRIFT_TOLERANCE_S, RunClock
 from harness.measure.failover import (
@@ -257,17 +257,8 @@ async def execute_series(
         stack = open_stack(scenario, pg_bin=pg_bin, cpus=stack_cpus)
         for index, (run, record) in enumerate(zip(runs, records, strict=True)):
             current = record
-            await _one_run(
-                scenario,
-                stack,
-                run,
-                record,
-                index,
-                len(runs),
-                observer,
-                generator_cpus,
-                allow_remote,
-            )
+            series = _Series(scenario, stack, observer, generator_cpus, allow_remote, len(runs))
+            await _one_run(series, run, record, index)
     except RunbookLoadError as exc:
         current.notes.append(f"recovery.runbook: {exc}; nothing was started")
         observer.event(f"runbook error: {exc}")
@@ -304,19 +295,22 @@ def _planned_record(scenario: Scenario, run_id: str) -> RunRecord:
     return record
 
 
-async def _one_run(
-    scenario: Scenario,
-    stack: Stack,
-    run: PlannedRun,
-    record: RunRecord,
-    index: int,
-    count: int,
-    observer: Observer,
-    generator_cpus: frozenset[int] | None,
-    allow_remote: bool,
-) -> None:
+@dataclass(frozen=True)
+class _Series:
+    """What every run of a series shares."""
+
+    scenario: Scenario
+    stack: Stack
+    observer: Observer
+    generator_cpus: frozenset[int] | None
+    allow_remote: bool
+    count: int
+
+
+async def _one_run(series: _Series, run: PlannedRun, record: RunRecord, index: int) -> None:
     """The stack up (first run) or back to the series start (later ones), then the load,
     probes and faults, then the ledger checked on the final primary."""
+    scenario, stack, observer = series.scenario, series.stack, series.observer
     record.started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     (run.result_dir / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -324,16 +318,14 @@ async def _one_run(
     try:
         async with asyncio.timeout(scenario.hard_cap_s):
             if index == 0:
-                await _bring_up(stack, observer, series=count > 1)
+                await _bring_up(stack, observer, series=series.count > 1)
             else:
                 await _back_to_series_start(stack, scenario, observer, record)
             record.stack_up = True
-            if count > 1:
-                observer.event(f"run {index + 1} of {count}: {run.run_id}")
+            if series.count > 1:
+                observer.event(f"run {index + 1} of {series.count}: {run.run_id}")
             live = _Live(stack, time.monotonic(), WriteLedger())
-            await _run_load(
-                scenario, live, run.result_dir, record, observer, generator_cpus, allow_remote
-            )
+            await _run_load(series, live, run.result_dir, record)
             record.complete = True
     finally:
         if live is not None:
@@ -396,43 +388,65 @@ async def _to_completion(awaitable: Any) -> Any:
                 current.uncancel()
 
 
-async def _run_load(
-    scenario: Scenario,
-    live: _Live,
-    result_dir: Path,
-    record: RunRecord,
-    observer: Observer,
-    generator_cpus: frozenset[int] | None,
-    allow_remote: bool,
-) -> None:
+async def _run_load(series: _Series, live: _Live, result_dir: Path, record: RunRecord) -> None:
     """Load, probes and faults until the load stops by itself; measured even when interrupted."""
-    stack = live.stack
-    endpoints = stack.endpoints
-    conn = await asyncpg.connect(endpoints.primary_proxy_dsn, timeout=10)
+    scenario, observer = series.scenario, series.observer
+    await _create_probe_table(live.stack)
+    swarm, tail = await _start_load(series, live, result_dir, record)
+    observers = _Observers.start(scenario, live, record, swarm)
+    stop = asyncio.Event()
+    restoring = asyncio.Event()
+    tasks = observers.tasks(stop) + _fault_tasks(scenario, live, record, observer)
+    restore_task = _restore_task(scenario, live, observer, restoring)
+    if scenario.recovery.runbook is not None:
+        live.runbook = _runbook_watch(scenario, live, observer, restoring, restore_task)
+        tasks.append(asyncio.create_task(live.runbook.run(stop), name=RUNBOOK_WATCH_TASK))
+    try:
+        await _follow_load(swarm, tail, live, record, observer, scenario.load)
+    finally:
+        if restore_task is not None:
+            await _finish_restore(restore_task, restoring, live, record)
+        stop.set()
+        run_end_s = await _stop_tasks(tasks, live, record)
+        await asyncio.to_thread(swarm.stop)
+        _ingest(tail.read_new(), live)
+        if tail.skipped_lines:
+            record.notes.append(f"{tail.skipped_lines} malformed load record line(s) were skipped")
+        if scenario.load.remote_workers:
+            record.notes.append(
+                "remote workers' CPU is not sampled: the saturation rule covers local Locust processes only"
+            )
+        cpus = series.generator_cpus
+        live.samples = observers.samples(
+            run_end_s, len(cpus) if cpus else len(os.sched_getaffinity(0))
+        )
+
+
+async def _create_probe_table(stack: Stack) -> None:
+    conn = await asyncpg.connect(stack.endpoints.primary_proxy_dsn, timeout=10)
     try:
         await conn.execute(CREATE_PROBE_TABLE)
     finally:
         await conn.close()
-    load = scenario.load
+
+
+async def _start_load(
+    series: _Series, live: _Live, result_dir: Path, record: RunRecord
+) -> tuple[Swarm, RecordTail]:
+    """The Locust processes started; returns once the load has begun (``live.t0`` and
+    ``live.clock`` are its start)."""
+    scenario, observer, load = series.scenario, series.observer, series.scenario.load
     settings = settings_for(
         scenario, result_dir / "logs" / "load-records.jsonl", f"load-{record.run_id[-4:]}"
     )
-    mcp = urlsplit(endpoints.mcp_url)
+    mcp = urlsplit(live.stack.endpoints.mcp_url)
     swarm = Swarm(
-        stack.registry,
+        live.stack.registry,
         settings,
-        base_url=f"{mcp.scheme}://{mcp.netloc}",
-        users=load.users,
-        spawn_rate=load.spawn_rate,
-        run_time_s=load.run_time,
-        workers=load.workers,
-        worker_cpus=set(generator_cpus) if generator_cpus else None,
-        remote_workers=load.remote_workers,
-        master_bind_host=load.master_bind_host,
-        allow_remote=allow_remote,
+        SwarmShape.of(load, f"{mcp.scheme}://{mcp.netloc}", series.generator_cpus),
+        allow_remote=series.allow_remote,
     )
     tail = swarm.tail()
-    stop = asyncio.Event()
     observer.event(f"starting {load.users} MCP clients for {load.run_time:g} s")
     swarm.start()
     record.notes.extend(swarm.affinity_notes)
@@ -442,53 +456,94 @@ async def _run_load(
             f"  {swarm.remote_worker_command()}"
         )
     live.t0 = await _load_started(swarm, tail, live, EXPECT_WORKERS_WAIT_S + 15.0)
-    clock = live.clock = RunClock(live.t0)
-    write_probe = WriteProbe(
-        endpoints.server_database_url,
-        live.t0,
-        scenario.probes.write_interval,
-        scenario.probes.timeout,
-    )
-    service_probe = ServiceProbe(
-        endpoints.mcp_url,
-        live.t0,
-        live.ledger,
-        scenario.probes.service_interval,
-        timeout_s=scenario.service_timeout_s,
-        headers=scenario.server.resolved_headers(),
-        seed=scenario.seed,
-        protocol=load.protocol,
-        success_when=scenario.ledger.success_when,
-        write=WriteTemplate(
-            scenario.ledger.tool, tuple(scenario.ledger.arguments.items()), scenario.ledger.content
-        ),
-    )
-    sampler = ResourceSampler(
-        primary_dsn=lambda: stack.current_primary_dsn,
-        metrics_urls=stack.server_metrics_urls(),
-        generator_pids=swarm.pids,
-        t0=live.t0,
-    )
-    checks = scenario.integrity_checks
-    if checks:
-        live.watch = IntegrityWatch(
-            IntegrityChecker(checks, scenario.integrity.timeout),
-            stack,
-            clock,
-            scenario.integrity.interval,
-            incident=lambda: record.t_fault_s,
+    live.clock = RunClock(live.t0)
+    return swarm, tail
+
+
+@dataclass
+class _Observers:
+    """What watches the run beside the load: the write and service probes, the resource
+    sampler, the harness's own loop lag, and the integrity watch (``live.watch``)."""
+
+    write_probe: WriteProbe
+    service_probe: ServiceProbe
+    sampler: ResourceSampler
+    loop_lag: LoopLagProbe
+    watch: IntegrityWatch | None
+
+    @classmethod
+    def start(cls, scenario: Scenario, live: _Live, record: RunRecord, swarm: Swarm) -> _Observers:
+        stack, probes, ledger = live.stack, scenario.probes, scenario.ledger
+        assert live.clock is not None, "the load has not started"
+        service_probe = ServiceProbe(
+            stack.endpoints.mcp_url,
+            live.t0,
+            live.ledger,
+            probes.service_interval,
+            timeout_s=scenario.service_timeout_s,
+            headers=scenario.server.resolved_headers(),
+            seed=scenario.seed,
+            protocol=scenario.load.protocol,
+            success_when=ledger.success_when,
+            write=WriteTemplate(ledger.tool, tuple(ledger.arguments.items()), ledger.content),
         )
+        sampler = ResourceSampler(
+            primary_dsn=lambda: stack.current_primary_dsn,
+            metrics_urls=stack.server_metrics_urls(),
+            generator_pids=swarm.pids,
+            t0=live.t0,
+        )
+        if scenario.integrity_checks:
+            live.watch = IntegrityWatch(
+                IntegrityChecker(scenario.integrity_checks, scenario.integrity.timeout),
+                stack,
+                live.clock,
+                scenario.integrity.interval,
+                incident=lambda: record.t_fault_s,
+            )
+        write_probe = WriteProbe(
+            stack.endpoints.server_database_url, live.t0, probes.write_interval, probes.timeout
+        )
+        return cls(write_probe, service_probe, sampler, LoopLagProbe(live.t0), live.watch)
+
+    def tasks(self, stop: asyncio.Event) -> list[asyncio.Task[Any]]:
+        runs = [
+            (self.loop_lag.run(stop), "harness-loop-lag"),
+            (self.write_probe.run(stop), "write-probe"),
+            (self.service_probe.run(stop), "service-probe"),
+            (self.sampler.run(stop), "resource-sampler"),
+        ]
+        if self.watch is not None:
+            runs.append((self.watch.run(stop), "integrity-watch"))
+        return [asyncio.create_task(run, name=name) for run, name in runs]
+
+    def samples(self, run_end_s: float, generator_cores: int) -> _Samples:
+        return _Samples(
+            self.write_probe.samples,
+            self.service_probe.samples,
+            self.sampler.samples,
+            self.loop_lag.seconds,
+            run_end_s,
+            generator_cores,
+        )
+
+
+def _fault_tasks(
+    scenario: Scenario, live: _Live, record: RunRecord, observer: Observer
+) -> list[asyncio.Task[None]]:
+    """One task per scheduled fault. A restore to the restore point needs that point made
+    just before the first fault fires, and no fault before it is made."""
     restore = scenario.recovery.restore
     first_fault = min(
         range(len(scenario.faults)), key=lambda i: scenario.faults[i].at, default=None
     )
-
     point_made = asyncio.Event()
 
     async def mark_restore_point() -> None:
+        assert live.clock is not None
         try:
             live.restore_point = await create_restore_point(
-                stack, clock, f"mcp-harness-{record.run_id[-4:]}-before-fault"
+                live.stack, live.clock, f"mcp-harness-{record.run_id[-4:]}-before-fault"
             )
             live.events.append((live.restore_point.t_end_s, "restore point created"))
         finally:
@@ -498,92 +553,79 @@ async def _run_load(
         await point_made.wait()
 
     with_point = restore is not None and restore.target == "restore_point"
-    restoring = asyncio.Event()
-    loop_lag = LoopLagProbe(live.t0)
-    tasks = [
-        asyncio.create_task(loop_lag.run(stop), name="harness-loop-lag"),
-        asyncio.create_task(write_probe.run(stop), name="write-probe"),
-        asyncio.create_task(service_probe.run(stop), name="service-probe"),
-        asyncio.create_task(sampler.run(stop), name="resource-sampler"),
-        *(
-            asyncio.create_task(
-                run_fault(
-                    fault,
-                    record.faults[index],
-                    FaultContext(stack, scenario, live.t0, index, live.events, observer.event),
-                    before=(mark_restore_point if index == first_fault else after_restore_point)
-                    if with_point
-                    else None,
-                ),
-                name=f"fault-{index}-{fault.kind}",
-            )
-            for index, fault in enumerate(scenario.faults)
-        ),
+    return [
+        asyncio.create_task(
+            run_fault(
+                fault,
+                record.faults[index],
+                FaultContext(live.stack, scenario, live.t0, index, live.events, observer.event),
+                before=(mark_restore_point if index == first_fault else after_restore_point)
+                if with_point
+                else None,
+            ),
+            name=f"fault-{index}-{fault.kind}",
+        )
+        for index, fault in enumerate(scenario.faults)
     ]
-    if live.watch is not None:
-        tasks.append(asyncio.create_task(live.watch.run(stop), name="integrity-watch"))
-    restore_task = None
-    if restore is not None:
-        restorer = Restorer(
-            restore,
-            stack,
-            clock,
-            live.watch,
-            live.ledger,
-            scenario.ledger,
-            lambda: live.restore_point,
-            observer.event,
-        )
-        restore_task = asyncio.create_task(
-            restorer.run(restoring),
-            name="restore",
-        )
-    if scenario.recovery.runbook is not None:
-        live.runbook = _runbook_watch(scenario, live, observer, restoring, restore_task)
-        tasks.append(asyncio.create_task(live.runbook.run(stop), name=RUNBOOK_WATCH_TASK))
-    try:
-        deadline = live.t0 + load.run_time + 60.0
-        while swarm.running and time.monotonic() < deadline:
-            _ingest(tail.read_new(), live)
-            observer.tick(_status(live, record, load.users))
-            await asyncio.sleep(1.0)
-        if swarm.running:
-            record.notes.append(
-                "the load did not stop by itself within run_time + 60 s; it was stopped"
-            )
-    finally:
-        if restore_task is not None:
-            await _finish_restore(restore_task, restoring, live, record)
-        stop.set()
-        for task in tasks:
-            if not task.done() and _cancel_at_end(task, live):
-                task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        run_end_s = time.monotonic() - live.t0
-        for task, outcome in zip(tasks, results, strict=True):
-            if isinstance(outcome, Exception):
-                record.doubts.append(
-                    Doubt(
-                        f"{task.get_name()} failed, its figures are incomplete: {outcome!r}",
-                        TASK_TOUCHES.get(task.get_name(), ("*",)),
-                    )
-                )
-        await asyncio.to_thread(swarm.stop)
+
+
+def _restore_task(
+    scenario: Scenario, live: _Live, observer: Observer, restoring: asyncio.Event
+) -> asyncio.Task[RestoreOutcome] | None:
+    restore = scenario.recovery.restore
+    if restore is None:
+        return None
+    assert live.clock is not None
+    restorer = Restorer(
+        restore,
+        live.stack,
+        live.clock,
+        live.watch,
+        live.ledger,
+        scenario.ledger,
+        lambda: live.restore_point,
+        observer.event,
+    )
+    return asyncio.create_task(restorer.run(restoring), name="restore")
+
+
+async def _follow_load(
+    swarm: Swarm,
+    tail: RecordTail,
+    live: _Live,
+    record: RunRecord,
+    observer: Observer,
+    load: LoadConfig,
+) -> None:
+    """Read the load's records every second until it stops by itself (or 60 s late)."""
+    deadline = live.t0 + load.run_time + 60.0
+    while swarm.running and time.monotonic() < deadline:
         _ingest(tail.read_new(), live)
-        if tail.skipped_lines:
-            record.notes.append(f"{tail.skipped_lines} malformed load record line(s) were skipped")
-        if load.remote_workers:
-            record.notes.append(
-                "remote workers' CPU is not sampled: the saturation rule covers local Locust processes only"
-            )
-        live.samples = _Samples(
-            write_probe.samples,
-            service_probe.samples,
-            sampler.samples,
-            loop_lag.seconds,
-            run_end_s,
-            len(generator_cpus) if generator_cpus else len(os.sched_getaffinity(0)),
+        observer.tick(_status(live, record, load.users))
+        await asyncio.sleep(1.0)
+    if swarm.running:
+        record.notes.append(
+            "the load did not stop by itself within run_time + 60 s; it was stopped"
         )
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[Any]], live: _Live, record: RunRecord) -> float:
+    """Every task stopped (or left to finish, ``_cancel_at_end``); a task that failed is a
+    doubt on the figures it feeds. Returns the end of the run (s from t0)."""
+    for task in tasks:
+        if not task.done() and _cancel_at_end(task, live):
+            task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    run_end_s = time.monotonic() - live.t0
+    for task, outcome in zip(tasks, results, strict=True):
+        if isinstance(outcome, Exception):
+            record.doubts.append(
+                Doubt(
+                    f"{task.get_name()} failed, its figures are incomplete: {outcome!r}",
+                    TASK_TOUCHES.get(task.get_name(), ("*",)),
+                )
+            )
+    return run_end_s
 
 
 RUNBOOK_WATCH_TASK = "runbook-watch"

@@ -15,10 +15,11 @@ import shlex
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import Scenario
+from harness.config import LoadConfig, Scenario
 from harness.load.settings import FINAL_BATCH_GRACE_S, SETTINGS_ENV, LoadSettings
 from harness.stack.net import LOOPBACK, free_port, is_loopback_host, require_loopback
 from harness.stack.processes import (
@@ -37,6 +38,59 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})
 
 
+@dataclass(frozen=True)
+class SwarmShape:
+    """How big a swarm is and where it points: the load target, users, spawn rate and
+    run time, and the Locust processes (local workers, pinned to ``worker_cpus``;
+    ``remote_workers`` started by a person elsewhere). ``master_advertise_host`` is the
+    address remote workers dial (default: the bind host, or this machine's name when
+    bound to every interface)."""
+
+    base_url: str
+    users: int
+    spawn_rate: float
+    run_time_s: float
+    workers: int = 1
+    remote_workers: int = 0
+    worker_cpus: frozenset[int] | None = None
+    master_bind_host: str = LOOPBACK
+    master_advertise_host: str | None = None
+    stop_timeout_s: float = 2.0
+    expect_workers_max_wait_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if (
+            self.users < 1
+            or self.spawn_rate <= 0
+            or self.run_time_s <= 0
+            or self.workers < 1
+            or self.remote_workers < 0
+        ):
+            raise ValueError(
+                "a swarm needs users >= 1, spawn_rate > 0, run_time_s > 0, workers >= 1, "
+                "remote_workers >= 0"
+            )
+        cpus = self.worker_cpus
+        if cpus is not None and (not cpus or min(cpus) < 0):
+            raise ValueError(f"worker_cpus {sorted(cpus)} needs CPU numbers >= 0")
+
+    @classmethod
+    def of(
+        cls, load: LoadConfig, base_url: str, worker_cpus: frozenset[int] | None = None
+    ) -> SwarmShape:
+        """The shape a scenario's ``load`` asks for."""
+        return cls(
+            base_url,
+            load.users,
+            load.spawn_rate,
+            load.run_time,
+            workers=load.workers,
+            remote_workers=load.remote_workers,
+            worker_cpus=worker_cpus or None,
+            master_bind_host=load.master_bind_host,
+        )
+
+
 class Swarm:
     """One Locust master and its workers, bounded in users and time, owned by the run.
 
@@ -49,57 +103,40 @@ class Swarm:
         self,
         registry: ProcessRegistry,
         settings: LoadSettings,
+        shape: SwarmShape,
         *,
-        base_url: str,
-        users: int,
-        spawn_rate: float,
-        run_time_s: float,
-        workers: int = 1,
-        stop_timeout_s: float = 2.0,
-        expect_workers_max_wait_s: float = 30.0,
         allow_remote: bool = False,
-        worker_cpus: set[int] | None = None,
-        remote_workers: int = 0,
-        master_bind_host: str = LOOPBACK,
-        master_advertise_host: str | None = None,
     ) -> None:
-        """``workers`` local worker processes are started here; ``remote_workers`` more are
-        started by a person on other machines (``remote_worker_command``) and the test
-        begins once all of them are connected. ``worker_cpus`` pins the local workers.
-        ``master_bind_host`` other than loopback (for remote workers) needs
-        ``allow_remote``; ``master_advertise_host`` is the address remote workers dial
-        (default: the bind host, or this machine's name when bound to every interface).
-        """
-        require_loopback(base_url, allow_remote=allow_remote, what="load target")
-        if users < 1 or spawn_rate <= 0 or run_time_s <= 0 or workers < 1 or remote_workers < 0:
+        """``shape.workers`` local worker processes are started here;
+        ``shape.remote_workers`` more are started by a person on other machines
+        (``remote_worker_command``) and the test begins once all of them are connected.
+        A master bound beyond loopback (for remote workers) or a target that is not on
+        this machine needs ``allow_remote``."""
+        require_loopback(shape.base_url, allow_remote=allow_remote, what="load target")
+        if not is_loopback_host(shape.master_bind_host) and not allow_remote:
             raise ValueError(
-                "a swarm needs users >= 1, spawn_rate > 0, run_time_s > 0, workers >= 1, "
-                "remote_workers >= 0"
-            )
-        if worker_cpus is not None and (not worker_cpus or min(worker_cpus) < 0):
-            raise ValueError(f"worker_cpus {sorted(worker_cpus)} needs CPU numbers >= 0")
-        if not is_loopback_host(master_bind_host) and not allow_remote:
-            raise ValueError(
-                f"the Locust master would listen on {master_bind_host!r}, not on loopback; "
-                "pass allow_remote=True (--allow-remote) to let workers on other machines in"
+                f"the Locust master would listen on {shape.master_bind_host!r}, not on "
+                "loopback; pass allow_remote=True (--allow-remote) to let workers on other "
+                "machines in"
             )
         self.registry = registry
         self.settings = settings
-        self.base_url = base_url.rstrip("/")
-        self.users = users
-        self.spawn_rate = spawn_rate
-        self.run_time_s = math.ceil(run_time_s)  # Locust takes whole seconds
-        self.worker_count = workers
-        self.remote_worker_count = remote_workers
-        self.stop_timeout_s = math.ceil(stop_timeout_s)
-        self.expect_workers_max_wait_s = math.ceil(expect_workers_max_wait_s)
-        self.worker_cpus = None if worker_cpus is None else frozenset(worker_cpus)
-        self.master_bind_host = master_bind_host
-        self.master_advertise_host = master_advertise_host or (
-            socket.getfqdn() if master_bind_host in WILDCARD_HOSTS else master_bind_host
+        self.shape = shape
+        self.base_url = shape.base_url.rstrip("/")
+        self.users = shape.users
+        self.spawn_rate = shape.spawn_rate
+        self.run_time_s = math.ceil(shape.run_time_s)  # Locust takes whole seconds
+        self.worker_count = shape.workers
+        self.remote_worker_count = shape.remote_workers
+        self.stop_timeout_s = math.ceil(shape.stop_timeout_s)
+        self.expect_workers_max_wait_s = math.ceil(shape.expect_workers_max_wait_s)
+        self.worker_cpus = shape.worker_cpus
+        self.master_bind_host = shape.master_bind_host
+        self.master_advertise_host = shape.master_advertise_host or (
+            socket.getfqdn() if shape.master_bind_host in WILDCARD_HOSTS else shape.master_bind_host
         )
         self.local_master_host = (
-            LOOPBACK if master_bind_host in WILDCARD_HOSTS else master_bind_host
+            LOOPBACK if shape.master_bind_host in WILDCARD_HOSTS else shape.master_bind_host
         )
         """Where local workers dial the master: loopback when it listens everywhere."""
         self.master_port: int | None = None

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harness.load.settings import LoadSettings
-from harness.load.swarm import RecordTail, Swarm, settings_for
+from harness.load.swarm import RecordTail, Swarm, SwarmShape, settings_for
 from harness.measure.failover import (
     DEFAULT_PROBE_INTERVAL_S,
     DEFAULT_PROBE_TIMEOUT_S,
@@ -230,11 +230,13 @@ class SwarmRun:
         self.swarm = Swarm(
             stack.registry,
             self.settings,
-            base_url=f"{mcp.scheme}://{mcp.netloc}",
-            users=self.users,
-            spawn_rate=self.spawn_rate,
-            run_time_s=self.run_time_s,
-            workers=self.workers,
+            SwarmShape(
+                base_url=f"{mcp.scheme}://{mcp.netloc}",
+                users=self.users,
+                spawn_rate=self.spawn_rate,
+                run_time_s=self.run_time_s,
+                workers=self.workers,
+            ),
         )
         Path(self.settings.records_path).parent.mkdir(parents=True, exist_ok=True)
         self.tail = self.swarm.tail()

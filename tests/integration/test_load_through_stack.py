@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.load.settings import LoadSettings
-from harness.load.swarm import Swarm
+from harness.load.swarm import Swarm, SwarmShape
 from harness.stack.local import LocalStack
 
 USERS = 100
@@ -27,10 +27,7 @@ def test_hundred_clients_list_tools_through_the_mcp_proxy(
     swarm = Swarm(
         local_stack.registry,
         settings,
-        base_url=f"http://{mcp.netloc}",
-        users=USERS,
-        spawn_rate=50,
-        run_time_s=12,
+        SwarmShape(base_url=f"http://{mcp.netloc}", users=USERS, spawn_rate=50, run_time_s=12),
     )
     swarm.start()
     try:

@@ -21,7 +21,7 @@ import pytest
 
 from harness.config import Scenario
 from harness.load.settings import SETTINGS_ENV
-from harness.load.swarm import SETTINGS_FILE, Swarm, settings_for
+from harness.load.swarm import SETTINGS_FILE, Swarm, SwarmShape, settings_for
 from harness.stack.local import TOXIPROXY_LOG_LEVEL, LocalStack
 from harness.stack.mcp_server import ADMIN_TOKEN_ENV
 from harness.stack.postgres import SUPERUSER
@@ -81,7 +81,9 @@ def running() -> Iterator[Running]:
             settings = settings_for(scenario, stack.run_dir / "records.jsonl", "sec")
             mcp = stack.endpoints.mcp_url.rsplit("/", 1)[0]
             swarm = Swarm(
-                stack.registry, settings, base_url=mcp, users=1, spawn_rate=1, run_time_s=60
+                stack.registry,
+                settings,
+                SwarmShape(base_url=mcp, users=1, spawn_rate=1, run_time_s=60),
             )
             swarm.start()
             try:

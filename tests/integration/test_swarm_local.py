@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from harness.load.settings import USER_ID_STRIDE, LoadSettings
-from harness.load.swarm import RecordTail, Swarm
+from harness.load.swarm import RecordTail, Swarm, SwarmShape
 from harness.mcp_client.wire import McpSession
 from harness.stack.net import free_port
 from harness.stack.processes import OwnedProcess, ProcessRegistry
@@ -132,11 +132,9 @@ def test_swarm_reconnects_every_broken_user_after_a_server_restart(
     swarm = Swarm(
         registry,
         settings,
-        base_url=f"http://127.0.0.1:{port}",
-        users=users,
-        spawn_rate=60,
-        run_time_s=8,
-        workers=1,
+        SwarmShape(
+            base_url=f"http://127.0.0.1:{port}", users=users, spawn_rate=60, run_time_s=8, workers=1
+        ),
     )
     records: list[dict] = []
     try:
@@ -229,13 +227,15 @@ def test_users_wait_out_a_shed_initialize_with_a_remote_worker_and_pinned_cpus(
     swarm = Swarm(
         registry,
         load_settings(reconnect_policy="backoff", backoff_base_s=0.1, backoff_cap_s=1.0),
-        base_url=f"http://127.0.0.1:{port}",
-        users=users,
-        spawn_rate=40,
-        run_time_s=8,
-        workers=1,
-        remote_workers=1,
-        worker_cpus=cpus,
+        SwarmShape(
+            base_url=f"http://127.0.0.1:{port}",
+            users=users,
+            spawn_rate=40,
+            run_time_s=8,
+            workers=1,
+            remote_workers=1,
+            worker_cpus=frozenset(cpus) if cpus else None,
+        ),
     )
     records: list[dict] = []
     remote: OwnedProcess | None = None
@@ -408,10 +408,7 @@ def test_swarm_stopped_early_writes_stop_last_and_exits(registry: ProcessRegistr
     swarm = Swarm(
         registry,
         load_settings(tool_mix={"tools/list": 1.0, "create_note": 1.0}),
-        base_url=f"http://127.0.0.1:{port}",
-        users=20,
-        spawn_rate=20,
-        run_time_s=60,
+        SwarmShape(base_url=f"http://127.0.0.1:{port}", users=20, spawn_rate=20, run_time_s=60),
     )
     records: list[dict] = []
     try:
@@ -438,23 +435,19 @@ def test_remote_target_is_refused_without_the_flag(tmp_path: Path) -> None:
         Swarm(
             ProcessRegistry(tmp_path),
             load_settings(),
-            base_url="http://10.1.2.3:8000",
-            users=1,
-            spawn_rate=1,
-            run_time_s=1,
+            SwarmShape(base_url="http://10.1.2.3:8000", users=1, spawn_rate=1, run_time_s=1),
         )
 
 
 def test_master_listens_beyond_loopback_only_when_allowed(tmp_path: Path) -> None:
-    def swarm(**kwargs: Any) -> Swarm:
+    def swarm(allow_remote: bool = False, **shape: Any) -> Swarm:
         return Swarm(
             ProcessRegistry(tmp_path),
             load_settings(),
-            base_url="http://127.0.0.1:8000",
-            users=1,
-            spawn_rate=1,
-            run_time_s=1,
-            **kwargs,
+            SwarmShape(
+                base_url="http://127.0.0.1:8000", users=1, spawn_rate=1, run_time_s=1, **shape
+            ),
+            allow_remote=allow_remote,
         )
 
     with pytest.raises(ValueError, match="allow_remote"):
@@ -474,4 +467,4 @@ def test_master_listens_beyond_loopback_only_when_allowed(tmp_path: Path) -> Non
         named.remote_worker_command()
     assert named.pids() == []
     with pytest.raises(ValueError, match="worker_cpus"):
-        swarm(worker_cpus=set())
+        swarm(worker_cpus=frozenset())

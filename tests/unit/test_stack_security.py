@@ -23,7 +23,7 @@ import pytest
 
 from harness.config import Scenario, ServerConfig
 from harness.load.settings import SETTINGS_ENV
-from harness.load.swarm import Swarm, settings_for
+from harness.load.swarm import Swarm, SwarmShape, settings_for
 from harness.stack import Endpoints, StackError
 from harness.stack.attached import (
     CREDENTIALS_FILE,
@@ -609,12 +609,9 @@ def make_swarm(tmp_path: Path, scenario: Scenario | None = None) -> Swarm:
     scenario = scenario or Scenario(name="t")
     settings = settings_for(scenario, tmp_path / "records.jsonl", "t")
     return Swarm(
-        RecordingRegistry(tmp_path),  # type: ignore[arg-type]
+        RecordingRegistry(tmp_path),
         settings,
-        base_url="http://127.0.0.1:1",
-        users=1,
-        spawn_rate=1,
-        run_time_s=1,
+        SwarmShape(base_url="http://127.0.0.1:1", users=1, spawn_rate=1, run_time_s=1),
     )
 
 
