@@ -200,8 +200,7 @@ def measure_outage(
         t_fault,
         STABILITY_S,
         watched_until_s,
-        probe_interval_s=SERVICE_INTERVAL_S,
-        probe_timeout_s=SERVICE_TIMEOUT_S,
+        cadence=harness_measures.ProbeCadence(SERVICE_INTERVAL_S, SERVICE_TIMEOUT_S),
     )
     counted = {
         "db_failover_s": first,

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_doctor(sub)
+    _add_up(sub)
+    _add_run(sub)
+    _add_drill(sub)
+    _add_compare(sub)
+    _add_runbook(sub)
+    _add_report(sub)
+    return parser
+
+
+def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     doctor = sub.add_parser(
         "doctor", help="check every prerequisite and say how to fix what is missing"
     )
     doctor.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+    doctor.set_defaults(handler=cmd_doctor)
 
+
+def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser(
         "up",
         help="bring the stack up and keep it running until Ctrl-C / SIGTERM (its logs are in run_dir/logs meanwhile; removed when it stops)",
@@ -131,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
     _add_allow_remote(up)
     _add_backend_argument(up)
+    up.set_defaults(handler=cmd_up)
 
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run one scenario and judge its objectives")
     run.add_argument("scenario", help="scenario YAML file")
     run.add_argument(
@@ -189,7 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"run the scenario N times (1 to {MAX_REPEAT}) on one stack, restored to its "
         "start between runs, and judge each objective over the runs (flaky when they disagree)",
     )
+    run.set_defaults(handler=cmd_run)
 
+
+def _add_drill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     drill = sub.add_parser(
         "drill",
         help="the disaster-recovery drill: several scenarios, each on a fresh stack, against "
@@ -221,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drill.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
     _add_allow_remote(drill)
+    drill.set_defaults(handler=cmd_drill)
 
+
+def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     compare = sub.add_parser(
         "compare",
         help="runs side by side (a trend table): ratios to a baseline run, regressions flagged",
@@ -247,7 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 1 when a figure or a verdict regressed against the baseline",
     )
+    compare.set_defaults(handler=cmd_compare)
 
+
+def _add_runbook(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     runbook = sub.add_parser(
         "runbook",
         help="check (or execute) a runbook against a stack started by `mcp-harness up`",
@@ -266,7 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--stack",
         help="the credentials_file `mcp-harness up` printed (default: the newest running one)",
     )
+    runbook.set_defaults(handler=cmd_runbook)
 
+
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report = sub.add_parser(
         "report",
         help="print the verdict table of a result.json (or its run directory) and write "
@@ -276,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--out", help="directory for the rendered files (default: beside result.json)"
     )
-    return parser
+    report.set_defaults(handler=cmd_report)
 
 
 def _add_backend_argument(parser: argparse.ArgumentParser) -> None:
@@ -323,20 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "doctor":
-            return cmd_doctor(args)
-        if args.command == "up":
-            return cmd_up(args)
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "drill":
-            return cmd_drill(args)
-        if args.command == "report":
-            return cmd_report(args)
-        if args.command == "runbook":
-            return cmd_runbook(args)
-        if args.command == "compare":
-            return cmd_compare(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except ScenarioError as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -359,8 +376,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             err_console.print(escape(traceback.format_exc()), highlight=False)
         return EXIT_INCONCLUSIVE
-    parser.error(f"unknown command {args.command}")
-    return EXIT_USAGE
 
 
 def _printable(text: str) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,46 +257,65 @@ def restore_steps(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+Gap = tuple[str, str, str]
+"""(kind, what, detail) of one thing a person has to look at."""
+
+
 def scenario_gaps(name: str, result: dict[str, Any], targets: DrillTargets) -> list[dict[str, Any]]:
     """What a person has to look at after this scenario: missed and unmeasured objectives,
     faults that did not take effect, runbook steps that were not healthy or fixed (an
     alert needs a manual action), timed-out runbook actions, a restore error, doubts, and
     a measured RTO or RPO over the drill's declared targets."""
-    gaps: list[dict[str, Any]] = []
+    found = [
+        *_objective_gaps(result),
+        *_fault_gaps(result),
+        *_runbook_gaps(result),
+        *_run_gaps(result),
+        *_target_gaps(result, targets),
+    ]
+    return [
+        {"scenario": name, "kind": kind, "what": what, "detail": detail}
+        for kind, what, detail in found
+    ]
 
-    def gap(kind: str, what: str, detail: str) -> None:
-        gaps.append({"scenario": name, "kind": kind, "what": what, "detail": detail})
 
+def _objective_gaps(result: dict[str, Any]) -> Iterator[Gap]:
     for objective in result.get("objectives") or []:
         verdict = objective.get("verdict")
         label = objective.get("metric", "?") + (
             f" ({objective['phase']})" if objective.get("phase") else ""
         )
         if verdict == "missed":
-            gap("objective_missed", f"objective missed: {label}", objective_message(objective))
+            yield "objective_missed", f"objective missed: {label}", objective_message(objective)
         elif verdict == "not_measured":
-            gap(
+            yield (
                 "objective_not_measured",
                 f"objective not measured: {label}",
                 objective_message(objective),
             )
+
+
+def _fault_gaps(result: dict[str, Any]) -> Iterator[Gap]:
     for fault in result.get("faults") or []:
         if not fault.get("confirmed"):
-            gap(
+            yield (
                 "fault_unconfirmed",
                 f"fault not confirmed: {fault.get('kind')} on {fault.get('target')}",
                 str(fault.get("detail") or "the fault did not take effect"),
             )
+
+
+def _runbook_gaps(result: dict[str, Any]) -> Iterator[Gap]:
+    """Each step that was not healthy or fixed (once per outcome and detail), and each
+    check or fix that timed out or failed."""
     seen: set[tuple[Any, ...]] = set()
     for step in runbook_steps(result):
         outcome = step.get("outcome")
-        if outcome in RUNBOOK_OK:
-            continue
         key = (step.get("name"), outcome, step.get("detail"))
-        if key in seen:
+        if outcome in RUNBOOK_OK or key in seen:
             continue
         seen.add(key)
-        gap(
+        yield (
             "runbook_step",
             f"runbook step {step.get('name')}: {STEP_GAP.get(str(outcome), str(outcome))}",
             str(step.get("detail") or outcome),
@@ -305,22 +324,27 @@ def scenario_gaps(name: str, result: dict[str, Any], targets: DrillTargets) -> l
     for execution in (runbook.get("executions") or []) if isinstance(runbook, dict) else []:
         for action in execution.get("actions") or []:
             if action.get("outcome") in ("timed_out", "error"):
-                gap(
+                yield (
                     "runbook_action",
                     f"runbook {action.get('action')} of {action.get('step')} {action.get('outcome')}",
                     str(action.get("detail") or ""),
                 )
+
+
+def _run_gaps(result: dict[str, Any]) -> Iterator[Gap]:
+    """A restore that failed, doubts on figures, a run that did not finish."""
     restore = _metric(result, "restore")
     if isinstance(restore, dict) and restore.get("error"):
-        gap("restore_error", "restore failed", str(restore["error"]))
+        yield "restore_error", "restore failed", str(restore["error"])
     for doubt in result.get("doubts") or []:
-        gap("doubt", "a figure could be wrong", str(doubt))
+        yield "doubt", "a figure could be wrong", str(doubt)
     if result.get("complete") is False or result.get("interrupted"):
-        gap(
-            "incomplete",
-            "the run did not finish",
-            "; ".join(result.get("notes") or []) or "interrupted",
-        )
+        notes = "; ".join(result.get("notes") or []) or "interrupted"
+        yield "incomplete", "the run did not finish", notes
+
+
+def _target_gaps(result: dict[str, Any], targets: DrillTargets) -> Iterator[Gap]:
+    """RTO and RPO over the drill's targets, and any acknowledged write lost."""
     for kind, what, path, target, unit in (
         ("rto_over_target", "RTO over target", ("rto_s",), targets.rto_s, " s"),
         ("rpo_over_target", "RPO over target", ("writes", "rpo_s"), targets.rpo_s, " s"),
@@ -334,16 +358,15 @@ def scenario_gaps(name: str, result: dict[str, Any], targets: DrillTargets) -> l
     ):
         measured = _number(_metric(result, *path))
         if measured is not None and measured > target:
-            gap(kind, what, f"measured {measured:.3g}{unit} > target {target:g}{unit}")
+            yield kind, what, f"measured {measured:.3g}{unit} > target {target:g}{unit}"
     lost = _number(_metric(result, "writes", "lost_unintended"))
     if lost:
-        gap(
+        yield (
             "acknowledged_writes_lost",
             "acknowledged writes lost",
             f"{lost:g} writes the clients were told were saved are missing on the final "
             "primary (not discarded by a restore on purpose)",
         )
-    return gaps
 
 
 OVER_TARGET = ("rto_over_target", "rpo_over_target")

@@ -35,6 +35,7 @@ from harness.mcp_client.writes import WriteTemplate
 from harness.measure.clock import WALL_DRIFT_TOLERANCE_S, RunClock
 from harness.measure.failover import (
     NOT_REACHED_KEY,
+    ProbeCadence,
     ServiceProbeSample,
     WriteProbeSample,
     first_service_write_s,
@@ -1040,8 +1041,7 @@ def _service_recovery(
         t_fault_s=t_fault,
         run_end_s=run_end_s,
         window_s=scenario.windows.stability,
-        probe_interval_s=scenario.probes.service_interval,
-        probe_timeout_s=scenario.service_timeout_s,
+        cadence=ProbeCadence(scenario.probes.service_interval, scenario.service_timeout_s),
         restore_required=scenario.recovery.restore is not None,
         restored_at_s=restored_at,
         tools_list=[(a.t_s, a.ms) for a in tools_list],

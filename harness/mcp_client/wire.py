@@ -413,18 +413,10 @@ def outcome_of(
             kind, response, detail, retry_after_s, request.method, request.sessionless
         )
 
-    wait_s = parse_retry_after(retry_after) if status in SHED_STATUSES else None
-    if wait_s is not None:
-        detail = f"{_error_detail(body, content_type, status)} (Retry-After {wait_s:g}s)"
-        return judged(ErrorKind.SHED, detail=detail, retry_after_s=wait_s)
-    if status == 404:
-        return judged(ErrorKind.HTTP_404, detail=_error_detail(body, content_type, status))
-    if status >= 500:
-        return judged(ErrorKind.HTTP_5XX, detail=_error_detail(body, content_type, status))
-    if status >= 400:
-        return judged(ErrorKind.HTTP_4XX, detail=_error_detail(body, content_type, status))
     if not 200 <= status < 300:
-        return judged(ErrorKind.BAD_RESPONSE, detail=f"HTTP {status}")
+        wait_s = parse_retry_after(retry_after) if status in SHED_STATUSES else None
+        kind, detail = _status_failure(status, _error_detail(body, content_type, status), wait_s)
+        return judged(kind, detail=detail, retry_after_s=wait_s)
     if request.http_method == "GET":
         mime = (content_type or "").split(";")[0].strip().lower()
         if mime != "text/event-stream":
@@ -442,6 +434,20 @@ def outcome_of(
     if request.method == "tools/call" and isinstance(result, dict) and result.get("isError"):
         return judged(ErrorKind.TOOL_ERROR, response, _tool_error_detail(result))
     return judged(None, response)
+
+
+def _status_failure(status: int, detail: str, wait_s: float | None) -> tuple[ErrorKind, str]:
+    """The kind of a reply that is not 2xx: shed (429/503 with a Retry-After), 404 (the
+    session is gone), 5xx, other 4xx, or a status that is none of those."""
+    if wait_s is not None:
+        return ErrorKind.SHED, f"{detail} (Retry-After {wait_s:g}s)"
+    if status == 404:
+        return ErrorKind.HTTP_404, detail
+    if status >= 500:
+        return ErrorKind.HTTP_5XX, detail
+    if status >= 400:
+        return ErrorKind.HTTP_4XX, detail
+    return ErrorKind.BAD_RESPONSE, f"HTTP {status}"
 
 
 def transport_failure(error: BaseException | str) -> McpOutcome:

@@ -41,6 +41,23 @@ default); callers should pass the run's own."""
 DEFAULT_PROBE_TIMEOUT_S = 5.0
 """The service probe's timeout when a caller does not say (``probes.service_timeout``'s
 default); callers should pass the run's own."""
+
+
+@dataclass(frozen=True)
+class ProbeCadence:
+    """How often the service probe calls (``interval_s`` after each answer) and how long
+    one call may take (``timeout_s``): together, the longest a probe that keeps
+    succeeding can stay silent."""
+
+    interval_s: float = DEFAULT_PROBE_INTERVAL_S
+    timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
+
+    @property
+    def longest_silence_s(self) -> float:
+        return self.interval_s + self.timeout_s
+
+
+DEFAULT_CADENCE = ProbeCadence()
 _EPSILON_S = 1e-9
 """Slack for float sums in the gap rule: a gap of exactly interval + timeout is allowed."""
 
@@ -154,14 +171,13 @@ def window_rejection(
     start_s: float,
     window_s: float,
     *,
-    probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
-    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+    cadence: ProbeCadence = DEFAULT_CADENCE,
 ) -> str | None:
     """Why the window [``start_s``, ``start_s + window_s``) is not evidence of a working
     service, or None when it is (the evidence rules of ``stable_from_s``; the latency
     objective is not judged here)."""
     ordered = sorted(samples, key=lambda s: s.t_s)
-    return _Evidence(ordered, probe_interval_s + probe_timeout_s).rejection(start_s, window_s)
+    return _Evidence(ordered, cadence.longest_silence_s).rejection(start_s, window_s)
 
 
 class _Evidence:
@@ -197,8 +213,7 @@ def stable_from_s(
     latency: Sequence[tuple[float, float]] = (),
     p99_max_ms: float | None = None,
     *,
-    probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
-    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+    cadence: ProbeCadence = DEFAULT_CADENCE,
 ) -> float | None:
     """The ack time c of the first successful service write sent at or after ``t_from_s``
     whose window [c, c + ``window_s``) is evidence of a working service (and, if
@@ -212,15 +227,15 @@ def stable_from_s(
       was a write of the window that did not succeed);
     - it holds at least ``MIN_WINDOW_SAMPLES`` successes: silence is not success;
     - the successes are spread: between consecutive successes' ack times, counting c and
-      c + ``window_s`` as the two ends, no gap is longer than ``probe_interval_s +
-      probe_timeout_s``, the longest a probe that keeps succeeding can stay silent (the
+      c + ``window_s`` as the two ends, no gap is longer than
+      ``cadence.longest_silence_s`` (the probe's interval + timeout), the longest a probe that keeps succeeding can stay silent (the
       next call is sent at most an interval after an answer and answered within the
       timeout). A longer silence is a probe stuck on a service that did not answer.
 
     Pass ``verified_samples`` to count only writes the final ledger found intact.
     """
     ordered = sorted(samples, key=lambda s: s.t_s)
-    evidence = _Evidence(ordered, probe_interval_s + probe_timeout_s)
+    evidence = _Evidence(ordered, cadence.longest_silence_s)
     for candidate in ordered:
         if not candidate.ok or not _sent_from(candidate, t_from_s):
             continue
@@ -245,8 +260,7 @@ def failover_s(
     run_end_s: float,
     search_from_s: float | None = None,
     *,
-    probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
-    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+    cadence: ProbeCadence = DEFAULT_CADENCE,
 ) -> float | None:
     """t_fault -> first successful write tool call after which writes keep succeeding for the
     window, with the evidence ``stable_from_s`` requires. ``search_from_s``: not before then
@@ -258,8 +272,7 @@ def failover_s(
         start,
         window_s,
         run_end_s,
-        probe_interval_s=probe_interval_s,
-        probe_timeout_s=probe_timeout_s,
+        cadence=cadence,
     )
     return None if stable is None else stable - t_fault_s
 
@@ -273,8 +286,7 @@ def rto_s(
     p99_max_ms: float | None,
     search_from_s: float | None = None,
     *,
-    probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
-    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+    cadence: ProbeCadence = DEFAULT_CADENCE,
 ) -> float | None:
     """t_incident -> service objectives met again: writes succeed for the window (with the
     evidence ``stable_from_s`` requires) and tools/list p99 over it is back under its
@@ -287,7 +299,6 @@ def rto_s(
         run_end_s,
         tools_list,
         p99_max_ms,
-        probe_interval_s=probe_interval_s,
-        probe_timeout_s=probe_timeout_s,
+        cadence=cadence,
     )
     return None if stable is None else stable - t_incident_s

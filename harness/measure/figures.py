@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.measure.failover import (
+    ProbeCadence,
     ServiceProbeSample,
     WriteProbeSample,
     failover_s,
@@ -74,8 +75,7 @@ class RecoveryInputs:
     t_fault_s: float
     run_end_s: float
     window_s: float
-    probe_interval_s: float
-    probe_timeout_s: float
+    cadence: ProbeCadence
     restore_required: bool
     restored_at_s: float | None
     tools_list: Sequence[tuple[float, float]]
@@ -91,10 +91,7 @@ def service_recovery(
     restore the scenario calls for, the service never recovered, whatever the probe saw."""
     if inputs.restore_required and inputs.restored_at_s is None:
         return {"failover_s": None, "rto_s": None}
-    evidence = {
-        "probe_interval_s": inputs.probe_interval_s,
-        "probe_timeout_s": inputs.probe_timeout_s,
-    }
+    evidence = {"cadence": inputs.cadence}
     return {
         "failover_s": failover_s(
             verified,

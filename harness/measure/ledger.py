@@ -135,6 +135,41 @@ class RestoreBoundary:
         }
 
 
+@dataclass(frozen=True)
+class _Found:
+    """What the read-back found: the checksums of each id's rows, the ids present (in the
+    rows or in the list of every id), those present more than once, and the row count."""
+
+    checksums: dict[str, set[str]]
+    present: frozenset[str]
+    duplicate: frozenset[str]
+    rows_read: int
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str, str]], all_ids: Iterable[str] | None) -> _Found:
+        row_counts: Counter[str] = Counter()
+        checksums: dict[str, set[str]] = {}
+        for row_id, checksum in rows:
+            row_counts[row_id] += 1
+            checksums.setdefault(row_id, set()).add(checksum)
+        id_counts = Counter(all_ids or ())
+        counts = (row_counts, id_counts)
+        duplicate = frozenset(i for c in counts for i, n in c.items() if n > 1)
+        present = frozenset(row_counts) | frozenset(id_counts)
+        return cls(checksums, present, duplicate, sum(row_counts.values()))
+
+
+def _rpo_s(
+    t_incident_s: float | None, oldest_bad_sent_s: float | None, restore_target_s: float | None
+) -> float:
+    """The age at the incident of the oldest write sent before it and then lost or
+    altered, or a restore's window when that is larger; 0 without an incident."""
+    if t_incident_s is None:
+        return 0.0
+    ages = [t_incident_s - t for t in (oldest_bad_sent_s, restore_target_s) if t is not None]
+    return max([0.0, *ages])
+
+
 @dataclass
 class WriteLedger:
     """Acknowledged writes by id, the ids of every write attempted, and when each write
@@ -225,19 +260,9 @@ class WriteLedger:
         a restore and without ``intended_lost`` it is ``lost``. The three never overlap and
         together are ``lost``.
         """
-        row_counts: Counter[str] = Counter()
-        checksums: dict[str, set[str]] = {}
-        for row_id, checksum in rows:
-            row_counts[row_id] += 1
-            checksums.setdefault(row_id, set()).add(checksum)
-        duplicate = {i for i, n in row_counts.items() if n > 1}
-        present = set(row_counts)
-        phantom: frozenset[str] | None = None
-        if all_ids is not None:
-            id_counts = Counter(all_ids)
-            duplicate |= {i for i, n in id_counts.items() if n > 1}
-            present |= set(id_counts)
-            phantom = frozenset(present - self.attempted)
+        found = _Found.of(rows, all_ids)
+        checksums = found.checksums
+        phantom = None if all_ids is None else frozenset(found.present - self.attempted)
 
         intact: set[str] = set()
         altered: set[str] = set()
@@ -268,16 +293,10 @@ class WriteLedger:
                     oldest_bad_sent_s = sent_s
 
         deleted = (lost & set(intended_lost)) - discarded
-        rpo_s = 0.0
-        if t_incident_s is not None:
-            if oldest_bad_sent_s is not None:
-                rpo_s = t_incident_s - oldest_bad_sent_s
-            if restore_target_s is not None:
-                rpo_s = max(rpo_s, t_incident_s - restore_target_s)
         return LedgerClassification(
             acknowledged=len(self.acked),
             attempted=len(self.attempted),
-            rows_read=sum(row_counts.values()),
+            rows_read=found.rows_read,
             intact=frozenset(intact),
             altered=frozenset(altered),
             lost=frozenset(lost),
@@ -285,10 +304,10 @@ class WriteLedger:
             altered_after_incident=frozenset(altered & after_incident),
             phantom=phantom,
             unacknowledged_present=frozenset(
-                i for i in present if i in self.attempted and i not in self.acked
+                i for i in found.present if i in self.attempted and i not in self.acked
             ),
-            duplicate=frozenset(duplicate),
-            rpo_s=rpo_s,
+            duplicate=found.duplicate,
+            rpo_s=_rpo_s(t_incident_s, oldest_bad_sent_s, restore_target_s),
             lost_unintended=frozenset(lost - discarded - deleted),
             lost_discarded_by_restore=frozenset(discarded),
             lost_deleted_by_fault=frozenset(deleted),

@@ -37,7 +37,7 @@ import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -205,13 +205,20 @@ class Topology:
         return [self.toxiproxy, self.primary, self.replica, self.server]
 
 
+@dataclass(frozen=True)
+class RunSecrets:
+    """The run's generated secrets: the database roles' passwords and the admin token."""
+
+    passwords: dict[str, str] = field(repr=False)
+    admin_token: str = field(repr=False)
+
+
 def build_topology(
     scenario: Scenario,
     *,
     run_id: str,
     network: Network,
-    passwords: dict[str, str],
-    admin_token: str,
+    secrets: RunSecrets,
     admin_allow: str | None,
     server_image: str,
     docker_client_kw: dict[str, Any],
@@ -220,6 +227,7 @@ def build_topology(
     """Every container of the run as it will be started (nothing contacts the engine)."""
     docker = scenario.docker
     pg = scenario.postgres
+    passwords = secrets.passwords
     labels = owner_labels()
     common: dict[str, Any] = {
         "network": network,
@@ -255,7 +263,7 @@ def build_topology(
             toxiproxy.alias,
             (PROXY_PORTS["pg-primary"], PROXY_PORTS["pg-replica"]),
         ),
-        admin_token=admin_token,
+        admin_token=secrets.admin_token,
         admin_allow=admin_allow,
         host_port=host_port(),
         **common,
@@ -320,8 +328,7 @@ class DockerStack(Stack):
             self.scenario,
             run_id=self.run_id,
             network=network,
-            passwords=self.passwords,
-            admin_token=self.admin_token,
+            secrets=RunSecrets(self.passwords, self.admin_token),
             admin_allow=gateway,
             server_image=server_image,
             docker_client_kw=client_kw,

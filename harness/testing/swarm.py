@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 from harness.load.settings import LoadSettings
 from harness.load.swarm import RecordTail, Swarm, SwarmShape, settings_for
 from harness.measure.failover import (
-    DEFAULT_PROBE_INTERVAL_S,
-    DEFAULT_PROBE_TIMEOUT_S,
+    DEFAULT_CADENCE,
+    ProbeCadence,
     ServiceProbeSample,
     stable_from_s,
 )
@@ -86,19 +86,27 @@ class Recovery:
         return self.clients_broken - self.clients_reconnected
 
 
+@dataclass(frozen=True)
+class RecoveryRules:
+    """What a recovery is judged by: the stability window the service probe's writes must
+    hold (``stable_s``), the reconnect window each broken client has (``window_s``),
+    whether the protocol has sessions to break, and the probe's cadence."""
+
+    stable_s: float
+    window_s: float
+    sessions: bool = True
+    cadence: ProbeCadence = DEFAULT_CADENCE
+
+
 def recovery_of(
     records: list[dict[str, Any]],
     service: list[ServiceProbeSample],
     t_fault_s: float,
     observed_until_s: float,
+    rules: RecoveryRules,
     *,
-    stable_s: float,
-    window_s: float,
-    sessions: bool = True,
     waited_s: float = 0.0,
     fault_started_s: float | None = None,
-    probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
-    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
 ) -> Recovery:
     """Judge the clients' records and the service probe's samples (``t_s`` on the test's
     axis) seen up to ``observed_until_s``. Sessions broken from ``fault_started_s`` (when
@@ -108,17 +116,16 @@ def recovery_of(
     reconnect = reconnect_metrics(
         (r for r in seen if r.get("k") in ("broken", "reconnected", "req")),
         t_fault_s if fault_started_s is None else min(fault_started_s, t_fault_s),
-        window_s,
-        sessions=sessions,
+        rules.window_s,
+        sessions=rules.sessions,
     )
     probed = [sample for sample in service if sample.t_s <= observed_until_s]
     stable = stable_from_s(
         probed,
         t_fault_s,
-        stable_s,
+        rules.stable_s,
         observed_until_s,
-        probe_interval_s=probe_interval_s,
-        probe_timeout_s=probe_timeout_s,
+        cadence=rules.cadence,
     )
     after = [r for r in seen if r.get("k") == "req" and r["t_s"] >= t_fault_s]
     errors = Counter(str(r.get("err") or "unknown") for r in after if not r["ok"])
@@ -331,7 +338,13 @@ class SwarmRun:
         fault_started_s = (
             confirmed[-1].record.t_started_s if since_s is None and confirmed else None
         )
-        windows = self.case.session.scenario.windows
+        scenario = self.case.session.scenario
+        rules = RecoveryRules(
+            stable_s=scenario.windows.stability if stable_s is None else stable_s,
+            window_s=scenario.windows.reconnect,
+            sessions=self.settings.protocol != "2026-07-28",
+            cadence=ProbeCadence(scenario.probes.service_interval, scenario.service_timeout_s),
+        )
         started = time.monotonic()
         while True:
             self.poll()
@@ -340,13 +353,9 @@ class SwarmRun:
                 list(self.probe.samples) if self.probe is not None else [],
                 t_fault,
                 self.case.now_s() - RECORD_LAG_S,
-                stable_s=windows.stability if stable_s is None else stable_s,
-                window_s=windows.reconnect,
-                sessions=self.settings.protocol != "2026-07-28",
+                rules,
                 waited_s=time.monotonic() - started,
                 fault_started_s=fault_started_s,
-                probe_interval_s=self.case.session.scenario.probes.service_interval,
-                probe_timeout_s=self.case.session.scenario.service_timeout_s,
             )
             if result.recovered or not self.running or time.monotonic() - started >= timeout:
                 self.case.event(f"wait_recovered: {result}")

@@ -34,6 +34,7 @@ from harness.stack.docker import (
     HOST_LABEL,
     OWNER_LABEL,
     DockerStack,
+    RunSecrets,
     Topology,
     build_topology,
     connect_container,
@@ -64,8 +65,7 @@ def _topology(scenario: Scenario, **overrides: Any) -> Topology:
     arguments: dict[str, Any] = {
         "run_id": "r1d2",
         "network": Network(docker_client_kw=API),
-        "passwords": PASSWORDS,
-        "admin_token": TOKEN,
+        "secrets": RunSecrets(PASSWORDS, TOKEN),
         "admin_allow": "172.30.0.1",
         "server_image": "mcp-harness-server:test",
         "docker_client_kw": API,

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from harness.measure.failover import (
     LOST_ERROR,
     MIN_WINDOW_SAMPLES,
+    ProbeCadence,
     ServiceProbeSample,
     failover_s,
     lost_acks_after,
@@ -27,13 +28,12 @@ from harness.measure.failover import (
 
 
 class Probe(TypedDict):
-    probe_interval_s: float
-    probe_timeout_s: float
+    cadence: ProbeCadence
 
 
-FAST: Probe = {"probe_interval_s": 0.1, "probe_timeout_s": 1.0}
+FAST: Probe = {"cadence": ProbeCadence(0.1, 1.0)}
 """A probe that answers within a second, every 0.1 s."""
-PATIENT: Probe = {"probe_interval_s": 0.1, "probe_timeout_s": 5.0}
+PATIENT: Probe = {"cadence": ProbeCadence(0.1, 5.0)}
 """The default service probe: 5 s timeout, as long as the window."""
 
 
@@ -219,7 +219,7 @@ def test_a_window_without_evidence_is_never_stable(
     is the first such window that fits in the run; otherwise there is none."""
     run_end = max((s.t_s for s in samples), default=0.0) + run_end_after_last
     stable = stable_from_s(
-        samples, t_from, window, run_end, probe_interval_s=interval, probe_timeout_s=timeout
+        samples, t_from, window, run_end, cadence=ProbeCadence(interval, timeout)
     )
     candidates = sorted(
         (
@@ -243,9 +243,7 @@ def test_a_window_without_evidence_is_never_stable(
         assert stable + window <= run_end
         assert all(s.ok for s in samples if stable <= s.t_s < stable + window)
         assert (
-            window_rejection(
-                samples, stable, window, probe_interval_s=interval, probe_timeout_s=timeout
-            )
+            window_rejection(samples, stable, window, cadence=ProbeCadence(interval, timeout))
             is None
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.measure.failover import (
+    ProbeCadence,
     ServiceProbeSample,
     WriteProbeSample,
     db_failover_s,
@@ -60,9 +61,7 @@ def test_failover_needs_writes_to_keep_succeeding_for_the_window() -> None:
     samples += [service(12.2 + t / 10, True) for t in range(0, 80)]
     assert first_service_write_s(samples, 10.0) == pytest.approx(12.0)
     for run_end_s, expected in ((30.0, pytest.approx(2.2)), (15.0, None)):
-        measured = failover_s(
-            samples, 10.0, 5.0, run_end_s, probe_interval_s=0.1, probe_timeout_s=1.0
-        )
+        measured = failover_s(samples, 10.0, 5.0, run_end_s, cadence=ProbeCadence(0.1, 1.0))
         assert measured == expected
 
 
@@ -71,9 +70,7 @@ def test_rto_waits_for_latency_to_come_back_under_its_objective() -> None:
     latency = [(10.0 + t / 100, 900.0 if t < 500 else 5.0) for t in range(0, 2000)]
 
     def rto(p99_max_ms: float | None) -> float | None:
-        return rto_s(
-            samples, 10.0, 5.0, 30.0, latency, p99_max_ms, probe_interval_s=0.1, probe_timeout_s=1.0
-        )
+        return rto_s(samples, 10.0, 5.0, 30.0, latency, p99_max_ms, cadence=ProbeCadence(0.1, 1.0))
 
     assert rto(None) == pytest.approx(0.0)
     measured = rto(100.0)

@@ -26,6 +26,7 @@ from bench.accuracy import (
 from harness.config import SuccessRule
 from harness.mcp_client.wire import McpSession
 from harness.measure.failover import (
+    ProbeCadence,
     ServiceProbeSample,
     WriteProbeSample,
     first_service_write_s,
@@ -111,8 +112,7 @@ def test_a_write_in_flight_at_the_fault_is_not_the_first_after_it() -> None:
         10.0,
         STABILITY_S,
         20.0,
-        probe_interval_s=SERVICE_INTERVAL_S,
-        probe_timeout_s=SERVICE_TIMEOUT_S,
+        cadence=ProbeCadence(SERVICE_INTERVAL_S, SERVICE_TIMEOUT_S),
     )
     assert stable == pytest.approx(11.08)
     # Samples without a send time (older records) are judged by their ack time, as before.

@@ -11,7 +11,7 @@ import pytest
 from harness.config import LedgerConfig, LoadConfig, Scenario
 from harness.load.swarm import settings_for
 from harness.measure.failover import ServiceProbeSample
-from harness.testing.swarm import RequestStats, recovery_of
+from harness.testing.swarm import RecoveryRules, RequestStats, recovery_of
 
 WRITE = "tools/call:create_note"
 
@@ -54,9 +54,8 @@ def judge(
     observed_until_s: float = 20.0,
     **kwargs: Any,
 ):
-    options: dict[str, Any] = {"stable_s": 2.0, "window_s": 60.0}
-    options.update(kwargs)
-    return recovery_of(records, service, 10.0, observed_until_s, **options)
+    rules = RecoveryRules(**{"stable_s": 2.0, "window_s": 60.0, **kwargs})
+    return recovery_of(records, service, 10.0, observed_until_s, rules)
 
 
 def outage(back_s: float) -> list[ServiceProbeSample]:

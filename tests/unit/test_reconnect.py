@@ -314,7 +314,7 @@ def test_property_the_figures_never_flatter_the_recovery(
 def test_the_pytest_plugin_judges_every_break_from_the_fault_start() -> None:
     """``recovery_of`` (the ``mcp_swarm`` fixture's judge): a break between the fault's
     start and its confirmation counts, and so does a client's second break."""
-    from harness.testing.swarm import recovery_of
+    from harness.testing.swarm import RecoveryRules, recovery_of
 
     records = [
         broken(9.99, 1),
@@ -323,11 +323,11 @@ def test_the_pytest_plugin_judges_every_break_from_the_fault_start() -> None:
         broken(10.2, 2),
         reconnected(11.0, 2, 0.8),
     ]
-    options: dict[str, Any] = {"stable_s": 2.0, "window_s": 60.0}
-    recovery = recovery_of(records, [], 10.0, 20.0, fault_started_s=9.98, **options)
+    rules = RecoveryRules(stable_s=2.0, window_s=60.0)
+    recovery = recovery_of(records, [], 10.0, 20.0, rules, fault_started_s=9.98)
     assert recovery.clients_broken == 2 and recovery.clients_not_reconnected == 1
     assert recovery.reconnect_success_rate == pytest.approx(2 / 3)
     assert recovery.reconnect["episodes"] == 3
     assert not recovery.recovered
-    confirmed_only = recovery_of(records, [], 10.0, 20.0, **options)
+    confirmed_only = recovery_of(records, [], 10.0, 20.0, rules)
     assert confirmed_only.reconnect["episodes"] == 2
