@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from harness.config import LoadConfig, Scenario
 from harness.load.settings import FINAL_BATCH_GRACE_S, SETTINGS_ENV, LoadSettings
 from harness.stack.net import LOOPBACK, free_port, is_loopback_host, require_loopback
@@ -261,12 +263,11 @@ class Swarm:
             self.affinity_notes.append("os.sched_setaffinity is not available: workers unpinned")
             return
         try:
-            task_dir = Path(f"/proc/{worker.pid}/task")
-            tids = [int(t.name) for t in task_dir.iterdir()] if task_dir.is_dir() else []
+            tids = [thread.id for thread in psutil.Process(worker.pid).threads()]
             for tid in tids or [worker.pid]:
                 setaffinity(tid, self.worker_cpus)
             self.affinity[worker.pid] = sorted(os.sched_getaffinity(worker.pid))
-        except OSError as exc:
+        except (OSError, psutil.Error) as exc:
             self.affinity[worker.pid] = None
             self.affinity_notes.append(
                 f"{worker.name}: pinning to {sorted(self.worker_cpus)} failed: {exc}"

@@ -6,7 +6,6 @@ a slow server."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -14,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import psutil
 
 from harness.measure.exposition import ExpositionError, parse_metrics, total
 from harness.stack.postgres import DB_ERRORS
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_GAUGES = (
     "mcp_sessions_open",
     "mcp_admission_queue_depth",
@@ -55,13 +54,12 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backe
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of ``pid`` so far, from /proc."""
+    """User + system CPU time of ``pid`` so far (None once it is gone)."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.Error, OSError):
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return float(times.user + times.system)
 
 
 def server_gauges(text: str, names: tuple[str, ...]) -> dict[str, float]:

@@ -11,6 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from harness.redaction import redact_data
 
 SCHEMA_VERSION = 2
@@ -26,14 +28,7 @@ def package_version(name: str) -> str | None:
 
 def environment(stack_versions: dict[str, Any]) -> dict[str, Any]:
     """Versions of every part and the machine, so two results can be compared fairly."""
-    try:
-        mem_kib = next(
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        )
-    except (OSError, StopIteration):
-        mem_kib = 0
+    mem_kib = psutil.virtual_memory().total // 1024
     return {
         **stack_versions,
         "mcp_sdk": package_version("mcp"),

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import asyncpg
+import psutil
 
 from harness.stack import AdminEndpoint, Endpoints, Stack, StackError
 from harness.stack.backup import BaseBackup, RestorePoint, RestoreReport, RestoreTarget
@@ -95,7 +96,7 @@ def running_stack_credentials(parent: Path | None = None) -> Path:
             pid = int(json.loads(path.read_text()).get("owner_pid", 0))
         except (OSError, ValueError, AttributeError):
             continue
-        if pid and Path(f"/proc/{pid}").exists():
+        if pid and psutil.pid_exists(pid):
             alive.append((path.stat().st_mtime, path))
     if not alive:
         skipped = f"; refused: {'; '.join(refused)}" if refused else ""

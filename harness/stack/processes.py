@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 OWNER_FILE = "owner.json"
@@ -183,7 +185,10 @@ def let_user_through(directory: Path, user: str) -> str:
 
 
 def proc_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None if it is gone or a zombie."""
+    """Start time of ``pid`` in clock ticks since boot, or None if it is gone or a zombie.
+
+    Read from /proc rather than psutil: a process's identity (pid + start) must compare
+    exactly across runs, and psutil offers the start only as a float of seconds."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
@@ -219,19 +224,11 @@ def is_alive(pid: int, start_ticks: int | None = None) -> bool:
 
 
 def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid``, read from /proc."""
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == pid:
-            kids.append(int(entry.name))
-    return kids
+    """Direct children of ``pid`` (none once it is gone)."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except (psutil.Error, OSError):
+        return []
 
 
 def wait_gone(pids: Sequence[int], timeout_s: float) -> bool:
