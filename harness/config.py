@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from harness.catalog import METRIC_PATHS, PERCENTILES
 from harness.yamlsafe import YamlInputError, load_yaml_file, load_yaml_text
 
 _ENV_REFERENCE = re.compile(r"\$\{(\w+)\}")
@@ -464,7 +465,7 @@ class ProbeConfig(Model):
 
 
 PROXY_NAMES = ("mcp", "pg-primary", "pg-replica", "pg-replication")
-"""The Toxiproxy proxy on every hop that can fail (DESIGN.md, "The stack under test")."""
+"""The Toxiproxy proxy on every hop that can fail (README, "The stack")."""
 ProxyName = Literal["mcp", "pg-primary", "pg-replica", "pg-replication"]
 
 TOXIC_ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -814,87 +815,10 @@ class WindowsConfig(Model):
     reconnect: PositiveDuration = 60.0
 
 
-PHASES = ("ramp", "baseline", "disruption", "storm", "recovered")
 LATENCY_METRICS = ("tools_list_latency_ms", "tools_list_ok_latency_ms")
 """Every tools/list attempt at its duration, corrected for coordinated omission; and the
 successful replies alone, uncorrected (named so: it leaves out the worst requests)."""
-_LATENCY_FIGURES = ("p50", "p90", "p95", "p99", "p99_9", "max", "count")
-_WRITE_FIGURES = (
-    "acknowledged",
-    "attempted",
-    "intact",
-    "altered",
-    "lost",
-    "lost_unintended",
-    "lost_discarded_by_restore",
-    "lost_deleted_by_fault",
-    "lost_after_incident",
-    "phantom",
-    "unacknowledged_present",
-    "duplicate",
-    "rows_read",
-    "rpo_rows",
-    "rpo_s",
-    "altered_after_incident",
-    "restore_boundary.violations",
-)
-RESTORE_TIMED_STEPS = (
-    "stop",
-    "restore_base_backup",
-    "replay_wal",
-    "promote",
-    "reattach_server",
-    "first_good_write",
-    "rebuild_replica",
-)
-"""A restore's timed steps, in order (README, "The restore procedure")."""
-METRIC_PATHS: tuple[str, ...] = (
-    "db_failover_s",
-    "failover_s",
-    "rto_s",
-    "reconnect.clients_broken",
-    "reconnect.clients_reconnected",
-    "reconnect.clients_not_reconnected",
-    "reconnect.clients_unobserved",
-    "reconnect.episodes",
-    "reconnect.episodes_reconnected",
-    "reconnect.episodes_not_reconnected",
-    "reconnect.episodes_unobserved",
-    "reconnect.success_rate",
-    *(f"reconnect.time_to_reconnect_s.{p}" for p in ("p50", "p95", "p99", "max")),
-    "reconnect.all_reconnected_s",
-    *(f"reconnect.attempts.{f}" for f in ("mean", "p50", "p99", "max")),
-    "reconnect.initialize_per_s_peak",
-    *(
-        f"{figure}.{ph}.{f}"
-        for figure in LATENCY_METRICS
-        for ph in (*PHASES, "all", "fault_window")
-        for f in _LATENCY_FIGURES
-    ),
-    *(f"writes.{f}" for f in _WRITE_FIGURES),
-    "time_to_detect_s",
-    "integrity.before.violations",
-    "integrity.after.violations",
-    "integrity.missed",
-    "restore.total_s",
-    *(f"restore.steps.{step}_s" for step in RESTORE_TIMED_STEPS),
-    "requests.total",
-    "requests.errors",
-    "requests.error_rate",
-    "database.connections_peak",
-    "database.max_connections",
-    "database.replication_lag_bytes_max",
-    "database.replication_lag_s_max",
-    "database.pool_waiting_peak",
-    "server.sessions_open_peak",
-    "generator.users_peak",
-    "generator.requests_per_s_mean",
-    "generator.cpu_cores_mean",
-    "generator.cpu_cores_max",
-    "generator.cpu_busiest_process_max",
-    "generator.saturated_fraction",
-)
-"""Every metric an objective may name (dotted paths into result.json's ``metrics``)."""
+LATENCY_FIGURES = (*PERCENTILES, "count")
 
 
 class Objective(Model):
@@ -940,7 +864,7 @@ class Objective(Model):
         """The dotted path into metrics, with the phase inserted for per-phase metrics."""
         head, _, tail = self.metric.partition(".")
         if self.phase is None:
-            latency_without_phase = head in LATENCY_METRICS and tail in _LATENCY_FIGURES
+            latency_without_phase = head in LATENCY_METRICS and tail in LATENCY_FIGURES
             return f"{head}.all.{tail}" if latency_without_phase else self.metric
         return f"{head}.{self.phase}.{tail}" if tail else f"{head}.{self.phase}"
 

@@ -1,4 +1,4 @@
-"""Objectives -> verdicts, and the run's verdict and exit code (DESIGN.md)."""
+"""Objectives -> verdicts, and the run's verdict and exit code (README, "Objectives, verdict, exit codes")."""
 
 from __future__ import annotations
 

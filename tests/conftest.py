@@ -1,10 +1,21 @@
 """Shared fixtures. Integration tests share one local stack per session where they can
-(tests that break the stack, like a primary kill, bring up their own)."""
+(tests that break the stack, like a primary kill, bring up their own).
+
+Under pytest-xdist (``make test`` runs the real-stack tests on two workers) an
+integration test has the machine to itself unless it is marked ``shares_machine``:
+timing figures, saturation and loop-lag doubts and process-wide checks mean nothing
+with another stack running beside them. Tests that only check what a run did (a
+broken server failed, the right rows restored) share it with each other. A
+readers-writer lock on files does this: a shared test holds the lock shared, any other
+holds it alone, and a test waiting to be alone stops new shared ones from starting."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +30,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+
+
+@contextmanager
+def machine_lock(directory: Path, *, alone: bool) -> Iterator[None]:
+    """Hold the machine shared or alone. The turnstile is taken first by everyone and
+    kept by a test that waits to be alone, so shared tests cannot starve it."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    with (
+        (directory / "turnstile").open("a") as turnstile,
+        (directory / "machine").open("a") as machine,
+    ):
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(machine, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(machine, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _machine_share(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    if "PYTEST_XDIST_WORKER" not in os.environ or not request.node.get_closest_marker(
+        "integration"
+    ):
+        yield
+        return
+    alone = request.node.get_closest_marker("shares_machine") is None
+    # Every worker's base temp sits in the run's own directory, which pytest cleans up.
+    with machine_lock(tmp_path_factory.getbasetemp().parent / "machine-lock", alone=alone):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,17 @@ class FakeClock:
         self.slept.append(seconds)
         self.t += seconds
         await asyncio.sleep(0)
+
+
+def uncatalogued(result: dict) -> list[str]:
+    """Paths of the numeric figures of ``result``'s metrics that harness/catalog.py does not
+    list: a figure added without its catalog entry."""
+    from harness.catalog import metric
+
+    def walk(node: object, prefix: str) -> list[str]:
+        if isinstance(node, dict):
+            return [p for k, v in node.items() for p in walk(v, f"{prefix}.{k}" if prefix else k)]
+        figure = isinstance(node, (int, float)) and not isinstance(node, bool)
+        return [prefix] if figure and metric(prefix) is None else []
+
+    return walk(result.get("metrics") or {}, "")

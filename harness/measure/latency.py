@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.config import PHASES
+from harness.catalog import PHASES
 from harness.measure.histogram import LatencyHistogram
 from harness.measure.phases import Phase, phase_of
 

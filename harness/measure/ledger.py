@@ -178,17 +178,23 @@ class WriteLedger:
     acked: dict[str, AckedWrite] = field(default_factory=dict)
     attempted: set[str] = field(default_factory=set)
     first_attempt_s: dict[str, float] = field(default_factory=dict)
+    last_attempt_s: dict[str, float] = field(default_factory=dict)
+    """A retried write's latest send: a retry after a restore began writes on the
+    restored database, whatever its first send did."""
 
     def attempt(self, write_id: str, t_s: float | None = None) -> None:
-        """A write is about to be sent; ``t_s`` is taken before sending. The earliest
-        attempt time of a retried write is kept. Without ``t_s`` the write's start stays
-        unknown, which only the restore-point test needs (such a write is never taken
-        for one that started after the restore point)."""
+        """A write is about to be sent; ``t_s`` is taken before sending. The earliest and
+        the latest attempt times of a retried write are kept. Without ``t_s`` the write's
+        start stays unknown, which only the restore-point test needs (such a write is
+        never taken for one that started after the restore point)."""
         self.attempted.add(write_id)
         if t_s is not None:
-            known = self.first_attempt_s.get(write_id)
-            if known is None or t_s < known:
+            first = self.first_attempt_s.get(write_id)
+            if first is None or t_s < first:
                 self.first_attempt_s[write_id] = t_s
+            last = self.last_attempt_s.get(write_id)
+            if last is None or t_s > last:
+                self.last_attempt_s[write_id] = t_s
 
     def attempt_time(self, write_id: str) -> float | None:
         """When the write was first attempted, or ``None`` when nobody said."""
@@ -251,7 +257,8 @@ class WriteLedger:
         ``lost_discarded_by_restore``: the lost writes a restore to ``restore_target_s``
         that began at ``restore_began_s`` discarded on purpose: acknowledged after the
         target (committed after it) and sent before the restore began (a write sent later
-        went to the restored database: losing it is not the restore's design). Without
+        went to the restored database: losing it is not the restore's design; so did a write
+        sent again after it began, whatever its first send). Without
         ``restore_began_s`` every write counts as sent before the restore; a write's send
         time is ``sent_time``. ``lost_deleted_by_fault``: the other lost writes among
         ``intended_lost``, the ids the scenario's injected fault deleted on purpose (a
@@ -278,10 +285,11 @@ class WriteLedger:
                 after_incident.add(write.id)
             if write.id not in checksums:
                 lost.add(write.id)
+                last_sent_s = self.last_attempt_s.get(write.id, sent_s)
                 if (
                     restore_target_s is not None
                     and write.t_ack_s > restore_target_s
-                    and sent_s < began
+                    and last_sent_s < began
                 ):
                     discarded.add(write.id)
             elif checksums[write.id] != {write.checksum}:
@@ -324,12 +332,13 @@ class WriteLedger:
         [``t_start_s``, ``t_end_s``], given the ids present after the restore.
 
         A write acknowledged at or before ``t_start_s`` committed before the restore point
-        existed: it must be present. A write first attempted at or after ``t_end_s`` (and
-        before ``restore_began_s``: later writes are new history, made on the restored
-        database) committed after it: it must be absent. Every other write was in flight
-        at that instant (started before ``t_end_s``, or at an unknown time, and
-        acknowledged after ``t_start_s`` or never) and may be either; they are only counted
-        (``in_flight``), like the writes after the restore began (``after_restore``).
+        existed: it must be present. A write first attempted at or after ``t_end_s``, and
+        never sent again once ``restore_began_s`` had come, committed after it: it must be
+        absent. A write sent (or retried) after the restore began is new history, made on
+        the restored database (``after_restore``): an unanswered write retried once the
+        servers are back may commit there. Every other write was in flight at that instant
+        (started before ``t_end_s``, or at an unknown time, and acknowledged after
+        ``t_start_s`` or never) and may be either; they are only counted (``in_flight``).
         """
         if t_end_s < t_start_s:
             raise ValueError(
@@ -338,16 +347,24 @@ class WriteLedger:
         present = set(present_ids)
         acked_before = {w.id for w in self.acked.values() if w.t_ack_s <= t_start_s}
         began = float("inf") if restore_began_s is None else restore_began_s
-        started = {i: t_s for i, t_s in self.first_attempt_s.items() if i not in acked_before}
-        started_after = {i for i, t_s in started.items() if t_end_s <= t_s < began}
-        after_restore = sum(1 for t_s in started.values() if t_s >= began)
+        after_restore = {
+            i for i, t_s in self.last_attempt_s.items() if t_s >= began and i not in acked_before
+        }
+        started_after = {
+            i
+            for i, t_s in self.first_attempt_s.items()
+            if t_s >= t_end_s and i not in acked_before and i not in after_restore
+        }
         return RestoreBoundary(
             acked_before=len(acked_before),
             started_after=len(started_after),
-            in_flight=len(self.attempted) - len(acked_before) - len(started_after) - after_restore,
+            in_flight=len(self.attempted)
+            - len(acked_before)
+            - len(started_after)
+            - len(after_restore),
             acked_before_missing=frozenset(acked_before - present),
             started_after_present=frozenset(started_after & present),
-            after_restore=after_restore,
+            after_restore=len(after_restore),
         )
 
 

@@ -12,39 +12,49 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
+from harness.catalog import Worse, metric
 from harness.objectives import UnknownMetric, lookup
 from harness.report.text import markup
 
 Direction = Literal["lower", "higher", "neutral"]
+"""Which way is better (neutral: no regression either way)."""
 
-COMPARED: tuple[tuple[str, Direction], ...] = (
-    ("failover_s", "lower"),
-    ("rto_s", "lower"),
-    ("db_failover_s", "lower"),
-    ("time_to_detect_s", "lower"),
-    ("restore.total_s", "lower"),
-    ("reconnect.clients_broken", "neutral"),
-    ("reconnect.success_rate", "higher"),
-    ("reconnect.time_to_reconnect_s.p50", "lower"),
-    ("reconnect.time_to_reconnect_s.p99", "lower"),
-    ("reconnect.all_reconnected_s", "lower"),
-    ("reconnect.attempts.p99", "lower"),
-    ("reconnect.initialize_per_s_peak", "neutral"),
-    ("tools_list_latency_ms.fault_window.p99", "lower"),
-    ("tools_list_latency_ms.fault_window.p50", "lower"),
-    ("tools_list_latency_ms.storm.p99", "lower"),
-    ("tools_list_latency_ms.recovered.p99", "lower"),
-    ("tools_list_latency_ms.all.p99", "lower"),
-    ("requests.error_rate", "lower"),
-    ("writes.lost", "lower"),
-    ("writes.lost_unintended", "lower"),
-    ("writes.duplicate", "lower"),
-    ("writes.rpo_rows", "lower"),
-    ("server.sessions_open_peak", "neutral"),
-    ("generator.requests_per_s_mean", "neutral"),
-    ("generator.cpu_cores_mean", "neutral"),
+COMPARED: tuple[str, ...] = (
+    "failover_s",
+    "rto_s",
+    "db_failover_s",
+    "time_to_detect_s",
+    "restore.total_s",
+    "reconnect.clients_broken",
+    "reconnect.success_rate",
+    "reconnect.time_to_reconnect_s.p50",
+    "reconnect.time_to_reconnect_s.p99",
+    "reconnect.all_reconnected_s",
+    "reconnect.attempts.p99",
+    "reconnect.initialize_per_s_peak",
+    "tools_list_latency_ms.fault_window.p99",
+    "tools_list_latency_ms.fault_window.p50",
+    "tools_list_latency_ms.storm.p99",
+    "tools_list_latency_ms.recovered.p99",
+    "tools_list_latency_ms.all.p99",
+    "requests.error_rate",
+    "writes.lost",
+    "writes.lost_unintended",
+    "writes.duplicate",
+    "writes.rpo_rows",
+    "server.sessions_open_peak",
+    "generator.requests_per_s_mean",
+    "generator.cpu_cores_mean",
 )
-"""The figures a comparison shows, and which way is better (neutral: no regression)."""
+"""The figures a comparison shows; which way is better comes from the catalog."""
+
+BETTER: dict[Worse, Direction] = {"higher": "lower", "lower": "higher", "neither": "neutral"}
+
+
+def direction(path: str) -> Direction:
+    found = metric(path)
+    return "neutral" if found is None else BETTER[found.worse]
+
 
 DEFAULT_TOLERANCE = 0.10
 
@@ -115,14 +125,14 @@ def regressed(
 
 def compared_metrics(results: list[dict[str, Any]]) -> list[tuple[str, Direction]]:
     """The standard figures, then every objective's metric the runs were judged on."""
-    rows = list(COMPARED)
-    known = {metric for metric, _ in rows}
+    rows = [(path, direction(path)) for path in COMPARED]
+    known = set(COMPARED)
     for result in results:
         for objective in result.get("objectives", []):
-            metric = objective.get("metric")
-            if metric and metric not in known:
-                known.add(metric)
-                rows.append((metric, "lower" if objective.get("bound") == "max" else "higher"))
+            path = objective.get("metric")
+            if path and path not in known:
+                known.add(path)
+                rows.append((path, "lower" if objective.get("bound") == "max" else "higher"))
     return rows
 
 
@@ -131,16 +141,16 @@ def comparison(
 ) -> list[Row]:
     """One row per figure: each run's value, its ratio to the baseline run's, regressions."""
     rows = []
-    for metric, direction in compared_metrics(results):
-        values = [value_at(r, metric) for r in results]
+    for path, better in compared_metrics(results):
+        values = [value_at(r, path) for r in results]
         base = values[baseline]
         rows.append(
             Row(
-                metric,
-                direction,
+                path,
+                better,
                 values,
                 [None if v is None or not base else v / base for v in values],
-                [regressed(v, base, direction, tolerance) for v in values],
+                [regressed(v, base, better, tolerance) for v in values],
             )
         )
     return rows

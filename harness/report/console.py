@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from harness.catalog import unit_suffix
 from harness.report.text import markup, plain_data
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow"}
@@ -30,16 +31,6 @@ def _fmt(value: Any, unit: str = "") -> str:
 def _styled(text: Any, style: str) -> str:
     """Escaped text in a style (no style: plain; ``[]...[/]`` would not parse)."""
     return f"[{style}]{markup(text)}[/]" if style else markup(text)
-
-
-def _unit(path: str) -> str:
-    if "_ms" in path:
-        return " ms"
-    if path.endswith("_s") or "_s." in path:
-        return " s"
-    if path.endswith("rate"):
-        return ""
-    return ""
 
 
 def render(result: dict[str, Any], console: Console | None = None) -> None:
@@ -106,7 +97,7 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
             judged.add_column(column, justify="right" if column != "metric" else "left")
         for item in objectives:
             metric = str(item.get("metric", "?"))
-            unit = _unit(metric)
+            unit = unit_suffix(metric)
             sign = "≤" if item.get("bound") == "max" else "≥"
             style = OBJECTIVE_STYLE.get(str(item.get("verdict")), "")
             judged.add_row(

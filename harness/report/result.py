@@ -1,4 +1,4 @@
-"""result.json: the stable contract every report is rendered from (DESIGN.md)."""
+"""result.json: the stable contract every report is rendered from (README, "Output")."""
 
 from __future__ import annotations
 

@@ -13,29 +13,22 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness import catalog
 from harness.report.text import code, markdown, plain_data
 
 DASH = "—"
 VERDICT_LABEL = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
 OBJECTIVE_LABEL = {"met": "met", "missed": "missed", "not_measured": "not measured"}
-RATE_NAMES = ("success_rate", "error_rate", "saturated_fraction")
 
 
 def unit_of(metric: str) -> str:
-    """The unit a metric's name carries (DESIGN.md): ``_s`` seconds, ``_ms`` ms, rates %.
+    """How a figure of ``metric`` is written in a report: ``s``, ``ms``, ``%`` (a fraction,
+    shown as a percent) or nothing (counts), from the metric catalog."""
+    found = catalog.metric(metric)
+    return "" if found is None else REPORT_UNIT.get(found.unit, "")
 
-    ``tools_list_latency_ms.recovered.p99`` is in ms and
-    ``reconnect.time_to_reconnect_s.p99`` in seconds: the unit is in the first part
-    that has one. Counts (rows, clients, violations) have none.
-    """
-    for part in metric.split("."):
-        if part.endswith(RATE_NAMES):
-            return "%"
-        if "_ms" in part:
-            return "ms"
-        if part.endswith("_s"):
-            return "s"
-    return ""
+
+REPORT_UNIT = {"s": "s", "ms": "ms", "fraction": "%"}
 
 
 def number(value: Any) -> str:

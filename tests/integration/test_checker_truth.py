@@ -35,6 +35,9 @@ from harness.measure.integrity import (
 from harness.measure.ledger import LedgerClassification, WriteLedger
 from harness.stack.local import LocalStack
 
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
+
 SCHEMA = """
 CREATE TABLE notes (
     id text PRIMARY KEY,

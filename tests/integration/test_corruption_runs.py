@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config import RESTORE_TIMED_STEPS
+import pytest
+
+from harness.catalog import RESTORE_TIMED_STEPS
 from tests.helpers import run_scenario
+
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
 
 REPO = Path(__file__).resolve().parents[2]
 RESTORE_STEPS = {f"{step}_s" for step in RESTORE_TIMED_STEPS}

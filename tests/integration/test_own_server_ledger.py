@@ -10,8 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-from harness.config import RESTORE_TIMED_STEPS
+import pytest
+
+from harness.catalog import RESTORE_TIMED_STEPS
 from tests.helpers import run_scenario
+
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
 
 KV_SERVER = Path(__file__).with_name("kv_mcp_server.py")
 RESTORE_STEPS = {f"{step}_s" for step in RESTORE_TIMED_STEPS}

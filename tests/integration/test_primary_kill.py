@@ -47,10 +47,20 @@ def test_kill_primary_then_promote(tmp_path: Path) -> None:
     assert writes["phantom"] == 0
 
     phases = [p["name"] for p in result["phases"]]
-    assert phases[:2] == ["baseline", "disruption"]
+    assert phases[:3] == ["ramp", "baseline", "disruption"]
+    spans = {p["name"]: p for p in result["phases"]}
+    assert spans["ramp"]["end_s"] == spans["baseline"]["start_s"] < FAULT_AT_S
     latency = metrics["tools_list_latency_ms"]
     assert latency["baseline"]["count"] > 100 and latency["baseline"]["p99"] is not None
-    assert set(latency) == {"baseline", "disruption", "storm", "recovered", "all", "fault_window"}
+    assert set(latency) == {
+        "ramp",
+        "baseline",
+        "disruption",
+        "storm",
+        "recovered",
+        "all",
+        "fault_window",
+    }
     assert {o["verdict"] for o in result["objectives"]} <= {"met", "missed"}
     assert len(result["timeline"]) >= RUN_TIME_S
     assert any(e.startswith("kill_primary") for row in result["timeline"] for e in row["events"])

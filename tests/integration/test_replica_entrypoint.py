@@ -23,6 +23,9 @@ from harness.stack.local import LocalStack
 from harness.stack.net import free_port
 from harness.stack.postgres import REPLICATION_USER
 
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
+
 SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "replica-entrypoint.sh"
 
 

@@ -30,10 +30,13 @@ def chromium_binary() -> str | None:
 
 
 CHROMIUM = chromium_binary()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on PATH nor /usr/bin/chromium: `make chromium` (as root) or `sudo apt-get install chromium`",
-)
+pytestmark = [
+    pytest.mark.shares_machine,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no chromium on PATH nor /usr/bin/chromium: `make chromium` (as root) or `sudo apt-get install chromium`",
+    ),
+]
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:

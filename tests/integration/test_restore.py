@@ -25,6 +25,9 @@ from harness.stack.local import LocalStack
 from harness.stack.mcp_server import reference_server_command
 from harness.stack.processes import is_alive
 
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
+
 T = TypeVar("T")
 
 

@@ -12,6 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -14,6 +14,9 @@ from harness.mcp_client.wire import McpSession, outcome_of
 from harness.mcp_client.writes import note_checksum
 from harness.stack.local import LocalStack
 
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
+
 TOOLS = {"create_note", "get_note", "search_notes", "notes_report"}
 
 

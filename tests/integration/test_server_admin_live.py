@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
+import pytest
 
 from harness.config import ServerConfig
 from harness.mcp_client.async_client import open_session, send
@@ -27,6 +28,9 @@ from harness.stack.local import LocalStack
 from harness.stack.mcp_server import ADMIN_TOKEN_ENV, McpServerProcess
 from harness.stack.net import free_port
 from harness.stack.processes import ProcessRegistry
+
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 

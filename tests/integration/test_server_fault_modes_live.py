@@ -35,6 +35,9 @@ from harness.server.shield import Protection
 from harness.stack.local import LocalStack
 from harness.stack.postgres import APP_USER
 
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
+
 T = TypeVar("T")
 
 OLD_SCHEMA_SQL = """

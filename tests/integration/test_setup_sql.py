@@ -14,6 +14,9 @@ from harness.stack import StackError
 from harness.stack.local import LocalStack
 from tests.helpers import harness_process_pids
 
+pytestmark = pytest.mark.shares_machine
+"""Checks what the run did, not how fast: runs beside another such test."""
+
 
 def scenario_with(tmp_path: Path, sql: str) -> LocalStack:
     (tmp_path / "schema.sql").write_text(sql)

@@ -61,7 +61,7 @@ def test_a_toxic_is_confirmed_from_the_proxy_listing_and_removed_after_its_durat
     assert stack.calls == [f"add {name} on pg-primary", f"remove {name} from pg-primary"]
     assert record.confirmed and record.target == "pg-primary"
     assert record.t_fault_s is not None and record.t_end_s is not None
-    assert record.t_end_s - record.t_fault_s >= 0.04
+    assert record.t_end_s >= 0.05  # its duration counts from its scheduled time
     assert events == [
         f"toxic {name} on pg-primary (confirmed=True)",
         f"toxic {name} removed from pg-primary",

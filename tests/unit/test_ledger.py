@@ -236,6 +236,38 @@ def test_writes_after_the_restore_began_are_new_history_not_judged() -> None:
     assert judged_forever.started_after_present == {"new"}
 
 
+def test_a_write_retried_after_the_restore_began_is_new_history() -> None:
+    """Seen in a real pitr_restore run: first sent after the restore point, unanswered
+    when the restore stopped the servers, sent again with the same id once they were
+    back, committed on the restored database. Not a write that survived the restore."""
+    ledger = WriteLedger()
+    ledger.attempt("retried", 12.0)
+    ledger.attempt("retried", 15.6)
+    ledger.ack("retried", "c", 16.1)
+    ledger.attempt("lost-in-restore", 12.5)
+    boundary = ledger.restore_boundary({"retried"}, 10.0, 11.0, restore_began_s=14.8)
+    assert boundary.ok, boundary
+    assert (boundary.started_after, boundary.after_restore, boundary.in_flight) == (1, 1, 0)
+    ledger.attempt("resurrected", 12.2)
+    ledger.ack("resurrected", "c", 12.4)
+    bad = ledger.restore_boundary({"retried", "resurrected"}, 10.0, 11.0, restore_began_s=14.8)
+    assert bad.started_after_present == {"resurrected"}
+
+
+def test_a_write_retried_after_the_restore_and_then_lost_is_never_excused() -> None:
+    """First sent before the restore, sent again after it began, acknowledged by the
+    restored database and then missing: the restore's design does not explain it."""
+    ledger = WriteLedger()
+    ledger.attempt("in-window", 12.0)
+    ledger.ack("in-window", "c", 12.3)
+    ledger.attempt("retried", 12.5)
+    ledger.attempt("retried", 15.6)
+    ledger.ack("retried", "c", 16.1)
+    classified = ledger.classify([], 13.0, restore_target_s=10.0, restore_began_s=14.8, all_ids=[])
+    assert classified.lost_discarded_by_restore == {"in-window"}
+    assert classified.lost_unintended == {"retried"}
+
+
 def test_a_write_sent_before_the_incident_and_acked_after_it_counts_in_the_rpo() -> None:
     """Committed on the old primary just before the kill, acknowledged 40 ms after it, and
     lost with the old primary: data lost from before the incident (by its ack time, it

@@ -282,7 +282,7 @@ def test_summary_escapes_pipes_in_cells_and_lists_doubts() -> None:
         notes=["probe | failed", "other note"],
     )
     text = summary_markdown(odd)
-    assert "| a\\|b_s | ≤ 1 s | — | **not measured** |" in text
+    assert "| a\\|b_s | ≤ 1 | — | **not measured** |" in text
     assert "**INCONCLUSIVE**" in text
     doubts = text.split("**Doubts**")[1].split("**Notes**")
     assert "- probe | failed" in doubts[0]

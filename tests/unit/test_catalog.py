@@ -1,0 +1,94 @@
+"""The metric catalog is the one list of figures: README's table is generated from it,
+every path an objective may name comes from it, and every figure of real runs (the
+result files under tests/data, written by this version's runs) is in it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.catalog import BY_PATH, CATALOG, METRIC_PATHS, markdown_table, metric, unit_suffix
+from harness.config import Objective
+from harness.report.compare import COMPARED, direction
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_readme_table_is_the_catalog() -> None:
+    readme = (REPO / "README.md").read_text()
+    begin, end = "<!-- metric catalog: begin -->\n", "<!-- metric catalog: end -->"
+    table = readme[readme.index(begin) + len(begin) : readme.index(end)]
+    assert table == markdown_table(), "README's metric table differs from harness/catalog.py"
+
+
+def test_every_path_is_unique_and_an_objective_may_name_it() -> None:
+    expanded = [path for m in CATALOG for path in m.paths()]
+    assert len(expanded) == len(set(expanded)) == len(METRIC_PATHS)
+    for path in METRIC_PATHS:
+        bound = "0.5" if BY_PATH[path].unit == "fraction" else "1"
+        assert Objective(metric=path, max=bound).path == path
+
+
+def test_compare_reads_which_way_is_worse_from_the_catalog() -> None:
+    assert set(COMPARED) <= set(METRIC_PATHS)
+    assert direction("failover_s") == "lower"
+    assert direction("reconnect.success_rate") == "higher"
+    assert direction("reconnect.clients_broken") == "neutral"
+    assert unit_suffix("tools_list_latency_ms.storm.p99") == " ms"
+    assert unit_suffix("tools_list_latency_ms.storm.count") == ""
+
+
+def figures(metrics: dict, prefix: str = "") -> set[str]:
+    """Paths of the numeric leaves of ``metrics``."""
+    found: set[str] = set()
+    for key, value in metrics.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            found |= figures(value, path)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.add(path)
+    return found
+
+
+SAMPLES = sorted((REPO / "tests" / "data").glob("result_v2_*.json"))
+"""Real results of this version's shipped scenarios at reduced size (README, Tests)."""
+
+
+def leaves(metrics: dict, prefix: str = "") -> dict[str, object]:
+    found: dict[str, object] = {}
+    for key, value in metrics.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            found.update(leaves(value, path))
+        else:
+            found[path] = value
+    return found
+
+
+def sample_leaves() -> dict[str, object]:
+    assert SAMPLES, "no result_v2_*.json under tests/data"
+    found: dict[str, object] = {}
+    for sample in SAMPLES:
+        for path, value in leaves(json.loads(sample.read_text())["metrics"]).items():
+            if found.get(path) is None:
+                found[path] = value
+    return found
+
+
+def is_figure(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def test_every_figure_of_a_real_run_is_in_the_catalog() -> None:
+    uncatalogued = sorted(
+        path for path, value in sample_leaves().items() if is_figure(value) and metric(path) is None
+    )
+    assert not uncatalogued, f"figures missing from harness/catalog.py: {uncatalogued}"
+
+
+def test_every_catalog_entry_is_produced_by_some_real_run() -> None:
+    produced = [
+        path for path, value in sample_leaves().items() if is_figure(value) or value is None
+    ]
+    never = [m.path for m in CATALOG if not any(m.matches(path) for path in produced)]
+    assert not never, f"catalogued but produced by none of {[s.name for s in SAMPLES]}: {never}"
