@@ -261,6 +261,42 @@ CATALOG: tuple[Metric, ...] = (
         "higher",
         "writes on the wrong side of a restore's target",
     ),
+    Metric(
+        "writes.restore_boundary.acked_before",
+        "count",
+        "neither",
+        "writes acknowledged before the restore point: each must be present",
+    ),
+    Metric(
+        "writes.restore_boundary.acked_before_missing",
+        "count",
+        "higher",
+        "…of them missing after the restore",
+    ),
+    Metric(
+        "writes.restore_boundary.started_after",
+        "count",
+        "neither",
+        "writes first sent after the restore point (and not again after the restore began): each must be absent",
+    ),
+    Metric(
+        "writes.restore_boundary.started_after_present",
+        "count",
+        "higher",
+        "…of them present after the restore",
+    ),
+    Metric(
+        "writes.restore_boundary.in_flight",
+        "count",
+        "neither",
+        "writes in flight at the restore point: either is right",
+    ),
+    Metric(
+        "writes.restore_boundary.after_restore",
+        "count",
+        "neither",
+        "writes sent once the restore began: new history",
+    ),
     # integrity
     Metric(
         "integrity.{moment}.violations",
