@@ -53,12 +53,13 @@ chromium:
 doctor: bootstrap
 	$(BIN)/mcp-harness doctor
 
-# Unit tests in parallel (pure logic, seconds); then the real-stack tests one at a time:
-# two stacks on a 2-core machine would measure each other, not the server.
+# Unit tests on two workers (pure logic, seconds); then the real-stack tests on two
+# workers, where a test runs beside another only when both are marked shares_machine
+# (tests/conftest.py): two stacks on a 2-core machine would measure each other.
 test: bootstrap haproxy chromium
 	$(BIN)/mcp-harness doctor
 	$(BIN)/pytest -n 2 -m "not integration"
-	$(BIN)/pytest -m integration
+	$(BIN)/pytest -n 2 -m integration
 
 unit: bootstrap
 	$(BIN)/pytest -n 2 -m "not integration"
