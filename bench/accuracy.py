@@ -54,7 +54,7 @@ from harness.measure.probes import (
     WriteProbe,
 )
 from harness.measure.readback import read_written
-from harness.recover import app_dsn
+from harness.recover import app_database_dsn
 from harness.stack.local import LocalStack
 from harness.stack.postgres import APP_DATABASE, PostgresCluster
 from harness.stack.toxiproxy import ToxiproxyClient
@@ -419,7 +419,7 @@ async def lose_writes(
     if not killed.confirmed:
         raise RuntimeError("the primary did not die")
     await stack.promote_replica()
-    conn = await asyncpg.connect(app_dsn(stack.current_primary_dsn), timeout=10)
+    conn = await asyncpg.connect(app_database_dsn(stack.current_primary_dsn), timeout=10)
     try:
         written = await read_written(conn, LedgerConfig(), sorted(ledger.attempted))
     finally:

@@ -542,7 +542,7 @@ async def _run(
         loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
     err_console.print(f"run {run_id}: results in {base_dir}", markup=False, highlight=False)
     with LiveProgress(err_console, scenario.load.run_time) as progress:
-        records = await _shielded(
+        records = await _until_stopped(
             execute_series(
                 scenario,
                 runs,
@@ -602,22 +602,16 @@ def _conclude_series(
     return verdict
 
 
-async def _shielded(coro: Any) -> Any:
+async def _until_stopped(coro: Any) -> Any:
     """Run the scenario so that Ctrl-C cancels it once and still lets it clean up and return
     its record; a second Ctrl-C during cleanup does not interrupt the cleanup."""
-    inner = asyncio.ensure_future(coro)
-    cancelled = False
-    while not inner.done():
-        try:
-            await asyncio.shield(inner)
-        except asyncio.CancelledError:
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            if cancelled:
-                err_console.print("already stopping: the stack is being brought down")
-            else:
-                inner.cancel()
-                cancelled = True
-    return inner.result()
+
+    from harness.run import to_completion
+
+    def again() -> None:
+        err_console.print("already stopping: the stack is being brought down")
+
+    return await to_completion(coro, cancel_first=True, again=again)
 
 
 def cmd_drill(args: argparse.Namespace) -> int:

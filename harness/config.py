@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from harness import reference
 from harness.catalog import METRIC_PATHS, PERCENTILES
 from harness.yamlsafe import YamlInputError, load_yaml_file, load_yaml_text
 
@@ -403,13 +404,7 @@ ToolOp = Literal["tools/list", "create_note", "get_note", "search_notes", "notes
 
 
 def _default_tool_mix() -> dict[ToolOp, float]:
-    return {
-        "tools/list": 4.0,
-        "create_note": 2.0,
-        "get_note": 2.0,
-        "search_notes": 1.0,
-        "notes_report": 0.5,
-    }
+    return cast(dict[ToolOp, float], dict(reference.DEFAULT_TOOL_MIX))
 
 
 class LoadConfig(Model):
@@ -716,29 +711,10 @@ class IntegrityCheck(Model):
     sql: str
 
 
-REFERENCE_INTEGRITY_CHECKS = (
-    IntegrityCheck(
-        name="checksum",
-        sql="SELECT id, pg_xact_commit_timestamp(xmin) AS changed_at FROM notes "
-        "WHERE checksum IS NOT NULL "
-        "AND checksum <> encode(sha256(convert_to(title || E'\\n' || body, 'UTF8')), 'hex')",
-    ),
-    IntegrityCheck(
-        name="title_not_blank",
-        sql="SELECT id, pg_xact_commit_timestamp(xmin) AS changed_at FROM notes "
-        "WHERE btrim(title) = ''",
-    ),
-    IntegrityCheck(
-        name="parent_exists",
-        sql="SELECT n.id FROM notes n WHERE n.parent_id IS NOT NULL "
-        "AND NOT EXISTS (SELECT 1 FROM notes p WHERE p.id = n.parent_id)",
-    ),
+REFERENCE_INTEGRITY_CHECKS = tuple(
+    IntegrityCheck(name=name, sql=sql) for name, sql in reference.INTEGRITY_CHECKS
 )
-"""The reference data's invariants: the per-row checksum the client computed matches the
-content (a checksum rule), no blank title (a domain rule, also enforced by a trigger
-that a corrupting tool can bypass), every parent exists (a reference, kept by the
-application, not by a foreign key). ``parent_exists`` dates nothing: its rows are
-the children, whose commit time says nothing about when their parent went."""
+"""The reference data's invariants (``harness.reference.INTEGRITY_CHECKS``)."""
 
 
 class IntegrityConfig(Model):
@@ -789,19 +765,11 @@ class LedgerConfig(Model):
     ``all_ids_sql`` returns every row's id (for phantoms; ``null``: not counted).
     """
 
-    tool: str = "create_note"
-    arguments: dict[str, Any] = Field(
-        default_factory=lambda: {
-            "id": "{id}",
-            "title": "{title}",
-            "body": "{body}",
-            "checksum": "{checksum}",
-            "parent_id": "{parent_id}",
-        }
-    )
-    content: str = "{title}\n{body}"
-    read_sql: str = "SELECT id, title || E'\\n' || body FROM notes WHERE id = ANY($1::text[])"
-    all_ids_sql: str | None = "SELECT id FROM notes"
+    tool: str = reference.WRITE_TOOL
+    arguments: dict[str, Any] = Field(default_factory=lambda: dict(reference.WRITE_ARGUMENTS))
+    content: str = reference.WRITE_CONTENT
+    read_sql: str = reference.READ_SQL
+    all_ids_sql: str | None = reference.ALL_IDS_SQL
     success_when: SuccessRule = SuccessRule()
     """What makes a write tool's result an acknowledgement (``SuccessRule``)."""
     retry_unanswered: int = Field(default=1, ge=0, le=5)

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from harness import Say
 from harness.config import LedgerConfig, RestoreConfig, restore_target_time
 from harness.measure.clock import RunClock
 from harness.measure.integrity import (
@@ -43,12 +44,11 @@ from harness.stack.postgres import APP_DATABASE
 
 log = logging.getLogger(__name__)
 
-Say = Callable[[str], None]
 
 CONNECT_TIMEOUT_S = 2.0
 
 
-def app_dsn(superuser_dsn: str) -> str:
+def app_database_dsn(superuser_dsn: str) -> str:
     """The application database on the node a superuser DSN points to."""
     return superuser_dsn.rsplit("/", 1)[0] + f"/{APP_DATABASE}"
 
@@ -72,7 +72,7 @@ class IntegrityWatch:
         """One round on the current primary; None when it cannot be reached (a restore)."""
         try:
             conn = await asyncpg.connect(
-                app_dsn(self.stack.current_primary_dsn), timeout=CONNECT_TIMEOUT_S
+                app_database_dsn(self.stack.current_primary_dsn), timeout=CONNECT_TIMEOUT_S
             )
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             log.debug("integrity check skipped: %r", exc)
@@ -285,7 +285,7 @@ class Restorer:
                 changed = earliest_new_change(report, baseline)
                 if changed is not None:
                     evidence.append((changed, "integrity checks (commit timestamp)"))
-        conn = await asyncpg.connect(app_dsn(self.stack.current_primary_dsn), timeout=10)
+        conn = await asyncpg.connect(app_database_dsn(self.stack.current_primary_dsn), timeout=10)
         try:
             rows = await read_written(conn, self.ledger_config, list(self.ledger.acked))
         finally:

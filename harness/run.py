@@ -15,7 +15,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import math
 import os
 import secrets
 import time
@@ -29,53 +28,37 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from harness.chaos import FaultContext, FaultRecord, run_fault
-from harness.config import LATENCY_METRICS, LoadConfig, Scenario
+from harness.config import LoadConfig, Scenario
 from harness.load.swarm import RecordTail, Swarm, SwarmShape, settings_for
 from harness.mcp_client.writes import WriteTemplate
-from harness.measure.clock import WALL_DRIFT_TOLERANCE_S, RunClock
-from harness.measure.failover import (
-    NOT_REACHED_KEY,
-    ProbeCadence,
-    ServiceProbeSample,
-    WriteProbeSample,
-    first_service_write_s,
-    lost_acks_after,
-    verified_samples,
-)
-from harness.measure.figures import (
-    RecoveryInputs,
-    database_failover,
-    integrity_figures,
-    kill_took_effect,
-    not_reached,
-    request_counts,
-    service_recovery,
-)
-from harness.measure.integrity import IntegrityChecker, IntegrityReport
-from harness.measure.latency import RequestAttempt, expected_interval_ms, latency_per_phase
-from harness.measure.ledger import LedgerClassification, RecordGaps, WriteLedger, record_gaps
-from harness.measure.phases import Phase, compute_phases
+from harness.measure.clock import RunClock
+from harness.measure.integrity import IntegrityChecker
+from harness.measure.ledger import WriteLedger
+from harness.measure.phases import Phase
 from harness.measure.probes import CREATE_PROBE_TABLE, PROBE_TABLE, ServiceProbe, WriteProbe
 from harness.measure.readback import read_all_ids, read_written
-from harness.measure.reconnect import reconnect_metrics
 from harness.measure.resources import (
-    HARNESS_STALL_LIMIT_S,
-    SATURATION_RULE,
     LoopLagProbe,
     ResourceSampler,
-    generator_saturation,
-    loop_lag_by_second,
-    loop_lag_saturation,
-    saturation_by_phase,
 )
-from harness.measure.timeline import build_timeline, connection_opens
-from harness.objectives import BOUNDS_KEY, Doubt
+from harness.measure.run_metrics import (
+    LEDGER_TOUCHES,
+    TASK_TOUCHES,
+    Evidence,
+    IntegrityEvidence,
+    Measured,
+    ReadBack,
+    Samples,
+    incident_s,
+    measure_run,
+)
+from harness.objectives import Doubt
 from harness.recover import (
     IntegrityWatch,
     RestoreOutcome,
     RestorePointMark,
     Restorer,
-    app_dsn,
+    app_database_dsn,
     create_restore_point,
 )
 from harness.redaction import copy_redacted, redact
@@ -131,8 +114,7 @@ class RunRecord:
     @property
     def t_fault_s(self) -> float | None:
         """The incident: the earliest confirmed fault (None without one)."""
-        times = [f.t_fault_s for f in self.faults if f.confirmed and f.t_fault_s is not None]
-        return min(times) if times else None
+        return incident_s(self.faults)
 
     def result(self) -> dict[str, Any]:
         return {
@@ -190,7 +172,7 @@ class _Live:
     restore_point: RestorePointMark | None = None
     restore: RestoreOutcome | None = None
     runbook: RunbookWatch[RunbookContext] | None = None
-    samples: _Samples | None = None
+    samples: Samples | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +265,7 @@ async def execute_series(
             for record in records:
                 record.environment = versions
             observer.event("bringing the stack down")
-            await _to_completion(stack.down())
+            await to_completion(stack.down())
             _collect_logs(stack, logs_dir)
             (logs_dir / "processes.json").write_text(json.dumps(stack.inventory(), indent=1))
             stack.remove_run_dir()
@@ -332,13 +314,13 @@ async def _one_run(series: _Series, run: PlannedRun, record: RunRecord, index: i
         if live is not None:
             readback = None
             try:
-                readback = await _to_completion(_read_back(scenario, live))
+                readback = await to_completion(_read_back(scenario, live))
             except Exception as exc:
                 record.doubts.append(
                     Doubt(f"the write ledger could not be checked: {exc!r}", LEDGER_TOUCHES)
                 )
             if live.samples is not None:
-                _measure(scenario, live, record, readback)
+                _take(record, measure_run(_evidence(scenario, live, record, readback)))
         record.duration_s = time.monotonic() - started
 
 
@@ -374,10 +356,15 @@ async def _back_to_series_start(
     observer.event(f"stack restored to the series start in {took:.1f} s")
 
 
-async def _to_completion(awaitable: Any) -> Any:
-    """Await cleanup to its end: a cancellation (Ctrl-C) arriving meanwhile is absorbed,
-    so a stopping run never leaves its stack half down."""
+async def to_completion(
+    awaitable: Any, *, cancel_first: bool = False, again: Callable[[], None] | None = None
+) -> Any:
+    """Await to the end, absorbing every cancellation (Ctrl-C) that arrives meanwhile, so a
+    stopping run never leaves its stack half down. With ``cancel_first`` the first one
+    cancels the awaited task (a run then cleans up and returns its partial record);
+    ``again`` is told of each later one."""
     task = asyncio.ensure_future(awaitable)
+    cancelled = False
     while True:
         try:
             return await asyncio.shield(task)
@@ -387,6 +374,11 @@ async def _to_completion(awaitable: Any) -> Any:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
+            if cancel_first and not cancelled:
+                task.cancel()
+                cancelled = True
+            elif again is not None:
+                again()
 
 
 async def _run_load(series: _Series, live: _Live, result_dir: Path, record: RunRecord) -> None:
@@ -518,8 +510,8 @@ class _Observers:
             runs.append((self.watch.run(stop), "integrity-watch"))
         return [asyncio.create_task(run, name=name) for run, name in runs]
 
-    def samples(self, run_end_s: float, generator_cores: int) -> _Samples:
-        return _Samples(
+    def samples(self, run_end_s: float, generator_cores: int) -> Samples:
+        return Samples(
             self.write_probe.samples,
             self.service_probe.samples,
             self.sampler.samples,
@@ -680,7 +672,7 @@ async def _finish_restore(
     except asyncio.CancelledError:
         if task.cancelled():
             return
-        live.restore = await _to_completion(task)
+        live.restore = await to_completion(task)
         raise
     except Exception as exc:
         record.doubts.append(Doubt(f"the restore failed unexpectedly: {exc!r}"))
@@ -744,34 +736,50 @@ def _status(live: _Live, record: RunRecord, users_target: int) -> dict[str, Any]
     }
 
 
-@dataclass
-class _Samples:
-    """What the run recorded while the load ran, for measuring once the ledger is checked."""
+def _evidence(
+    scenario: Scenario, live: _Live, record: RunRecord, readback: ReadBack | None
+) -> Evidence:
+    """What the run recorded, as the plain data ``measure_run`` takes."""
+    assert live.samples is not None
+    watch = live.watch
+    return Evidence(
+        scenario=scenario,
+        records=live.records,
+        events=live.events,
+        faults=record.faults,
+        samples=live.samples,
+        readback=readback,
+        ledger=live.ledger,
+        current_primary_port=live.stack.current_primary_port,
+        restore=live.restore,
+        restore_point=live.restore_point,
+        integrity=None
+        if watch is None
+        else IntegrityEvidence(
+            watch.reports, [c.name for c in watch.checker.checks], watch.interval_s
+        ),
+        runbook=None if live.runbook is None else live.runbook.summary(),
+        wall_drift_s=None if live.clock is None else live.clock.drift_s(),
+    )
 
-    write: list[WriteProbeSample]
-    service: list[ServiceProbeSample]
-    resources: list[dict[str, Any]]
-    harness_lag: list[dict[str, float]]
-    run_end_s: float
-    generator_cores: int
+
+def _take(record: RunRecord, measured: Measured) -> None:
+    """The figures and findings into the record (after the doubts and notes the run
+    itself found)."""
+    record.faults = measured.faults
+    record.phases = measured.phases
+    record.metrics = measured.metrics
+    record.timeline = measured.timeline
+    record.notes.extend(measured.notes)
+    record.doubts.extend(measured.doubts)
 
 
-@dataclass(frozen=True)
-class _ReadBack:
-    """What the final primary holds, read once after the run."""
-
-    written: list[tuple[str, str]]
-    all_ids: list[str] | None
-    probe_seqs: frozenset[int]
-    final_integrity: IntegrityReport | None
-
-
-async def _read_back(scenario: Scenario, live: _Live) -> _ReadBack:
+async def _read_back(scenario: Scenario, live: _Live) -> ReadBack:
     """Read the final primary directly: the ledger's rows, every id, the write probe's rows
     and the invariants once more."""
     samples = live.samples
     candidates = [s.seq for s in samples.write if s.ok] if samples is not None else []
-    conn = await asyncpg.connect(app_dsn(live.stack.current_primary_dsn), timeout=10)
+    conn = await asyncpg.connect(app_database_dsn(live.stack.current_primary_dsn), timeout=10)
     try:
         written = await read_written(conn, scenario.ledger, sorted(live.ledger.attempted))
         all_ids = await read_all_ids(conn, scenario.ledger)
@@ -783,460 +791,7 @@ async def _read_back(scenario: Scenario, live: _Live) -> _ReadBack:
             final = await live.watch.checker.run(conn, time.monotonic() - live.t0)
     finally:
         await conn.close()
-    return _ReadBack(written, all_ids, frozenset(int(r[0]) for r in rows), final)
-
-
-LEDGER_TOUCHES = ("writes", "db_failover_s", "failover_s", "rto_s", "integrity.after")
-"""What rests on the final read of the database: the ledger, and the recoveries judged
-only on writes found intact."""
-
-
-def _measure(
-    scenario: Scenario, live: _Live, record: RunRecord, readback: _ReadBack | None
-) -> None:
-    """Turn the recorded evidence into the metrics (``harness.measure.figures`` and the
-    modules beside it compute every figure); ``t_fault`` is the earliest confirmed fault,
-    decided once (after the write probe had its say on a primary kill)."""
-    samples = live.samples
-    assert samples is not None
-    run_end_s = samples.run_end_s
-    database = _database_failover(record, live, samples.write, readback)
-    t_fault = record.t_fault_s
-    writes, classified = _writes(scenario, live, record, readback)
-    intact = None if classified is None else frozenset(classified.intact)
-    verified = verified_samples(samples.service, intact)
-    restored_at = live.restore.t_reattached_s if live.restore else None
-    requests = [r for r in live.records if r.get("k") == "req"]
-    tools_list = [
-        RequestAttempt(r["t_s"], r["ms"], r["ok"]) for r in requests if r["m"] == "tools/list"
-    ]
-    record.phases = compute_phases(
-        run_end_s=run_end_s,
-        t_fault_s=t_fault,
-        first_service_write_s=first_service_write_s(verified, max(t_fault, restored_at or t_fault))
-        if t_fault is not None
-        else None,
-        session_starts_s=[t for t, _, change in connection_opens(live.records) if change > 0],
-        steady_from_s=next((r["t_s"] for r in live.records if r.get("k") == "spawned"), 0.0),
-        window_s=scenario.windows.stability,
-    )
-    window = scenario.windows.reconnect
-    reconnect = reconnect_metrics(
-        (r for r in live.records if r.get("k") in ("broken", "reconnected", "req")),
-        _fault_started_s(record),
-        window,
-        sessions=scenario.load.protocol != "2026-07-28",
-        run_end_s=run_end_s,
-    )
-    record.metrics = {
-        **database,
-        **_service_recovery(scenario, t_fault, verified, tools_list, run_end_s, restored_at),
-        **_integrity(scenario, live, record, t_fault, readback),
-        "restore": _restore(live, verified),
-        "runbook": _runbook(scenario, live),
-        "reconnect": reconnect,
-        "tools_list_latency_ms": latency_per_phase(
-            record.phases,
-            tools_list,
-            t_fault,
-            window,
-            expected_interval_ms=expected_interval_ms(
-                scenario.load.think_time, {str(op): w for op, w in scenario.load.tool_mix.items()}
-            ),
-        ),
-        "tools_list_ok_latency_ms": latency_per_phase(
-            record.phases, tools_list, t_fault, window, successes_only=True
-        ),
-        "requests": request_counts(requests),
-        **_around_the_load(live, record, requests, samples),
-        "probes": {
-            "write": {
-                "samples": len(samples.write),
-                "failed": sum(1 for s in samples.write if not s.ok),
-            },
-            "service": {
-                "samples": len(samples.service),
-                "failed": sum(1 for s in samples.service if not s.ok),
-                "acknowledged_then_lost": lost_acks_after(samples.service, intact, -math.inf),
-            },
-        },
-        "writes": writes,
-    }
-    if t_fault is not None:
-        record.metrics[NOT_REACHED_KEY] = {
-            **not_reached(
-                record.metrics,
-                t_fault,
-                run_end_s,
-                scenario.windows.stability,
-                database_measured=_kill_primary(record) is not None,
-            ),
-            **{f"reconnect.{name}": s for name, s in reconnect["over_window_s"].items()},
-        }
-        lost_probe_writes = record.metrics["probes"]["service"]["acknowledged_then_lost"]
-        if record.metrics["failover_s"] is None and lost_probe_writes:
-            record.notes.append(
-                f"failover_s not reached: {lost_probe_writes} service probe write(s) were "
-                "acknowledged and then missing from the final primary; a window whose writes "
-                "were lost is not a recovery"
-            )
-    integrity = record.metrics.get("integrity")
-    if integrity is not None and live.restore is None and classified is not None:
-        integrity["ledger_agrees"] = _ledger_agrees(record, live.ledger, classified)
-    bounds = reconnect.get("success_rate_bounds")
-    if bounds is not None:
-        record.metrics[BOUNDS_KEY] = {"reconnect.success_rate": bounds}
-    record.timeline = build_timeline(live.records, run_end_s, live.events, samples.resources)
-    _doubts(scenario, live, record)
-    if live.restore is not None and live.restore.error:
-        record.notes.append(live.restore.error)
-    if not any(a.ok for a in tools_list):
-        record.notes.append(
-            "no successful tools/list was recorded: the load did not reach the server"
-        )
-
-
-def _fault_started_s(record: RunRecord) -> float | None:
-    """When the injector began the earliest confirmed fault: clients it breaks may break
-    before the fault is confirmed, and those breaks belong to it."""
-    starts = [
-        f.t_started_s if f.t_started_s is not None else f.t_fault_s
-        for f in record.faults
-        if f.confirmed and f.t_fault_s is not None
-    ]
-    return min((s for s in starts if s is not None), default=None)
-
-
-WALL_CLOCK_TOUCHES = ("writes.rpo_s", "writes.restore_boundary", "restore")
-PROBE_TOUCHES = ("db_failover_s", "failover_s", "rto_s", "restore.steps.first_good_write_s")
-TASK_TOUCHES = {
-    "write-probe": ("db_failover_s",),
-    "service-probe": ("failover_s", "rto_s", "restore.steps.first_good_write_s"),
-    "integrity-watch": ("time_to_detect_s", "integrity"),
-    "resource-sampler": ("generator", "database", "server", *LATENCY_METRICS, "reconnect"),
-    "harness-loop-lag": PROBE_TOUCHES,
-}
-"""What each background task's figures are; a task that failed leaves them in doubt (any
-other task, a fault or the runbook, leaves everything in doubt)."""
-
-
-def _saturation_touches(span: str) -> tuple[str, ...]:
-    """The figures the load generator measured during ``span`` (a phase, ``all`` or
-    ``fault_window``): a saturated generator measured itself there."""
-    touched: tuple[str, ...] = tuple(f"{figure}.{span}" for figure in LATENCY_METRICS)
-    if span in ("disruption", "storm", "fault_window", "all"):
-        touched += ("reconnect",)
-    if span == "all":
-        touched += ("requests",)
-    return touched
-
-
-def _doubts(scenario: Scenario, live: _Live, record: RunRecord) -> None:
-    """Each reason a figure could be wrong, with the figures it touches."""
-    if live.clock is not None and abs(live.clock.drift_s()) > WALL_DRIFT_TOLERANCE_S:
-        record.doubts.append(
-            Doubt(
-                f"the wall clock moved {live.clock.drift_s():+.3f} s against the monotonic "
-                "clock during the run: wall-clock restore targets and rpo_s may be wrong",
-                WALL_CLOCK_TOUCHES,
-            )
-        )
-    generator = record.metrics["generator"]
-    for span, judged in generator["by_phase"].items():
-        if judged["saturated"]:
-            record.doubts.append(
-                Doubt(
-                    f"the load generator was saturated during {span} "
-                    f"({', '.join(judged['saturated_by'])}; rule: {SATURATION_RULE}): the "
-                    f"figures measured then may measure the generator, not the server",
-                    _saturation_touches(span),
-                )
-            )
-    harness_lag = record.metrics["harness"]
-    if harness_lag["loop_lagging"]:
-        record.doubts.append(
-            Doubt(
-                f"the harness's own event loop stalled (over {HARNESS_STALL_LIMIT_S * 1000:.0f} ms "
-                f"at once in {harness_lag['loop_lagging_fraction']:.0%} of the seconds): the "
-                "probe samples it stamped may be late by as much",
-                PROBE_TOUCHES,
-            )
-        )
-    gaps = _ledger_record_gaps(live.records)
-    if gaps.any:
-        record.doubts.append(
-            Doubt(
-                f"ledger records are missing from the load ({gaps.describe()}): acknowledged "
-                "writes may have gone unrecorded",
-                ("writes",),
-            )
-        )
-
-
-def _ledger_record_gaps(records: list[dict[str, Any]]) -> RecordGaps:
-    seqs: dict[str, list[int]] = {}
-    final: dict[str, int | None] = {}
-    for rec in records:
-        kind = rec.get("k")
-        if kind in ("write", "write_attempt") and "w" in rec:
-            seqs.setdefault(rec["w"], []).append(int(rec["seq"]))
-            final.setdefault(rec["w"], None)
-        elif kind == "ledger_end":
-            final[rec["w"]] = int(rec["n"])
-    return record_gaps(seqs, final)
-
-
-def _kill_primary(record: RunRecord) -> FaultRecord | None:
-    return next((f for f in record.faults if f.kind == "kill_primary" and f.confirmed), None)
-
-
-def _database_failover(
-    record: RunRecord,
-    live: _Live,
-    write_samples: list[WriteProbeSample],
-    readback: _ReadBack | None,
-) -> dict[str, Any]:
-    """db_failover_s, measured only when a primary was killed; a kill that the write probe
-    saw the old primary survive (a write sent after t_fault committed on it) is not
-    confirmed."""
-    kill = _kill_primary(record)
-    if kill is None or kill.t_fault_s is None:
-        return database_failover([], 0.0, 0, None)
-    if kill.killed_port is not None and not kill_took_effect(
-        write_samples, kill.t_fault_s, kill.killed_port
-    ):
-        kill.confirmed = False
-        record.notes.append(
-            "the write probe saw writes sent after t_fault commit on the killed primary: "
-            "the fault did not take effect"
-        )
-        return database_failover([], 0.0, 0, None)
-    figures = database_failover(
-        write_samples,
-        kill.t_fault_s,
-        live.stack.current_primary_port,
-        None if readback is None else readback.probe_seqs,
-    )
-    return figures
-
-
-def _service_recovery(
-    scenario: Scenario,
-    t_fault: float | None,
-    verified: list[ServiceProbeSample],
-    tools_list: list[RequestAttempt],
-    run_end_s: float,
-    restored_at: float | None,
-) -> dict[str, float | None]:
-    if t_fault is None:
-        return {"failover_s": None, "rto_s": None}
-    p99_targets = {
-        o.path: o.target
-        for o in scenario.objectives
-        if o.path.startswith("tools_list_latency_ms.")
-        and o.path.endswith(".p99")
-        and o.max is not None
-    }
-    inputs = RecoveryInputs(
-        t_fault_s=t_fault,
-        run_end_s=run_end_s,
-        window_s=scenario.windows.stability,
-        cadence=ProbeCadence(scenario.probes.service_interval, scenario.service_timeout_s),
-        restore_required=scenario.recovery.restore is not None,
-        restored_at_s=restored_at,
-        tools_list=[(a.t_s, a.ms) for a in tools_list],
-        p99_target_ms=p99_targets.get(
-            "tools_list_latency_ms.recovered.p99", p99_targets.get("tools_list_latency_ms.all.p99")
-        ),
-    )
-    return service_recovery(verified, inputs)
-
-
-def _injected_damage(record: RunRecord) -> dict[str, list[str]]:
-    """What damaging faults say they did, id lists by kind."""
-    injected: dict[str, list[str]] = {}
-    for fault in record.faults:
-        for kind, ids in (fault.damage or {}).items():
-            injected.setdefault(kind, []).extend(ids)
-    return injected
-
-
-def _integrity(
-    scenario: Scenario,
-    live: _Live,
-    record: RunRecord,
-    t_fault: float | None,
-    readback: _ReadBack | None,
-) -> dict[str, Any]:
-    watch = live.watch
-    if watch is None:
-        return {"time_to_detect_s": None, "integrity": None}
-    return integrity_figures(
-        watch.reports,
-        [c.name for c in watch.checker.checks],
-        watch.interval_s,
-        t_fault,
-        live.restore.t_start_s if live.restore else None,
-        _injected_damage(record),
-        None if readback is None else readback.final_integrity,
-    )
-
-
-def _restore(live: _Live, service_samples: list[ServiceProbeSample]) -> dict[str, Any] | None:
-    """Each restore step's duration, the first good write through MCP after it, the target."""
-    outcome = live.restore
-    if outcome is None or live.clock is None:
-        return None
-    first_good = None
-    if outcome.t_reattached_s is not None:
-        at = first_service_write_s(service_samples, outcome.t_reattached_s)
-        first_good = None if at is None else at - outcome.t_reattached_s
-    return outcome.summary(first_good)
-
-
-def _runbook(scenario: Scenario, live: _Live) -> dict[str, Any] | None:
-    """What the runbook watcher saw and did; None without a runbook."""
-    if live.runbook is None:
-        return None
-    return {"spec": scenario.recovery.runbook, **live.runbook.summary()}
-
-
-def _around_the_load(
-    live: _Live, record: RunRecord, requests: list[dict[str, Any]], samples: _Samples
-) -> dict[str, Any]:
-    """Peaks of the database, the server and the load generator over the run, and the
-    saturation rule judged over the whole run and over each phase."""
-    resources, cores = samples.resources, samples.generator_cores
-
-    def peak(key: str) -> float | None:
-        values = [r[key] for r in resources if r.get(key) is not None]
-        return max(values) if values else None
-
-    measured = [r for r in resources if r.get("generator_cpu_cores") is not None]
-    cpu = [r["generator_cpu_cores"] for r in measured]
-    cpu_saturated, fraction = generator_saturation(
-        cpu, [r["generator_cpu_busiest_process"] for r in measured], cores
-    )
-    lag_records = [r for r in live.records if r.get("k") == "lag" and r["t_s"] >= 0]
-    lag = loop_lag_by_second(lag_records)
-    lagging, lag_fraction = loop_lag_saturation(lag)
-    spans = [(p.name, p.start_s, p.end_s) for p in record.phases]
-    t_fault = record.t_fault_s
-    if t_fault is not None:
-        spans.append(("fault_window", t_fault, t_fault + record.scenario.windows.reconnect))
-    by_phase = {
-        judged.phase: judged.as_dict()
-        for judged in saturation_by_phase(spans, resources, lag_records, cores)
-    }
-    by_phase["all"] = {
-        "seconds": len(measured),
-        "saturated": cpu_saturated or lagging,
-        "saturated_by": [n for n, hit in (("cpu", cpu_saturated), ("loop_lag", lagging)) if hit],
-    }
-    harness_lag = loop_lag_by_second(samples.harness_lag)
-    harness_stalls = loop_lag_by_second(samples.harness_lag, "max")
-    harness_lagging, harness_fraction = loop_lag_saturation(harness_stalls, HARNESS_STALL_LIMIT_S)
-    span = (requests[-1]["t_s"] - requests[0]["t_s"]) if len(requests) > 1 else 0.0
-    return {
-        "database": {
-            "connections_peak": peak("db_connections"),
-            "max_connections": peak("db_max_connections"),
-            "replication_lag_bytes_max": peak("replication_lag_bytes"),
-            "replication_lag_s_max": peak("replication_lag_s"),
-            "pool_waiting_peak": peak("server_db_pool_waiting"),
-        },
-        "server": {"sessions_open_peak": peak("server_sessions_open")},
-        "generator": {
-            "users_peak": max((r["n"] for r in live.records if r.get("k") == "users"), default=0),
-            "requests_per_s_mean": (len(requests) / span) if span > 0 else None,
-            "cpu_cores_mean": (sum(cpu) / len(cpu)) if cpu else None,
-            "cpu_cores_max": max(cpu) if cpu else None,
-            "cpu_busiest_process_max": max(
-                (r["generator_cpu_busiest_process"] for r in measured), default=None
-            ),
-            "cores_available": cores,
-            "loop_lag_ms_mean": (1000 * sum(lag) / len(lag)) if lag else None,
-            "loop_lag_ms_worst_second": (1000 * max(lag)) if lag else None,
-            "loop_lagging_fraction": lag_fraction,
-            "saturated_fraction": fraction,
-            "saturated": cpu_saturated or lagging,
-            "saturated_by": by_phase["all"]["saturated_by"],
-            "by_phase": by_phase,
-            "rule": SATURATION_RULE,
-        },
-        "harness": {
-            "loop_lag_ms_mean": (1000 * sum(harness_lag) / len(harness_lag))
-            if harness_lag
-            else None,
-            "loop_lag_ms_worst_second": (1000 * max(harness_lag)) if harness_lag else None,
-            "loop_stall_ms_max": (1000 * max(harness_stalls)) if harness_stalls else None,
-            "loop_lagging_fraction": harness_fraction,
-            "loop_lagging": harness_lagging,
-        },
-    }
-
-
-def _writes(
-    scenario: Scenario, live: _Live, record: RunRecord, readback: _ReadBack | None
-) -> tuple[dict[str, Any] | None, LedgerClassification | None]:
-    """The ledger against the final primary: every acknowledged write classified, a restore
-    to a restore point tested against it, and the corrupting tool's damage compared."""
-    if readback is None:
-        return None, None
-    if record.faults and record.t_fault_s is None:
-        record.notes.append(
-            "no fault was confirmed: writes are classified without an incident time"
-        )
-    restore = live.restore
-    restored = restore is not None and restore.report is not None
-    injected = _injected_damage(record)
-    classified = live.ledger.classify(
-        readback.written,
-        record.t_fault_s,
-        all_ids=readback.all_ids,
-        restore_target_s=restore.target_t_s if restored and restore is not None else None,
-        restore_began_s=restore.t_start_s if restored and restore is not None else None,
-        intended_lost=frozenset(injected.get("deleted", ())),
-    )
-    summary = classified.summary()
-    mark = live.restore_point
-    if mark is not None and restored and restore is not None:
-        boundary = live.ledger.restore_boundary(
-            {row_id for row_id, _ in readback.written},
-            mark.t_start_s,
-            mark.t_end_s,
-            restore.t_start_s,
-        )
-        summary["restore_boundary"] = boundary.summary()
-        if not boundary.ok:
-            record.notes.append(
-                f"the restore to the restore point does not match the ledger: {boundary.summary()}"
-            )
-    return summary, classified
-
-
-def _ledger_agrees(
-    record: RunRecord, ledger: WriteLedger, classified: LedgerClassification
-) -> dict[str, Any] | None:
-    """Does the ledger find exactly the acknowledged writes a corrupting tool says it
-    damaged: its updates as altered, its deletions as lost (without a failover or a
-    restore, nothing else alters or loses a write)?"""
-    damage = {kind: set(ids) for kind, ids in _injected_damage(record).items()}
-    if not damage:
-        return None
-    acked = set(ledger.acked)
-    expected_altered = (
-        damage.get("updated", set()) | damage.get("invariant_broken", set())
-    ) & acked
-    expected_lost = damage.get("deleted", set()) & acked
-    return {
-        "altered_expected": len(expected_altered),
-        "altered_found": len(classified.altered),
-        "lost_expected": len(expected_lost),
-        "lost_found": len(classified.lost),
-        "exact": expected_altered == set(classified.altered)
-        and expected_lost == set(classified.lost),
-    }
+    return ReadBack(written, all_ids, frozenset(int(r[0]) for r in rows), final)
 
 
 def _collect_logs(stack: Stack, logs_dir: Path) -> None:

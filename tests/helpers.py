@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 
 
@@ -115,3 +116,39 @@ def uncatalogued(result: dict) -> list[str]:
         return [prefix] if figure and metric(prefix) is None else []
 
     return walk(result.get("metrics") or {}, "")
+
+
+class _SeriesReader(HTMLParser):
+    """Reads a rendered page (or a browser's DOM of it): each series' declared and drawn points."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.series: dict[str, tuple[int, int]] = {}
+        self._open: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        name = found.get("data-series")
+        if "pt" in (found.get("class") or "").split():
+            owner = next((n for _, n in reversed(self._open) if n is not None), None)
+            if owner is not None:
+                declared, drawn = self.series[owner]
+                self.series[owner] = (declared, drawn + 1)
+        self._open.append((tag, name))
+        if name is not None:
+            self.series[name] = (int(found.get("data-points") or -1), 0)
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self._open) - 1, -1, -1):
+            if self._open[i][0] == tag:
+                del self._open[i:]
+                return
+
+
+def series_in_dom(document: str) -> dict[str, tuple[int, int]]:
+    """{series: (data-points, points drawn inside its group)} of a report page: the two must
+    agree, and match the values result.json holds for that series."""
+    reader = _SeriesReader()
+    reader.feed(document)
+    reader.close()
+    return reader.series

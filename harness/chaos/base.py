@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
+from harness import Say
 from harness.config import Fault, Scenario
 from harness.stack import Stack
-
-Say = Callable[[str], None]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from harness import reference
 from harness.load.policy import POLICY_NAMES, PolicyName, ReconnectPolicy
 from harness.mcp_client.acks import AckRule
 from harness.mcp_client.wire import PROTOCOL_2025_11_25, SUPPORTED_PROTOCOLS
@@ -29,16 +30,8 @@ USER_ID_STRIDE = 1_000_000
 """User ids in records are ``worker_index * USER_ID_STRIDE + n``: unique within a run, and
 the worker that ran a user is ``u // USER_ID_STRIDE``."""
 
-OPS = ("tools/list", "create_note", "get_note", "search_notes", "notes_report")
-"""What a user can do between think times: tools/list, or one tools/call of these tools."""
-
-DEFAULT_TOOL_MIX = {
-    "tools/list": 4.0,
-    "create_note": 2.0,
-    "get_note": 2.0,
-    "search_notes": 1.0,
-    "notes_report": 0.5,
-}
+OPS = reference.OPS
+DEFAULT_TOOL_MIX = reference.DEFAULT_TOOL_MIX
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ class LoadSettings:
     hold_stream: bool = False
     """2025-11-25: each user also holds its session's standalone GET SSE stream open, so a
     storm includes those connections. No effect in 2026-07-28, which has no such stream."""
-    write_tool: str = "create_note"
+    write_tool: str = reference.WRITE_TOOL
     """The tool a ``create_note`` operation calls (the scenario's ``ledger.tool``)."""
     write_arguments: dict[str, Any] = field(default_factory=lambda: dict(WriteTemplate.arguments))
     write_content: str = WriteTemplate.content

@@ -23,7 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gevent
-from geventhttpclient._parser import HTTPParseError
+from geventhttpclient import HTTPParseError
 from locust import FastHttpUser, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.event import EventHook

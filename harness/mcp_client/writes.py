@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from harness import reference
+
 
 def note_checksum(title: str, body: str) -> str:
     """Checksum of a note's content, as the write ledger stores and later compares it."""
@@ -36,15 +38,9 @@ class WriteTemplate:
     argument may hold braces of its own.
     """
 
-    tool: str = "create_note"
-    arguments: tuple[tuple[str, Any], ...] = (
-        ("id", "{id}"),
-        ("title", "{title}"),
-        ("body", "{body}"),
-        ("checksum", "{checksum}"),
-        ("parent_id", OPTIONAL_PLACEHOLDER),
-    )
-    content: str = "{title}\n{body}"
+    tool: str = reference.WRITE_TOOL
+    arguments: tuple[tuple[str, Any], ...] = tuple(reference.WRITE_ARGUMENTS.items())
+    content: str = reference.WRITE_CONTENT
 
     def render(
         self, write_id: str, title: str, body: str, parent_id: str | None = None

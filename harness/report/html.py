@@ -21,7 +21,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
-from html.parser import HTMLParser
 from typing import Any
 
 from harness.report.summary import (
@@ -994,39 +993,3 @@ def report_html(result: dict[str, Any]) -> str:
         + "\n".join(b for b in body if b)
         + "</main></body></html>\n"
     )
-
-
-class _SeriesReader(HTMLParser):
-    """Reads a rendered page (or a browser's DOM of it): each series' declared and drawn points."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.series: dict[str, tuple[int, int]] = {}
-        self._open: list[tuple[str, str | None]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        name = found.get("data-series")
-        if "pt" in (found.get("class") or "").split():
-            owner = next((n for _, n in reversed(self._open) if n is not None), None)
-            if owner is not None:
-                declared, drawn = self.series[owner]
-                self.series[owner] = (declared, drawn + 1)
-        self._open.append((tag, name))
-        if name is not None:
-            self.series[name] = (int(found.get("data-points") or -1), 0)
-
-    def handle_endtag(self, tag: str) -> None:
-        for i in range(len(self._open) - 1, -1, -1):
-            if self._open[i][0] == tag:
-                del self._open[i:]
-                return
-
-
-def series_in_dom(document: str) -> dict[str, tuple[int, int]]:
-    """{series: (data-points, points drawn inside its group)} of a report page: the two must
-    agree, and match the values result.json holds for that series."""
-    reader = _SeriesReader()
-    reader.feed(document)
-    reader.close()
-    return reader.series

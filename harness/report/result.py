@@ -7,23 +7,16 @@ import math
 import os
 import platform
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from harness.redaction import redact_data
+from harness.stack.prerequisites import package_version
 
 SCHEMA_VERSION = 2
 RESULT_FILE = "result.json"
-
-
-def package_version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def environment(stack_versions: dict[str, Any]) -> dict[str, Any]:

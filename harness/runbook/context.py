@@ -4,9 +4,10 @@ share."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness import Say
 from harness.config import IntegrityCheck, Scenario
 from harness.runbook.engine import (
     MONOTONIC_CLOCK,
@@ -16,7 +17,6 @@ from harness.stack import Stack
 
 log = logging.getLogger(__name__)
 
-Say = Callable[[str], None]
 
 NO_ADMIN = (
     "the server has no admin endpoint the harness knows (a user's server; the reference "

@@ -36,7 +36,7 @@ import asyncpg
 from harness.config import RUNBOOK_DEFAULT, IntegrityCheck, Scenario
 from harness.measure.exposition import SeriesKey, total
 from harness.measure.integrity import IntegrityChecker, IntegrityReport, earliest_new_change
-from harness.recover import app_dsn
+from harness.recover import app_database_dsn
 from harness.redaction import redact
 from harness.runbook.admin import admin_all
 from harness.runbook.context import NO_ADMIN, NOT_MEASURED, RunbookContext
@@ -632,7 +632,7 @@ class IntegrityViolations(Step[RunbookContext]):
             )
         try:
             conn = await asyncpg.connect(
-                app_dsn(ctx.stack.current_primary_dsn), timeout=self.query_timeout_s
+                app_database_dsn(ctx.stack.current_primary_dsn), timeout=self.query_timeout_s
             )
         except DB_ERRORS as exc:
             return f"the primary does not answer: {_why(exc)}"

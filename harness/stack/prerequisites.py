@@ -159,7 +159,8 @@ def toxiproxy_version(binary: Path) -> str:
     return _version([str(binary), "--version"])
 
 
-def _package_version(name: str) -> str | None:
+def package_version(name: str) -> str | None:
+    """The installed version of a Python distribution, or None when it is not installed."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -187,7 +188,7 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
         "rich",
         "testcontainers",
     ):
-        version = _package_version(package)
+        version = package_version(package)
         checks.append(Check(package, version is not None, version or "missing", "make bootstrap"))
     bin_dir_found: Path | None = None
     try:

@@ -19,7 +19,7 @@ from harness.mcp_client.async_client import call_tool_once
 from harness.mcp_client.writes import WriteTemplate, new_note
 from harness.measure.ledger import LedgerClassification
 from harness.measure.readback import read_all_ids, read_written
-from harness.recover import app_dsn
+from harness.recover import app_database_dsn
 from harness.testing.case import Case
 
 CHECK_TIMEOUT_S = 120.0
@@ -106,7 +106,7 @@ class Ledger:
     async def _classify(self) -> LedgerClassification:
         config = self.case.session.scenario.ledger
         ledger = self.case.ledger
-        dsn = app_dsn(self.case.session.stack.current_primary_dsn)
+        dsn = app_database_dsn(self.case.session.stack.current_primary_dsn)
         conn = await asyncpg.connect(dsn, timeout=10)
         try:
             written = await read_written(conn, config, sorted(ledger.attempted))

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.report.html import COLOR, series_in_dom
+from harness.report.html import COLOR
 from harness.report.outputs import write_outputs
+from tests.helpers import series_in_dom
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "result_sample.json"
 WIDTH, HEIGHT = 1280, 2400

@@ -25,7 +25,7 @@ import pytest
 from harness.config import Scenario
 from harness.mcp_client.async_client import call_tool_once, open_session, send
 from harness.mcp_client.wire import McpSession
-from harness.recover import app_dsn
+from harness.recover import app_database_dsn
 from harness.runbook import Action, ActionOutcome, Runbook, StepOutcome
 from harness.runbook.admin import admin_request
 from harness.runbook.context import RunbookContext
@@ -95,7 +95,7 @@ def test_a_lagging_replica_is_reported_not_rebuilt(stack: LocalStack) -> None:
     step = ReplicationLag(max_bytes=256 * KIB, max_s=30)
     healthy = run(step.check(context(stack)))
     assert healthy.healthy, healthy.detail
-    primary_app = app_dsn(stack.current_primary_dsn)
+    primary_app = app_database_dsn(stack.current_primary_dsn)
     run(sql(primary_app, "CREATE TABLE lag_probe (id int, pad text)"))
     stack.toxiproxy.add_toxic(
         "pg-replication", "bandwidth", name="slow_wal", attributes={"rate": 4}
@@ -289,7 +289,11 @@ def test_killed_primary_is_replaced_and_writes_go_on(stack: LocalStack) -> None:
     created = run(call_tool_once(stack.endpoints.mcp_url, "create_note", arguments))
     assert created.ok and created.result.get("isError") is not True, created
     stored = run(
-        sql(app_dsn(stack.current_primary_dsn), "SELECT body FROM notes WHERE id = $1", note_id)
+        sql(
+            app_database_dsn(stack.current_primary_dsn),
+            "SELECT body FROM notes WHERE id = $1",
+            note_id,
+        )
     )
     assert [r["body"] for r in stored] == [body]
 

@@ -340,3 +340,16 @@ def test_a_fault_the_docker_backend_lacks_points_back_to_local(tmp_path: Path) -
     text = "backend: docker\nfaults: [{kind: bad_deployment, at: 5s}]\n"
     with pytest.raises(ScenarioError, match="bad_deployment needs --backend local"):
         load_scenario(write(tmp_path, text))
+
+
+def test_the_reference_servers_operations_are_the_ones_a_scenario_may_mix() -> None:
+    from typing import get_args
+
+    from harness import reference
+    from harness.config import ToolOp
+    from harness.mcp_client.writes import OPTIONAL_PLACEHOLDER, WriteTemplate
+
+    assert get_args(ToolOp) == reference.OPS
+    assert set(reference.DEFAULT_TOOL_MIX) == set(reference.OPS)
+    assert reference.WRITE_ARGUMENTS["parent_id"] == OPTIONAL_PLACEHOLDER
+    assert WriteTemplate().tool == reference.WRITE_TOOL

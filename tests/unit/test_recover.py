@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from harness.measure.clock import RunClock
-from harness.recover import RestoreOutcome, app_dsn
+from harness.recover import RestoreOutcome, app_database_dsn
 
 
 def test_run_clock_converts_both_ways() -> None:
@@ -23,7 +23,7 @@ def test_run_clock_reports_a_wall_clock_step() -> None:
 
 
 def test_app_dsn_points_at_the_application_database() -> None:
-    assert app_dsn("postgresql://postgres:x@127.0.0.1:5/postgres") == (
+    assert app_database_dsn("postgresql://postgres:x@127.0.0.1:5/postgres") == (
         "postgresql://postgres:x@127.0.0.1:5/mcp"
     )
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from harness.report.html import report_html, series_in_dom
+from harness.report.html import report_html
 from harness.report.junit import junit_xml
 from harness.report.outputs import write_outputs
 from harness.report.summary import objective_message, summary_markdown, unit_of, with_unit
+from tests.helpers import series_in_dom
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "result_sample.json"
 TIME_SERIES = ("requests_per_s", "errors_per_s", "tools_list_p50_ms", "tools_list_p99_ms")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.config import Scenario
 from harness.measure.failover import ServiceProbeSample
-from harness.run import _service_recovery
+from harness.measure.run_metrics import _service_recovery
 
 WRITES_ALWAYS_OK = [ServiceProbeSample(t / 10, True, None) for t in range(0, 600)]
 
