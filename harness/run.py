@@ -29,6 +29,7 @@ import asyncpg
 
 from harness.chaos import FaultContext, FaultRecord, run_fault
 from harness.config import LoadConfig, Scenario
+from harness.load.records import of_kind
 from harness.load.swarm import RecordTail, Swarm, SwarmShape, settings_for
 from harness.mcp_client.writes import WriteTemplate
 from harness.measure.clock import RunClock
@@ -690,7 +691,7 @@ async def _load_started(swarm: Swarm, tail: Any, live: _Live, timeout_s: float) 
     early: list[dict[str, Any]] = []
     while time.monotonic() < deadline and swarm.running:
         early.extend(tail.read_new())
-        started = next((r["t"] for r in early if r.get("k") == "users"), None)
+        started = next((r["t"] for r in of_kind(early, "users")), None)
         if started is not None:
             live.t0 = started
             _ingest(early, live)
@@ -723,7 +724,7 @@ def _status(live: _Live, record: RunRecord, users_target: int) -> dict[str, Any]
         for r in live.records[-20000:]
         if r.get("k") == "req" and now_s - 1.5 <= r["t_s"] < now_s - 0.5
     ]
-    users = next((r["n"] for r in reversed(live.records) if r.get("k") == "users"), 0)
+    users = next((r["n"] for r in of_kind(reversed(live.records), "users")), 0)
     fault = next((f for f in record.faults if f.t_fault_s is not None), None)
     return {
         "t_s": now_s,

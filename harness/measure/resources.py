@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +86,9 @@ def generator_saturation(
     return fraction > SATURATION_TIME_FRACTION, fraction
 
 
-def loop_lag_by_second(lag_records: Sequence[dict[str, Any]], field: str = "mean") -> list[float]:
+def loop_lag_by_second(
+    lag_records: Sequence[Mapping[str, Any]], field: str = "mean"
+) -> list[float]:
     """Per second of the run (``t_s``), the worst lateness (``field``: each record's
     ``mean`` or ``max``) over the processes."""
     worst: dict[int, float] = {}
@@ -137,7 +139,7 @@ class PhaseSaturation:
 def saturation_by_phase(
     spans: Sequence[tuple[str, float, float]],
     cpu_samples: Sequence[dict[str, Any]],
-    lag_records: Sequence[dict[str, Any]],
+    lag_records: Sequence[Mapping[str, Any]],
     cores: int,
 ) -> list[PhaseSaturation]:
     """The saturation rule per ``(name, start_s, end_s)`` span: ``cpu_samples`` are the

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.chaos import FaultRecord
 from harness.config import LATENCY_METRICS, Scenario
+from harness.load.records import Request, of_kind, of_kinds
 from harness.measure.clock import WALL_DRIFT_TOLERANCE_S
 from harness.measure.doubts import BOUNDS_KEY, Doubt
 from harness.measure.failover import (
@@ -164,7 +165,7 @@ def measure_run(ev: Evidence) -> Measured:
     intact = None if classified is None else frozenset(classified.intact)
     verified = verified_samples(samples.service, intact)
     restored_at = ev.restore.t_reattached_s if ev.restore else None
-    requests = [r for r in ev.records if r.get("k") == "req"]
+    requests = list(of_kind(ev.records, "req"))
     tools_list = [
         RequestAttempt(r["t_s"], r["ms"], r["ok"]) for r in requests if r["m"] == "tools/list"
     ]
@@ -175,12 +176,12 @@ def measure_run(ev: Evidence) -> Measured:
         if t_fault is not None
         else None,
         session_starts_s=[t for t, _, change in connection_opens(ev.records) if change > 0],
-        steady_from_s=next((r["t_s"] for r in ev.records if r.get("k") == "spawned"), 0.0),
+        steady_from_s=next((r["t_s"] for r in of_kind(ev.records, "spawned")), 0.0),
         window_s=scenario.windows.stability,
     )
     window = scenario.windows.reconnect
     reconnect = reconnect_metrics(
-        (r for r in ev.records if r.get("k") in ("broken", "reconnected", "req")),
+        of_kinds(ev.records, "broken", "reconnected", "req"),
         _fault_started_s(found.faults),
         window,
         sessions=scenario.load.protocol != "2026-07-28",
@@ -436,7 +437,7 @@ def _restore(
 
 
 def _around_the_load(
-    ev: Evidence, phases: list[Phase], t_fault: float | None, requests: list[dict[str, Any]]
+    ev: Evidence, phases: list[Phase], t_fault: float | None, requests: list[Request]
 ) -> dict[str, Any]:
     """Peaks of the database, the server and the load generator over the run, and the
     saturation rule judged over the whole run and over each phase."""
@@ -452,7 +453,7 @@ def _around_the_load(
     cpu_saturated, fraction = generator_saturation(
         cpu, [r["generator_cpu_busiest_process"] for r in measured], cores
     )
-    lag_records = [r for r in ev.records if r.get("k") == "lag" and r["t_s"] >= 0]
+    lag_records = [r for r in of_kind(ev.records, "lag") if r["t_s"] >= 0]
     lag = loop_lag_by_second(lag_records)
     lagging, lag_fraction = loop_lag_saturation(lag)
     spans = [(p.name, p.start_s, p.end_s) for p in phases]
@@ -481,7 +482,7 @@ def _around_the_load(
         },
         "server": {"sessions_open_peak": peak("server_sessions_open")},
         "generator": {
-            "users_peak": max((r["n"] for r in ev.records if r.get("k") == "users"), default=0),
+            "users_peak": max((r["n"] for r in of_kind(ev.records, "users")), default=0),
             "requests_per_s_mean": (len(requests) / span) if span > 0 else None,
             "cpu_cores_mean": (sum(cpu) / len(cpu)) if cpu else None,
             "cpu_cores_max": max(cpu) if cpu else None,

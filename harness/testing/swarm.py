@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from harness.load.records import Request, of_kind, of_kinds
 from harness.load.settings import LoadSettings
 from harness.load.swarm import RecordTail, Swarm, SwarmShape, settings_for
 from harness.measure.failover import (
@@ -114,7 +115,7 @@ def recovery_of(
     belong to the fault."""
     seen = [r for r in records if r["t_s"] <= observed_until_s]
     reconnect = reconnect_metrics(
-        (r for r in seen if r.get("k") in ("broken", "reconnected", "req")),
+        of_kinds(seen, "broken", "reconnected", "req"),
         t_fault_s if fault_started_s is None else min(fault_started_s, t_fault_s),
         rules.window_s,
         sessions=rules.sessions,
@@ -127,7 +128,7 @@ def recovery_of(
         observed_until_s,
         cadence=rules.cadence,
     )
-    after = [r for r in seen if r.get("k") == "req" and r["t_s"] >= t_fault_s]
+    after = [r for r in of_kind(seen, "req") if r["t_s"] >= t_fault_s]
     errors = Counter(str(r.get("err") or "unknown") for r in after if not r["ok"])
     broken = reconnect["clients_broken"]
     return Recovery(
@@ -157,9 +158,9 @@ class RequestStats:
 
     start_s: float
     end_s: float
-    requests: list[dict[str, Any]] = field(repr=False)
+    requests: list[Request] = field(repr=False)
 
-    def _of(self, method: str | None) -> list[dict[str, Any]]:
+    def _of(self, method: str | None) -> list[Request]:
         return [r for r in self.requests if method is None or r["m"] == method]
 
     def count(self, method: str | None = None) -> int:
@@ -313,7 +314,7 @@ class SwarmRun:
         self.poll()
         start = since_s if since_s is not None else 0.0
         end = until_s if until_s is not None else self.case.now_s()
-        requests = [r for r in self.records if r.get("k") == "req" and start <= r["t_s"] < end]
+        requests = [r for r in of_kind(self.records, "req") if start <= r["t_s"] < end]
         return RequestStats(start, end, requests)
 
     def observe(self, seconds: float) -> RequestStats:
