@@ -30,6 +30,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+            if _uses_a_module_fixture(item):
+                # One worker runs the module, in order: its tests share (and some build on)
+                # one module-scoped stack (``--dist loadgroup``).
+                item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+def _uses_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        definition.scope == "module"
+        for definitions in info.name2fixturedefs.values()
+        for definition in definitions
+    )
 
 
 @contextmanager

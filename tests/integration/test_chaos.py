@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from harness.chaos import FaultRecord, run_fault
+from harness.chaos import FaultContext, FaultRecord, run_fault
 from harness.config import ProxyDown, Scenario, ToxicFault
 from harness.stack.local import LocalStack
 
@@ -20,7 +20,11 @@ def fire(
     async def go() -> None:
         t0 = time.monotonic()
         task = asyncio.create_task(
-            run_fault(fault, 0, record, stack, t0, Scenario(name="chaos"), events, lambda _: None)
+            run_fault(
+                fault,
+                record,
+                FaultContext(stack, Scenario(name="chaos"), t0, 0, events, lambda _: None),
+            )
         )
         await asyncio.sleep(fault.at + 0.3)
         seen["during"] = await asyncio.to_thread(during)  # type: ignore[arg-type]
