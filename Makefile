@@ -59,7 +59,7 @@ doctor: bootstrap
 test: bootstrap haproxy chromium
 	$(BIN)/mcp-harness doctor
 	$(BIN)/pytest -n 2 -m "not integration"
-	$(BIN)/pytest -n 2 --dist loadgroup -m integration
+	$(BIN)/pytest -n 2 --dist loadfile -m integration
 
 unit: bootstrap
 	$(BIN)/pytest -n 2 -m "not integration"

@@ -1,11 +1,14 @@
 """Shared fixtures. Integration tests share one local stack per session where they can
-(tests that break the stack, like a primary kill, bring up their own).
+(tests that break the stack, like a primary kill, bring up their own). ``make test``
+hands each module to one pytest-xdist worker (``--dist loadfile``), so a module's tests
+run in order on its module-scoped stack.
 
 Under pytest-xdist (``make test`` runs the real-stack tests on two workers) an
 integration test has the machine to itself unless it is marked ``shares_machine``:
 timing figures, saturation and loop-lag doubts and process-wide checks mean nothing
-with another stack running beside them. Tests that only check what a run did (a
-broken server failed, the right rows restored) share it with each other. A
+with another stack running beside them, and a doubt turns an objective the test expects
+missed into not measured. Tests that only check figures a doubt does not touch (the
+rows a restore kept, damage accounted for exactly) share it with each other. A
 readers-writer lock on files does this: a shared test holds the lock shared, any other
 holds it alone, and a test waiting to be alone stops new shared ones from starting."""
 
@@ -30,21 +33,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
-            if _uses_a_module_fixture(item):
-                # One worker runs the module, in order: its tests share (and some build on)
-                # one module-scoped stack (``--dist loadgroup``).
-                item.add_marker(pytest.mark.xdist_group(item.path.stem))
-
-
-def _uses_a_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(
-        definition.scope == "module"
-        for definitions in info.name2fixturedefs.values()
-        for definition in definitions
-    )
 
 
 @contextmanager

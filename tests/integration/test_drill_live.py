@@ -16,12 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import assert_tool_corruption_found_exactly, junit_cases
-
-pytestmark = pytest.mark.shares_machine
-"""A forced miss and exact damage accounting: what the runs did, not how fast."""
 
 REPO = Path(__file__).resolve().parents[2]
 

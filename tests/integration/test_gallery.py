@@ -89,8 +89,6 @@ def verdicts(result: dict) -> dict[str, str]:
     return {o["metric"]: o["verdict"] for o in result["objectives"]}
 
 
-@pytest.mark.shares_machine  # a broken server fails on what it did; a busier machine only
-# breaks it further, and a doubt on its figure would fail the test, not pass the member
 @pytest.mark.parametrize("member", MEMBERS, ids=lambda m: m.module)
 def test_the_gate_fails_the_member_for_its_defect(tmp_path: Path, member: Member) -> None:
     server = GALLERY / f"{member.module}.py"
