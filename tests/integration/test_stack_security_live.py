@@ -83,7 +83,9 @@ def running() -> Iterator[Running]:
             swarm = Swarm(
                 stack.registry,
                 settings,
-                SwarmShape(base_url=mcp, users=1, spawn_rate=1, run_time_s=60),
+                # Stopped when the module ends; its own bound only has to outlast the
+                # module's tests, which may wait for the machine (tests/conftest.py).
+                SwarmShape(base_url=mcp, users=1, spawn_rate=1, run_time_s=600),
             )
             swarm.start()
             try:
