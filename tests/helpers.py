@@ -108,14 +108,14 @@ def uncatalogued(result: dict) -> list[str]:
     """Paths of the numeric figures of ``result``'s metrics that harness/catalog.py does not
     list: a figure added without its catalog entry."""
     from harness.catalog import metric
+    from harness.objectives import lookup, metric_paths
 
-    def walk(node: object, prefix: str) -> list[str]:
-        if isinstance(node, dict):
-            return [p for k, v in node.items() for p in walk(v, f"{prefix}.{k}" if prefix else k)]
-        figure = isinstance(node, (int, float)) and not isinstance(node, bool)
-        return [prefix] if figure and metric(prefix) is None else []
-
-    return walk(result.get("metrics") or {}, "")
+    metrics = result.get("metrics") or {}
+    return [
+        path
+        for path in metric_paths(metrics)
+        if lookup(metrics, path) is not None and metric(path) is None
+    ]
 
 
 class _SeriesReader(HTMLParser):

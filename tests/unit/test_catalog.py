@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.catalog import BY_PATH, CATALOG, METRIC_PATHS, markdown_table, metric, unit_suffix
+from harness.catalog import BY_PATH, CATALOG, METRIC_PATHS, markdown_table, unit_suffix
 from harness.config import Objective
+from harness.objectives import metric_paths
 from harness.report.compare import COMPARED, direction
+from tests.helpers import uncatalogued
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,57 +40,21 @@ def test_compare_reads_which_way_is_worse_from_the_catalog() -> None:
     assert unit_suffix("tools_list_latency_ms.storm.count") == ""
 
 
-def figures(metrics: dict, prefix: str = "") -> set[str]:
-    """Paths of the numeric leaves of ``metrics``."""
-    found: set[str] = set()
-    for key, value in metrics.items():
-        path = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            found |= figures(value, path)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            found.add(path)
-    return found
-
-
 SAMPLES = sorted((REPO / "tests" / "data").glob("result_v2_*.json"))
 """Real results of this version's shipped scenarios at reduced size (README, Tests)."""
 
 
-def leaves(metrics: dict, prefix: str = "") -> dict[str, object]:
-    found: dict[str, object] = {}
-    for key, value in metrics.items():
-        path = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            found.update(leaves(value, path))
-        else:
-            found[path] = value
-    return found
-
-
-def sample_leaves() -> dict[str, object]:
+def sample_results() -> list[dict]:
     assert SAMPLES, "no result_v2_*.json under tests/data"
-    found: dict[str, object] = {}
-    for sample in SAMPLES:
-        for path, value in leaves(json.loads(sample.read_text())["metrics"]).items():
-            if found.get(path) is None:
-                found[path] = value
-    return found
-
-
-def is_figure(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return [json.loads(sample.read_text()) for sample in SAMPLES]
 
 
 def test_every_figure_of_a_real_run_is_in_the_catalog() -> None:
-    uncatalogued = sorted(
-        path for path, value in sample_leaves().items() if is_figure(value) and metric(path) is None
-    )
-    assert not uncatalogued, f"figures missing from harness/catalog.py: {uncatalogued}"
+    missing = sorted({path for result in sample_results() for path in uncatalogued(result)})
+    assert not missing, f"figures missing from harness/catalog.py: {missing}"
 
 
 def test_every_catalog_entry_is_produced_by_some_real_run() -> None:
-    produced = [
-        path for path, value in sample_leaves().items() if is_figure(value) or value is None
-    ]
+    produced = {path for result in sample_results() for path in metric_paths(result["metrics"])}
     never = [m.path for m in CATALOG if not any(m.matches(path) for path in produced)]
     assert not never, f"catalogued but produced by none of {[s.name for s in SAMPLES]}: {never}"
