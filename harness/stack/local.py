@@ -44,7 +44,7 @@ from harness.stack.backup import (
 )
 from harness.stack.haproxy import HaproxyBalancer
 from harness.stack.mcp_server import McpServerProcess, Rollout
-from harness.stack.net import LOOPBACK, free_port
+from harness.stack.net import LOOPBACK, free_port, listens_on, taken_by_another
 from harness.stack.postgres import (
     APP_DATABASE,
     APP_USER,
@@ -181,7 +181,8 @@ class LocalStack(Stack):
         return self.endpoints
 
     async def _start_toxiproxy(self) -> None:
-        """Start toxiproxy-server; a port taken meanwhile makes it exit, and another is tried."""
+        """Start toxiproxy-server; on a port taken meanwhile (it logs the failed bind and
+        keeps running) another is tried. Only our own process's API is spoken to."""
         for _ in range(START_ATTEMPTS):
             port = free_port()
             proc = self.registry.start(
@@ -192,6 +193,11 @@ class LocalStack(Stack):
             probe = ToxiproxyClient(LOOPBACK, port, timeout_s=0.5)
             deadline = time.monotonic() + 10
             while proc.running() and time.monotonic() < deadline:
+                if not listens_on(proc.pid, port):
+                    if await asyncio.to_thread(taken_by_another, proc.pid, port):
+                        break  # it keeps running without its API: another port
+                    await asyncio.sleep(0.05)
+                    continue
                 try:
                     version = await asyncio.to_thread(probe.version)
                 except ToxiproxyError:

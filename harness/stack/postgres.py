@@ -28,6 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
+from harness.stack.net import listens_on
 from harness.stack.processes import (
     OwnedProcess,
     ProcessRegistry,
@@ -302,6 +303,9 @@ class PostgresCluster:
         while time.monotonic() < deadline:
             if self.process is not None and not self.process.running():
                 break
+            if self.process is not None and not listens_on(self.process.pid, self.port):
+                await asyncio.sleep(0.05)  # not yet, or a stranger holds the port
+                continue
             try:
                 conn = await asyncpg.connect(self.dsn(), timeout=2)
                 await conn.close()

@@ -1,0 +1,49 @@
+"""Who answers on a port: a part of the stack speaks only to its own process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+from harness.stack.net import LOOPBACK, listens_on, taken_by_another
+
+
+def listening_socket() -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind((LOOPBACK, 0))
+    sock.listen()
+    return sock, sock.getsockname()[1]
+
+
+def test_a_socket_this_process_listens_on_is_its_own() -> None:
+    sock, port = listening_socket()
+    with sock:
+        assert listens_on(os.getpid(), port)
+        assert not taken_by_another(os.getpid(), port)
+
+
+def test_a_port_another_process_holds_is_taken_by_another() -> None:
+    sock, port = listening_socket()
+    with sock:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            assert not listens_on(child.pid, port)
+            assert taken_by_another(child.pid, port)
+        finally:
+            child.kill()
+            child.wait()
+
+
+def test_a_free_port_is_neither() -> None:
+    sock, port = listening_socket()
+    sock.close()
+    assert not listens_on(os.getpid(), port)
+    assert not taken_by_another(os.getpid(), port)
+
+
+def test_a_process_that_is_gone_listens_on_nothing() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not listens_on(child.pid, 1)
