@@ -4,11 +4,11 @@ objective on a figure in doubt is not measured)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 EVERY_METRIC = "*"
 
-BOUNDS_KEY = "bounds"
+BOUNDS_KEY: Final = "bounds"
 """In ``metrics``: for a figure some of whose evidence the run could not observe, the
 lowest and highest value it could really have (``[lo, hi]``, e.g. reconnect episodes cut
 off by the end of the run counted as all failed, then all back). An objective met at one

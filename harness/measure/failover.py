@@ -22,10 +22,11 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
+from typing import Final
 
 from harness.measure.histogram import LatencyHistogram
 
-NOT_REACHED_KEY = "not_reached_within_s"
+NOT_REACHED_KEY: Final = "not_reached_within_s"
 """In ``metrics``: recovery times never reached, with how long after the fault the run kept
 watching. A service still down 50 s after the fault missed a 10 s objective: that is a
 measurement, not a missing one."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from harness.measure.failover import (
     ProbeCadence,
@@ -24,6 +24,46 @@ from harness.measure.failover import (
 from harness.measure.integrity import IntegrityReport, first_detection
 
 RECOVERY_FIGURES = ("db_failover_s", "failover_s", "rto_s")
+
+
+class DatabaseFailover(TypedDict):
+    db_failover_s: float | None
+    db_failover_first_seq: int | None
+    db_failover_verified_on_promoted_node: bool | None
+
+
+class ServiceRecovery(TypedDict):
+    failover_s: float | None
+    rto_s: float | None
+
+
+class RequestCounts(TypedDict):
+    total: int
+    errors: int
+    error_rate: float | None
+    errors_by_kind: dict[str, int]
+
+
+class IntegrityFigures(TypedDict):
+    """``metrics.integrity``: what the checks saw before, during and after the incident."""
+
+    checks: list[str]
+    interval_s: float
+    rounds: int
+    rounds_unmeasured: int
+    baseline: dict[str, Any] | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    injected: dict[str, int] | None
+    detected: dict[str, int] | None
+    missed: int | None
+    ledger_agrees: NotRequired[dict[str, Any] | None]
+    """Without a restore: whether the ledger found exactly the damage a tool reported."""
+
+
+class Detection(TypedDict):
+    time_to_detect_s: float | None
+    integrity: IntegrityFigures | None
 
 
 def kill_took_effect(
@@ -46,7 +86,7 @@ def database_failover(
     t_kill_s: float,
     promoted_port: int,
     present_seqs: frozenset[int] | None,
-) -> dict[str, Any]:
+) -> DatabaseFailover:
     """t_kill -> the first probe write sent after the kill and committed on the promoted
     node, among those read back from it (``present_seqs``; None: not checked). A write
     acknowledged there and then lost is not the new primary taking writes."""
@@ -85,7 +125,7 @@ class RecoveryInputs:
 
 def service_recovery(
     verified: Sequence[ServiceProbeSample], inputs: RecoveryInputs
-) -> dict[str, float | None]:
+) -> ServiceRecovery:
     """failover_s and rto_s over probe samples already checked against the ledger
     (``failover.verified_samples``). Damaged data does not stop writes: without the
     restore the scenario calls for, the service never recovered, whatever the probe saw."""
@@ -140,7 +180,7 @@ def not_reached(
     }
 
 
-def request_counts(requests: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def request_counts(requests: Iterable[Mapping[str, Any]]) -> RequestCounts:
     """Every request the clients made, and the failed ones by kind (``tool_error`` counts
     a failure a server reported inside a normal result)."""
     total = 0
@@ -176,7 +216,7 @@ def integrity_figures(
     restore_start_s: float | None,
     injected: Mapping[str, Sequence[str]],
     final: IntegrityReport | None,
-) -> dict[str, Any]:
+) -> Detection:
     """time_to_detect_s and the integrity checks: the last check before the incident, the
     last before the restore (or the run's end), the final check on the final primary
     (``final``; None when it could not run: not measured), and what a corrupting tool said

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypedDict
 
 from hdrh.histogram import HdrHistogram
 
@@ -10,6 +11,18 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour: anything slower is clamped, never dropped
 SIGNIFICANT_DIGITS = 3
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
+
+
+class LatencySummary(TypedDict):
+    """One histogram in result.json: percentiles and max in ms (None when empty), the count."""
+
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    p99_9: float | None
+    max: float | None
+    count: int
 
 
 class LatencyHistogram:
@@ -38,14 +51,17 @@ class LatencyHistogram:
             return None
         return self._hdr.get_value_at_percentile(percentile) / 1000.0
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> LatencySummary:
         """p50/p90/p95/p99/p99.9/max in ms and the count; percentiles are None when empty."""
-        out: dict[str, float | int | None] = {
-            name: self.percentile_ms(p) for name, p in PERCENTILES.items()
+        return {
+            "p50": self.percentile_ms(PERCENTILES["p50"]),
+            "p90": self.percentile_ms(PERCENTILES["p90"]),
+            "p95": self.percentile_ms(PERCENTILES["p95"]),
+            "p99": self.percentile_ms(PERCENTILES["p99"]),
+            "p99_9": self.percentile_ms(PERCENTILES["p99_9"]),
+            "max": self._hdr.get_max_value() / 1000.0 if self.count else None,
+            "count": self.count,
         }
-        out["max"] = self._hdr.get_max_value() / 1000.0 if self.count else None
-        out["count"] = self.count
-        return out
 
     @classmethod
     def of(cls, samples_ms: Iterable[float]) -> LatencyHistogram:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from harness.catalog import PHASES
-from harness.measure.histogram import LatencyHistogram
+from harness.measure.histogram import LatencyHistogram, LatencySummary
 from harness.measure.phases import Phase, phase_of
 
 
@@ -61,7 +61,7 @@ def latency_per_phase(
     *,
     expected_interval_ms: float | None = None,
     successes_only: bool = False,
-) -> dict[str, dict[str, float | int | None]]:
+) -> dict[str, LatencySummary]:
     """Summaries per phase (by when each request was sent), for the whole run (``all``) and
     for ``fault_window`` =
     [t_fault, t_fault + the reconnect window): the same span in every run of a scenario, so

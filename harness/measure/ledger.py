@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import NotRequired, TypedDict
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,43 @@ class AckedWrite:
 def _samples(sets: Mapping[str, Set[str] | None], sample: int) -> dict[str, list[str]]:
     """The first ``sample`` ids (sorted) of every non-empty set, for a person to look up."""
     return {name: sorted(ids)[:sample] for name, ids in sets.items() if ids}
+
+
+class RestoreBoundaryFigures(TypedDict):
+    """``metrics.writes.restore_boundary`` (``RestoreBoundary``)."""
+
+    ok: bool
+    violations: int
+    acked_before: int
+    acked_before_missing: int
+    started_after: int
+    started_after_present: int
+    in_flight: int
+    after_restore: int
+    samples: dict[str, list[str]]
+
+
+class WriteFigures(TypedDict):
+    """``metrics.writes``: the ledger's classes counted (``WriteLedger.classify``)."""
+
+    acknowledged: int
+    attempted: int
+    intact: int
+    altered: int
+    altered_after_incident: int
+    lost: int
+    lost_after_incident: int
+    lost_unintended: int
+    lost_discarded_by_restore: int
+    lost_deleted_by_fault: int
+    phantom: int | None
+    unacknowledged_present: int
+    duplicate: int
+    rows_read: int
+    rpo_rows: int
+    rpo_s: float
+    samples: dict[str, list[str]]
+    restore_boundary: NotRequired[RestoreBoundaryFigures]
 
 
 @dataclass(frozen=True)
@@ -68,7 +106,7 @@ class LedgerClassification:
             self.altered - self.altered_after_incident
         )
 
-    def summary(self, sample: int = 10) -> dict[str, object]:
+    def summary(self, sample: int = 10) -> WriteFigures:
         """Counts for result.json, and a few ids of every bad class to look up."""
         bad = {
             "altered": self.altered,
@@ -115,7 +153,7 @@ class RestoreBoundary:
     def ok(self) -> bool:
         return not self.acked_before_missing and not self.started_after_present
 
-    def summary(self, sample: int = 10) -> dict[str, object]:
+    def summary(self, sample: int = 10) -> RestoreBoundaryFigures:
         return {
             "ok": self.ok,
             "violations": len(self.acked_before_missing) + len(self.started_after_present),

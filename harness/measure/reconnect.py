@@ -15,7 +15,37 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
+
+
+class AttemptFigures(TypedDict):
+    mean: float | None
+    p50: int | None
+    p99: int | None
+    max: int | None
+
+
+class ReconnectFigures(TypedDict):
+    """``metrics.reconnect`` (``reconnect_metrics`` defines each figure)."""
+
+    clients_broken: int
+    clients_reconnected: int
+    clients_not_reconnected: int
+    clients_unobserved: int
+    episodes: int
+    episodes_reconnected: int
+    episodes_not_reconnected: int
+    episodes_unobserved: int
+    success_rate: float | None
+    success_rate_bounds: list[float] | None
+    time_to_reconnect_s: dict[str, float | None]
+    over_window_s: dict[str, float]
+    all_reconnected_s: float | None
+    attempts: AttemptFigures
+    initialize_per_s_peak: int | None
+    histogram: list[list[float | int]] | None
+    never_back: int
+
 
 TIME_PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
 """Time-to-reconnect figures and their nearest-rank fractions (``max`` is rank n)."""
@@ -86,7 +116,7 @@ def reconnect_metrics(
     *,
     sessions: bool = True,
     run_end_s: float | None = None,
-) -> dict[str, Any]:
+) -> ReconnectFigures:
     """Reconnect figures of the load's ``records`` (``t_s`` relative seconds, any order).
 
     ``t_fault_started_s`` is when the injector *started* the earliest fault: sessions break

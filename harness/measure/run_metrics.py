@@ -14,7 +14,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from harness.chaos import FaultRecord
 from harness.config import LATENCY_METRICS, Scenario
@@ -31,7 +31,11 @@ from harness.measure.failover import (
     verified_samples,
 )
 from harness.measure.figures import (
+    DatabaseFailover,
+    Detection,
     RecoveryInputs,
+    RequestCounts,
+    ServiceRecovery,
     database_failover,
     integrity_figures,
     kill_took_effect,
@@ -40,10 +44,17 @@ from harness.measure.figures import (
     service_recovery,
 )
 from harness.measure.integrity import IntegrityReport
+from harness.measure.histogram import LatencySummary
 from harness.measure.latency import RequestAttempt, expected_interval_ms, latency_per_phase
-from harness.measure.ledger import LedgerClassification, RecordGaps, WriteLedger, record_gaps
+from harness.measure.ledger import (
+    LedgerClassification,
+    RecordGaps,
+    WriteFigures,
+    WriteLedger,
+    record_gaps,
+)
 from harness.measure.phases import Phase, compute_phases
-from harness.measure.reconnect import reconnect_metrics
+from harness.measure.reconnect import ReconnectFigures, reconnect_metrics
 from harness.measure.resources import (
     HARNESS_STALL_LIMIT_S,
     SATURATION_RULE,
@@ -54,6 +65,86 @@ from harness.measure.resources import (
 )
 from harness.measure.timeline import build_timeline, connection_opens
 from harness.recover import RestoreOutcome, RestorePointMark
+
+
+class WriteProbeCounts(TypedDict):
+    samples: int
+    failed: int
+
+
+class ServiceProbeCounts(TypedDict):
+    samples: int
+    failed: int
+    acknowledged_then_lost: int
+
+
+class ProbeCounts(TypedDict):
+    write: WriteProbeCounts
+    service: ServiceProbeCounts
+
+
+class DatabaseGauges(TypedDict):
+    connections_peak: float | None
+    max_connections: float | None
+    replication_lag_bytes_max: float | None
+    replication_lag_s_max: float | None
+    pool_waiting_peak: float | None
+
+
+class ServerGauges(TypedDict):
+    sessions_open_peak: float | None
+
+
+class GeneratorFigures(TypedDict):
+    """How busy the load generator was, and the saturation rule judged per phase."""
+
+    users_peak: int
+    requests_per_s_mean: float | None
+    cpu_cores_mean: float | None
+    cpu_cores_max: float | None
+    cpu_busiest_process_max: float | None
+    cores_available: int
+    loop_lag_ms_mean: float | None
+    loop_lag_ms_worst_second: float | None
+    loop_lagging_fraction: float
+    saturated_fraction: float
+    saturated: bool
+    saturated_by: list[str]
+    by_phase: dict[str, dict[str, Any]]
+    rule: str
+
+
+class HarnessLoopFigures(TypedDict):
+    loop_lag_ms_mean: float | None
+    loop_lag_ms_worst_second: float | None
+    loop_stall_ms_max: float | None
+    loop_lagging_fraction: float
+    loop_lagging: bool
+
+
+class AroundTheLoad(TypedDict):
+    database: DatabaseGauges
+    server: ServerGauges
+    generator: GeneratorFigures
+    harness: HarnessLoopFigures
+
+
+class Metrics(DatabaseFailover, ServiceRecovery, Detection, AroundTheLoad):
+    """result.json's ``metrics``: every figure of a run (README's metric table, from
+    ``harness.catalog``, says what each one means)."""
+
+    restore: dict[str, Any] | None
+    runbook: dict[str, Any] | None
+    reconnect: ReconnectFigures
+    tools_list_latency_ms: dict[str, LatencySummary]
+    tools_list_ok_latency_ms: dict[str, LatencySummary]
+    requests: RequestCounts
+    probes: ProbeCounts
+    writes: WriteFigures | None
+    not_reached_within_s: NotRequired[dict[str, float]]
+    """Recovery figures never reached: how long after the fault the run could have seen them."""
+    bounds: NotRequired[dict[str, list[float]]]
+    """``harness.measure.doubts.BOUNDS_KEY``."""
 
 
 @dataclass
@@ -116,8 +207,8 @@ class Measured:
 
     faults: list[FaultRecord]
     """The fault records, a kill the write probe saw fail unconfirmed."""
-    phases: list[Phase] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    phases: list[Phase]
+    metrics: Metrics
     timeline: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     doubts: list[Doubt] = field(default_factory=list)
@@ -156,12 +247,13 @@ def measure_run(ev: Evidence) -> Measured:
     """Turn the recorded evidence into the metrics (``harness.measure.figures`` and the
     modules beside it compute every figure); ``t_fault`` is the earliest confirmed fault,
     decided once (after the write probe had its say on a primary kill)."""
-    found = Measured([dataclasses.replace(f) for f in ev.faults])
+    faults = [dataclasses.replace(f) for f in ev.faults]
+    notes: list[str] = []
     samples, scenario = ev.samples, ev.scenario
     run_end_s = samples.run_end_s
-    database = _database_failover(ev, found)
-    t_fault = found.t_fault_s
-    writes, classified = _writes(ev, found)
+    database = _database_failover(ev, faults, notes)
+    t_fault = incident_s(faults)
+    writes, classified = _writes(ev, faults, notes)
     intact = None if classified is None else frozenset(classified.intact)
     verified = verified_samples(samples.service, intact)
     restored_at = ev.restore.t_reattached_s if ev.restore else None
@@ -169,7 +261,7 @@ def measure_run(ev: Evidence) -> Measured:
     tools_list = [
         RequestAttempt(r["t_s"], r["ms"], r["ok"]) for r in requests if r["m"] == "tools/list"
     ]
-    found.phases = compute_phases(
+    phases = compute_phases(
         run_end_s=run_end_s,
         t_fault_s=t_fault,
         first_service_write_s=first_service_write_s(verified, max(t_fault, restored_at or t_fault))
@@ -182,22 +274,24 @@ def measure_run(ev: Evidence) -> Measured:
     window = scenario.windows.reconnect
     reconnect = reconnect_metrics(
         of_kinds(ev.records, "broken", "reconnected", "req"),
-        _fault_started_s(found.faults),
+        _fault_started_s(faults),
         window,
         sessions=scenario.load.protocol != "2026-07-28",
         run_end_s=run_end_s,
     )
-    found.metrics = {
+    recovery = _service_recovery(scenario, t_fault, verified, tools_list, run_end_s, restored_at)
+    probes = _probe_counts(samples, intact)
+    metrics: Metrics = {
         **database,
-        **_service_recovery(scenario, t_fault, verified, tools_list, run_end_s, restored_at),
-        **_integrity(ev, t_fault),
+        **recovery,
+        **_integrity(ev, t_fault, classified),
         "restore": _restore(ev.restore, verified),
         "runbook": None
         if ev.runbook is None
         else {"spec": scenario.recovery.runbook, **ev.runbook},
         "reconnect": reconnect,
         "tools_list_latency_ms": latency_per_phase(
-            found.phases,
+            phases,
             tools_list,
             t_fault,
             window,
@@ -206,56 +300,60 @@ def measure_run(ev: Evidence) -> Measured:
             ),
         ),
         "tools_list_ok_latency_ms": latency_per_phase(
-            found.phases, tools_list, t_fault, window, successes_only=True
+            phases, tools_list, t_fault, window, successes_only=True
         ),
         "requests": request_counts(requests),
-        **_around_the_load(ev, found.phases, t_fault, requests),
-        "probes": {
-            "write": {
-                "samples": len(samples.write),
-                "failed": sum(1 for s in samples.write if not s.ok),
-            },
-            "service": {
-                "samples": len(samples.service),
-                "failed": sum(1 for s in samples.service if not s.ok),
-                "acknowledged_then_lost": lost_acks_after(samples.service, intact, -math.inf),
-            },
-        },
+        **_around_the_load(ev, phases, t_fault, requests),
+        "probes": probes,
         "writes": writes,
     }
     if t_fault is not None:
-        found.metrics[NOT_REACHED_KEY] = {
+        metrics[NOT_REACHED_KEY] = {
             **not_reached(
-                found.metrics,
+                {**database, **recovery},
                 t_fault,
                 run_end_s,
                 scenario.windows.stability,
-                database_measured=_kill_primary(found.faults) is not None,
+                database_measured=_kill_primary(faults) is not None,
             ),
             **{f"reconnect.{name}": s for name, s in reconnect["over_window_s"].items()},
         }
-        lost_probe_writes = found.metrics["probes"]["service"]["acknowledged_then_lost"]
-        if found.metrics["failover_s"] is None and lost_probe_writes:
-            found.notes.append(
+        lost_probe_writes = probes["service"]["acknowledged_then_lost"]
+        if recovery["failover_s"] is None and lost_probe_writes:
+            notes.append(
                 f"failover_s not reached: {lost_probe_writes} service probe write(s) were "
                 "acknowledged and then missing from the final primary; a window whose writes "
                 "were lost is not a recovery"
             )
-    integrity = found.metrics.get("integrity")
-    if integrity is not None and ev.restore is None and classified is not None:
-        integrity["ledger_agrees"] = _ledger_agrees(ev, classified)
-    bounds = reconnect.get("success_rate_bounds")
+    bounds = reconnect["success_rate_bounds"]
     if bounds is not None:
-        found.metrics[BOUNDS_KEY] = {"reconnect.success_rate": bounds}
-    found.timeline = build_timeline(ev.records, run_end_s, ev.events, samples.resources)
-    found.doubts.extend(_doubts(ev, found.metrics))
+        metrics[BOUNDS_KEY] = {"reconnect.success_rate": bounds}
     if ev.restore is not None and ev.restore.error:
-        found.notes.append(ev.restore.error)
+        notes.append(ev.restore.error)
     if not any(a.ok for a in tools_list):
-        found.notes.append(
-            "no successful tools/list was recorded: the load did not reach the server"
-        )
-    return found
+        notes.append("no successful tools/list was recorded: the load did not reach the server")
+    return Measured(
+        faults=faults,
+        phases=phases,
+        metrics=metrics,
+        timeline=build_timeline(ev.records, run_end_s, ev.events, samples.resources),
+        notes=notes,
+        doubts=_doubts(ev, metrics),
+    )
+
+
+def _probe_counts(samples: Samples, intact: frozenset[str] | None) -> ProbeCounts:
+    return {
+        "write": {
+            "samples": len(samples.write),
+            "failed": sum(1 for s in samples.write if not s.ok),
+        },
+        "service": {
+            "samples": len(samples.service),
+            "failed": sum(1 for s in samples.service if not s.ok),
+            "acknowledged_then_lost": lost_acks_after(samples.service, intact, -math.inf),
+        },
+    }
 
 
 def _fault_started_s(faults: Sequence[FaultRecord]) -> float | None:
@@ -280,7 +378,7 @@ def _saturation_touches(span: str) -> tuple[str, ...]:
     return touched
 
 
-def _doubts(ev: Evidence, metrics: dict[str, Any]) -> list[Doubt]:
+def _doubts(ev: Evidence, metrics: Metrics) -> list[Doubt]:
     """Each reason a figure could be wrong, with the figures it touches."""
     doubts: list[Doubt] = []
     drift = ev.wall_drift_s
@@ -342,18 +440,20 @@ def _kill_primary(faults: Sequence[FaultRecord]) -> FaultRecord | None:
     return next((f for f in faults if f.kind == "kill_primary" and f.confirmed), None)
 
 
-def _database_failover(ev: Evidence, found: Measured) -> dict[str, Any]:
+def _database_failover(
+    ev: Evidence, faults: list[FaultRecord], notes: list[str]
+) -> DatabaseFailover:
     """db_failover_s, measured only when a primary was killed; a kill that the write probe
     saw the old primary survive (a write sent after t_fault committed on it) is not
     confirmed."""
-    kill = _kill_primary(found.faults)
+    kill = _kill_primary(faults)
     if kill is None or kill.t_fault_s is None:
         return database_failover([], 0.0, 0, None)
     if kill.killed_port is not None and not kill_took_effect(
         ev.samples.write, kill.t_fault_s, kill.killed_port
     ):
-        kill.confirmed = False
-        found.notes.append(
+        kill.confirmed = False  # on the copy measure_run returns
+        notes.append(
             "the write probe saw writes sent after t_fault commit on the killed primary: "
             "the fault did not take effect"
         )
@@ -374,7 +474,7 @@ def _service_recovery(
     tools_list: list[RequestAttempt],
     run_end_s: float,
     restored_at: float | None,
-) -> dict[str, float | None]:
+) -> ServiceRecovery:
     if t_fault is None:
         return {"failover_s": None, "rto_s": None}
     p99_targets = {
@@ -408,11 +508,15 @@ def _injected_damage(faults: Sequence[FaultRecord]) -> dict[str, list[str]]:
     return injected
 
 
-def _integrity(ev: Evidence, t_fault: float | None) -> dict[str, Any]:
+def _integrity(
+    ev: Evidence, t_fault: float | None, classified: LedgerClassification | None
+) -> Detection:
+    """The integrity checks' figures and, without a restore, whether the ledger agrees with
+    the damage a corrupting tool reported."""
     watch = ev.integrity
     if watch is None:
         return {"time_to_detect_s": None, "integrity": None}
-    return integrity_figures(
+    figures = integrity_figures(
         watch.reports,
         watch.check_names,
         watch.interval_s,
@@ -421,6 +525,10 @@ def _integrity(ev: Evidence, t_fault: float | None) -> dict[str, Any]:
         _injected_damage(ev.faults),
         None if ev.readback is None else ev.readback.final_integrity,
     )
+    integrity = figures["integrity"]
+    if integrity is not None and ev.restore is None and classified is not None:
+        integrity["ledger_agrees"] = _ledger_agrees(ev, classified)
+    return figures
 
 
 def _restore(
@@ -438,7 +546,7 @@ def _restore(
 
 def _around_the_load(
     ev: Evidence, phases: list[Phase], t_fault: float | None, requests: list[Request]
-) -> dict[str, Any]:
+) -> AroundTheLoad:
     """Peaks of the database, the server and the load generator over the run, and the
     saturation rule judged over the whole run and over each phase."""
     samples = ev.samples
@@ -512,21 +620,22 @@ def _around_the_load(
 
 
 def _writes(
-    ev: Evidence, found: Measured
-) -> tuple[dict[str, Any] | None, LedgerClassification | None]:
+    ev: Evidence, faults: list[FaultRecord], notes: list[str]
+) -> tuple[WriteFigures | None, LedgerClassification | None]:
     """The ledger against the final primary: every acknowledged write classified, a restore
     to a restore point tested against it, and the corrupting tool's damage compared."""
     readback = ev.readback
     if readback is None:
         return None, None
-    if found.faults and found.t_fault_s is None:
-        found.notes.append("no fault was confirmed: writes are classified without an incident time")
+    t_fault = incident_s(faults)
+    if faults and t_fault is None:
+        notes.append("no fault was confirmed: writes are classified without an incident time")
     restore = ev.restore
     restored = restore is not None and restore.report is not None
-    injected = _injected_damage(found.faults)
+    injected = _injected_damage(faults)
     classified = ev.ledger.classify(
         readback.written,
-        found.t_fault_s,
+        t_fault,
         all_ids=readback.all_ids,
         restore_target_s=restore.target_t_s if restored and restore is not None else None,
         restore_began_s=restore.t_start_s if restored and restore is not None else None,
@@ -543,7 +652,7 @@ def _writes(
         )
         summary["restore_boundary"] = boundary.summary()
         if not boundary.ok:
-            found.notes.append(
+            notes.append(
                 f"the restore to the restore point does not match the ledger: {boundary.summary()}"
             )
     return summary, classified

@@ -36,7 +36,7 @@ from harness.measure.failover import (
 )
 from harness.measure.histogram import LatencyHistogram
 from harness.measure.probes import ServiceProbe
-from harness.measure.reconnect import reconnect_metrics
+from harness.measure.reconnect import ReconnectFigures, reconnect_metrics
 from harness.testing.case import Case
 
 START_TIMEOUT_S = 45.0
@@ -79,7 +79,7 @@ class Recovery:
     requests: int
     errors: int
     errors_by_kind: dict[str, int]
-    reconnect: dict[str, Any] = field(repr=False)
+    reconnect: ReconnectFigures = field(repr=False)
     """The harness's full reconnect figures (attempts per client, histogram, ...)."""
 
     @property
@@ -137,7 +137,10 @@ def recovery_of(
         waited_s=waited_s,
         clients_broken=broken,
         clients_reconnected=reconnect["clients_reconnected"],
-        reconnect_success_rate=1.0 if reconnect["episodes"] == 0 else reconnect["success_rate"],
+        # None exactly when no session broke: nothing needed to reconnect
+        reconnect_success_rate=1.0
+        if reconnect["success_rate"] is None
+        else reconnect["success_rate"],
         time_to_reconnect_s=reconnect["time_to_reconnect_s"],
         all_reconnected_s=reconnect["all_reconnected_s"],
         failover_s=None if stable is None else stable - t_fault_s,
