@@ -43,8 +43,8 @@ from harness.measure.figures import (
     request_counts,
     service_recovery,
 )
-from harness.measure.integrity import IntegrityReport
 from harness.measure.histogram import LatencySummary
+from harness.measure.integrity import IntegrityReport
 from harness.measure.latency import RequestAttempt, expected_interval_ms, latency_per_phase
 from harness.measure.ledger import (
     LedgerClassification,
