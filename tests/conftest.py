@@ -1,7 +1,8 @@
 """Shared fixtures. Integration tests share one local stack per session where they can
 (tests that break the stack, like a primary kill, bring up their own). ``make test``
-hands each module to one pytest-xdist worker (``--dist loadfile``), so a module's tests
-run in order on its module-scoped stack.
+hands a module with a module-scoped stack to one pytest-xdist worker, so its tests run in
+order on that stack, and every other test to whichever worker is free
+(``pytest_xdist_make_scheduler``).
 
 Under pytest-xdist (``make test`` runs the real-stack tests on two workers) an
 integration test has the machine to itself unless it is marked ``shares_machine``:
@@ -27,6 +28,33 @@ from harness.config import Scenario
 from harness.stack.local import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _modules_sharing_a_stack() -> frozenset[str]:
+    """Integration modules with a module-scoped fixture (a stack their tests share)."""
+    return frozenset(
+        f"tests/integration/{path.name}"
+        for path in (REPO / "tests" / "integration").glob("test_*.py")
+        if 'scope="module"' in path.read_text()
+    )
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadfile`` for the modules whose tests share a module-scoped stack; every
+    other test is a unit of work of its own, so that a long module's tests run on both
+    workers instead of making the suite's tail on one."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    sharing = _modules_sharing_a_stack()
+
+    class ModuleOrTestScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in sharing else nodeid
+
+    return ModuleOrTestScheduling(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

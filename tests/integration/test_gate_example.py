@@ -64,7 +64,12 @@ def objectives_by_metric(result: dict) -> dict[str, dict]:
 
 
 def on_wrong_side(objective: dict) -> bool:
+    """The measured value is past the target; a figure that landed on a client not back
+    within the window has none, and took at least ``measured_at_least``."""
     measured, target = objective["measured"], objective["target"]
+    if measured is None:
+        at_least = objective["measured_at_least"]
+        return objective["bound"] == "max" and at_least is not None and at_least >= target
     return measured > target if objective["bound"] == "max" else measured < target
 
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import junit_cases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +43,7 @@ def cli(tmp_path: Path, scenario: str, *flags: str) -> tuple[int, Path, str]:
     return done.returncode, run_dir, done.stdout + done.stderr
 
 
+@pytest.mark.shares_machine  # 30 users, objectives on failover, reconnects and lost rows
 def test_a_passing_series_on_one_stack(tmp_path: Path) -> None:
     code, series_dir, output = cli(tmp_path, SMALL_RESTART, "--repeat", "2")
     assert code == 0, output[-3000:]
@@ -61,6 +64,7 @@ def test_a_passing_series_on_one_stack(tmp_path: Path) -> None:
     assert "series verdict: PASS" in output
 
 
+@pytest.mark.shares_machine
 def test_a_fault_that_did_not_take_effect_is_inconclusive_never_pass(tmp_path: Path) -> None:
     no_such_tool = SMALL_RESTART.replace(
         "faults: [{kind: kill_server, at: 6s, restart_after: 1s}]",

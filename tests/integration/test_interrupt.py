@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.stack.processes import is_alive
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.shares_machine  # what an interrupted run leaves, not how fast it ran
 def test_sigint_mid_run_stops_everything_and_writes_a_partial_result(tmp_path: Path) -> None:
     run = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", str(REPO / "scenarios" / "primary_kill.yaml"),

@@ -103,6 +103,7 @@ def test_a_fresh_stack_after_the_primary_kill(mcp_stack, mcp_ledger):
 """
 
 
+@pytest.mark.shares_machine  # outcomes and cleanup, no load
 def test_failures_are_reported_and_the_stack_is_cleaned_between_tests(
     pytester: pytest.Pytester,
 ) -> None:
@@ -129,6 +130,7 @@ def docker_engine_reachable() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
 
 
+@pytest.mark.shares_machine
 @pytest.mark.skipif(docker_engine_reachable(), reason="a Docker engine is reachable here")
 def test_docker_backend_without_an_engine_errors_with_what_to_do(
     pytester: pytest.Pytester,
@@ -157,6 +159,7 @@ def test_docker_backend_without_an_engine_errors_with_what_to_do(
     result.stdout.no_fnmatch_line("*Traceback*")
 
 
+@pytest.mark.shares_machine
 def test_marker_registered_and_nothing_started_without_the_fixtures(
     pytester: pytest.Pytester,
 ) -> None:
@@ -180,6 +183,7 @@ def test_marker_registered_and_nothing_started_without_the_fixtures(
     markers.stdout.fnmatch_lines(["@pytest.mark.resilience: *"])
 
 
+@pytest.mark.shares_machine
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -196,6 +200,7 @@ def test_bad_options_stop_the_run_before_any_test(
     result.stderr.fnmatch_lines([message])
 
 
+@pytest.mark.shares_machine
 def test_sigterm_brings_the_stack_down(pytester: pytest.Pytester) -> None:
     """A cancelled CI job: SIGTERM in the middle of a test ends the session like Ctrl-C,
     and the stack is brought down."""

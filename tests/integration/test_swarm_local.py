@@ -116,6 +116,7 @@ def assert_ended_cleanly(swarm: Swarm, records: list[dict], tail: RecordTail) ->
         assert "Traceback" not in log, log[-3000:]
 
 
+@pytest.mark.shares_machine  # counts of users broken and back against a small server
 @pytest.mark.parametrize(
     ("protocol", "policy", "hold_stream"),
     [("2025-11-25", "backoff", True), ("2026-07-28", "immediate", False)],
@@ -214,6 +215,7 @@ def test_swarm_reconnects_every_broken_user_after_a_server_restart(
     assert_ended_cleanly(swarm, records, tail)
 
 
+@pytest.mark.shares_machine
 def test_users_wait_out_a_shed_initialize_with_a_remote_worker_and_pinned_cpus(
     registry: ProcessRegistry, tmp_path: Path
 ) -> None:
