@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -255,6 +256,12 @@ def test_the_records_a_registry_writes_identify_its_processes(tmp_path: Path) ->
     registry = ProcessRegistry(run_dir, cpus=frozenset({0}) if shutil.which("taskset") else None)
     proc = registry.start("sleeper", ["sleep", "60"])
     try:
+        # taskset execs sleep after Popen returns: wait until it has, as a dead run's
+        # processes long have (mid-exec, /proc may show no command line at all)
+        deadline = time.monotonic() + 5
+        while proc_cmdline_digest(proc.pid) != cmdline_digest(["sleep", "60"]):
+            assert time.monotonic() < deadline, "sleep never started"
+            time.sleep(0.01)
         assert mode(run_dir / OWNER_FILE) == 0o600
         owner = json.loads((run_dir / OWNER_FILE).read_text())
         (entry,) = owner["processes"]
