@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +120,9 @@ class RestoreOutcome:
     steps_done: list[RestoreStep] = field(default_factory=list)
     """The timed steps that finished (all five, or those before a failure)."""
     t_start_s: float | None = None
+    t_detached_s: float | None = None
+    """When the restore had stopped every server: no write acknowledged later was
+    acknowledged by the history it discards."""
     t_reattached_s: float | None = None
     rebuild_replica_s: float | None = None
     error: str | None = None
@@ -216,6 +219,7 @@ class Restorer:
             outcome.report = await self.stack.restore(target, config.timeout)
         except RestoreFailed as exc:
             outcome.steps_done, outcome.error = exc.steps, str(exc)
+            outcome.t_detached_s = _detached_s(exc.steps, clock.t0)
             self.say(outcome.error)
             return outcome
         except Exception as exc:  # a failed restore is a finding of the drill, with its reason
@@ -223,6 +227,7 @@ class Restorer:
             self.say(outcome.error)
             return outcome
         outcome.steps_done = outcome.report.steps
+        outcome.t_detached_s = _detached_s(outcome.report.steps, clock.t0)
         replayed = outcome.report.last_replayed_commit
         if outcome.target_t_s is None and replayed is not None:
             # An LSN names no time: the last commit replayed says where history now ends.
@@ -306,3 +311,9 @@ class Restorer:
 
 class RestoreImpossible(RuntimeError):
     """No target could be chosen (no restore point, no damage found)."""
+
+
+def _detached_s(steps: Sequence[RestoreStep], t0: float) -> float | None:
+    """When the restore's ``stop`` step (every server stopped) ended, on the run's axis."""
+    stop = next((s for s in steps if s.name == "stop"), None)
+    return None if stop is None else stop.end - t0

@@ -263,6 +263,7 @@ class WriteLedger:
         all_ids: Iterable[str] | None = None,
         restore_target_s: float | None = None,
         restore_began_s: float | None = None,
+        restore_detached_s: float | None = None,
         intended_lost: Set[str] = frozenset(),
     ) -> LedgerClassification:
         """Compare with ``rows`` = (id, checksum of content) read back from the final primary
@@ -298,7 +299,11 @@ class WriteLedger:
         went to the restored database: losing it is not the restore's design; so did a write
         sent again after it began, whatever its first send). Without
         ``restore_began_s`` every write counts as sent before the restore; a write's send
-        time is ``sent_time``. ``lost_deleted_by_fault``: the other lost writes among
+        time is ``sent_time``. When the restore says when it had stopped every server
+        (``restore_detached_s``), that decides instead: a write acknowledged after the target
+        and by then was acknowledged by the history the restore discards (even one sent after
+        the restore began, before the servers stopped); one acknowledged later was
+        acknowledged by the restored database. ``lost_deleted_by_fault``: the other lost writes among
         ``intended_lost``, the ids the scenario's injected fault deleted on purpose (a
         corrupting tool's deletions). ``lost_unintended`` is every other lost write, the one
         figure of acknowledged writes lost that the scenario did not mean to lose: without
@@ -324,10 +329,15 @@ class WriteLedger:
             if write.id not in checksums:
                 lost.add(write.id)
                 last_sent_s = self.last_attempt_s.get(write.id, sent_s)
+                on_the_old_history = (
+                    last_sent_s < began
+                    if restore_detached_s is None
+                    else write.t_ack_s <= restore_detached_s
+                )
                 if (
                     restore_target_s is not None
                     and write.t_ack_s > restore_target_s
-                    and last_sent_s < began
+                    and on_the_old_history
                 ):
                     discarded.add(write.id)
             elif checksums[write.id] != {write.checksum}:

@@ -639,6 +639,7 @@ def _writes(
         all_ids=readback.all_ids,
         restore_target_s=restore.target_t_s if restored and restore is not None else None,
         restore_began_s=restore.t_start_s if restored and restore is not None else None,
+        restore_detached_s=restore.t_detached_s if restored and restore is not None else None,
         intended_lost=frozenset(injected.get("deleted", ())),
     )
     summary = classified.summary()

@@ -363,6 +363,32 @@ def test_a_restore_discards_on_purpose_only_writes_after_its_target_sent_before_
     assert unbounded.lost_unintended == {"before-target", "at-target"}
 
 
+def test_a_write_the_old_history_acknowledged_after_the_restore_began_is_discarded() -> None:
+    """Seen in a real run: the restore began at 20.001 s; a write sent at 20.003 s was
+    acknowledged at 20.014 s by the old primary (the servers were not stopped yet) and then
+    discarded with everything after the target. Losing it is the restore's design. What
+    decides is which history acknowledged it: the servers were all stopped at 20.5 s."""
+    ledger = WriteLedger()
+    ledger.attempt("during-stop", 20.003)
+    ledger.ack("during-stop", "s", 20.014)  # the old primary's: discarded by design
+    ledger.attempt("retried-after", 19.9)
+    ledger.attempt("retried-after", 25.0)
+    ledger.ack("retried-after", "s", 25.1)  # the restored database's: must survive
+    ledger.attempt("before-target", 9.0)
+    ledger.ack("before-target", "s", 9.5)  # before the target: must survive
+    ledger.attempt("kept", 26.0)
+    ledger.ack("kept", "s", 26.1)
+    rows = [("kept", "s")]
+    known = ledger.classify(
+        rows, 11.0, restore_target_s=10.0, restore_began_s=20.001, restore_detached_s=20.5
+    )
+    assert known.lost_discarded_by_restore == {"during-stop"}
+    assert known.lost_unintended == {"retried-after", "before-target"}
+    # Without the moment the servers stopped, the send time decides, as before.
+    unknown = ledger.classify(rows, 11.0, restore_target_s=10.0, restore_began_s=20.001)
+    assert unknown.lost_unintended == {"during-stop", "retried-after", "before-target"}
+
+
 def test_writes_the_fault_deletes_on_purpose_are_not_unintended() -> None:
     """A corrupting tool deletes two acknowledged rows by design; a third loss is not its."""
     ledger = WriteLedger()
