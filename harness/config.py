@@ -778,6 +778,30 @@ class LedgerConfig(Model):
     writes it twice (``writes.duplicate``)."""
 
 
+class TopologyConfig(Model):
+    """How the server reaches the primary, and what follows it after a promotion.
+
+    ``writer: multi_host`` (the default): the server's DSN names the proxies of both nodes
+    with ``target_session_attrs=read-write`` and finds the promoted node by itself.
+    ``writer: endpoint``: one stable address for "the primary" (the ``pg-primary`` proxy),
+    which the harness moves to the promoted node ``endpoint_move_delay`` after the
+    promotion, as a cloud writer endpoint, a Kubernetes ``-rw`` service, a VIP or DNS do
+    after their own propagation time; ``{database_url}`` then names that one host, and a
+    server configured with one host and port follows the primary."""
+
+    writer: Literal["multi_host", "endpoint"] = "multi_host"
+    endpoint_move_delay: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _delay_needs_an_endpoint(self) -> TopologyConfig:
+        if self.writer != "endpoint" and self.endpoint_move_delay:
+            raise ValueError(
+                "endpoint_move_delay: only a writer endpoint moves; set writer: endpoint "
+                "or remove endpoint_move_delay"
+            )
+        return self
+
+
 class WindowsConfig(Model):
     stability: PositiveDuration = 5.0
     reconnect: PositiveDuration = 60.0
@@ -941,6 +965,7 @@ class Scenario(Model):
     integrity: IntegrityConfig = IntegrityConfig()
     ledger: LedgerConfig = LedgerConfig()
     windows: WindowsConfig = WindowsConfig()
+    topology: TopologyConfig = TopologyConfig()
     objectives: list[Objective] = Field(default_factory=list)
     wall_time_cap: PositiveDuration | None = None
 
@@ -986,6 +1011,15 @@ class Scenario(Model):
                     f"faults.{index}.at: {fault.at:g}s is not before the end of the run "
                     f"(load.run_time = {self.load.run_time:g}s)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _topology_on_its_backend(self) -> Scenario:
+        if self.topology.writer == "endpoint" and self.backend != "local":
+            raise ValueError(
+                "topology.writer: endpoint runs on the local backend (its endpoint is a "
+                "Toxiproxy proxy the harness moves); use --backend local or writer: multi_host"
+            )
         return self
 
     @model_validator(mode="after")

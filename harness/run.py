@@ -743,10 +743,14 @@ def _evidence(
     """What the run recorded, as the plain data ``measure_run`` takes."""
     assert live.samples is not None
     watch = live.watch
+    moves = [
+        (m.at - live.t0, f"writer endpoint moved to {m.node} (port {m.port})")
+        for m in live.stack.writer_moves
+    ]
     return Evidence(
         scenario=scenario,
         records=live.records,
-        events=live.events,
+        events=sorted([*live.events, *moves]),
         faults=record.faults,
         samples=live.samples,
         readback=readback,

@@ -97,6 +97,16 @@ def redact(text: str) -> str:
     return redaction.redact(text)
 
 
+@dataclass(frozen=True)
+class WriterMove:
+    """The writer endpoint sent to a promoted node (``topology.writer: endpoint``), at
+    ``at`` on CLOCK_MONOTONIC."""
+
+    at: float
+    node: str
+    port: int
+
+
 class Stack(abc.ABC):
     """One topology, whatever runs it. Use as ``async with``: up on enter, down on exit."""
 
@@ -140,6 +150,11 @@ class Stack(abc.ABC):
     @abc.abstractmethod
     async def promote_replica(self) -> None:
         """Promote the standby; it becomes the current primary."""
+
+    @property
+    def writer_moves(self) -> list[WriterMove]:
+        """When the writer endpoint followed a promotion; empty where nothing moves."""
+        return []
 
     @abc.abstractmethod
     async def deploy_release(

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from harness.config import Scenario, ServerConfig
-from harness.stack import AdminEndpoint, Endpoints, Stack
+from harness.stack import AdminEndpoint, Endpoints, Stack, WriterMove
 from harness.stack.backup import (
     BaseBackup,
     RestoreClock,
@@ -118,6 +118,8 @@ class LocalStack(Stack):
         self.balancer: HaproxyBalancer | None = None
         self.toxiproxy_process: OwnedProcess | None = None
         self._versions: dict[str, Any] = {}
+        self._writer_moves: list[WriterMove] = []
+        self._moving: asyncio.Task[None] | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -357,7 +359,10 @@ class LocalStack(Stack):
 
     @property
     def server_database_url(self) -> str:
-        """The DSN the server uses for the whole run: both proxies, read-write target."""
+        """The DSN the server uses for the whole run: both proxies with a read-write target,
+        or the writer endpoint alone (``topology.writer: endpoint``)."""
+        if self.scenario.topology.writer == "endpoint":
+            return self._app_dsn(self._proxy_port("pg-primary"))
         return self._app_dsn(self._proxy_port("pg-primary"), self._proxy_port("pg-replica"))
 
     async def _start_server(self) -> str:
@@ -524,6 +529,19 @@ class LocalStack(Stack):
             )
         await standby.promote(self.scenario.recovery.promote_timeout)
         self.primary_name, self.replica_name = self.replica_name, self.primary_name
+        if self.scenario.topology.writer == "endpoint":
+            self._moving = asyncio.create_task(self._move_writer_endpoint(standby))
+
+    async def _move_writer_endpoint(self, promoted: PostgresCluster) -> None:
+        """The writer endpoint follows the promotion after its propagation delay, as a
+        service endpoint or DNS record does; connections still open through it drop."""
+        await asyncio.sleep(self.scenario.topology.endpoint_move_delay)
+        await self._repoint("pg-primary", promoted.port)
+        self._writer_moves.append(WriterMove(time.monotonic(), promoted.name, promoted.port))
+
+    @property
+    def writer_moves(self) -> list[WriterMove]:
+        return list(self._writer_moves)
 
     async def take_base_backup(self) -> BaseBackup:
         primary = self.clusters[self.primary_name]
@@ -685,6 +703,8 @@ class LocalStack(Stack):
         """Stop every process of the run (also after a failed up); keep the logs, drop the data."""
         if self._run_dir is None or not hasattr(self, "registry"):
             return  # up() made nothing yet (the registry exists as soon as the directory)
+        if self._moving is not None:
+            self._moving.cancel()
         for cluster in self.clusters.values():
             await asyncio.to_thread(cluster.stop)
         await asyncio.to_thread(self.registry.stop_all)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import secrets
 import sys
 import time
@@ -42,6 +43,37 @@ ADMIN_TOKEN_ENV = "MCP_ADMIN_TOKEN"
 REFERENCE_DSN_ENV = "DATABASE_URL"
 """Where the reference server reads its DSN (``--database-url`` defaults to it)."""
 DSN_PLACEHOLDER = "{database_url}"
+SECRET_PLACEHOLDERS = (DSN_PLACEHOLDER, "{password}")
+"""Placeholders that put the application's password where they stand."""
+_DSN = re.compile(
+    r"^postgresql://(?P<user>[^:@/]+)(?::(?P<password>[^@/]*))?@(?P<host>[^:,/]+):(?P<port>\d+)"
+    r"[^/]*/(?P<database>[^?]+)"
+)
+
+
+def placeholders(database_url: str, port: int) -> dict[str, str]:
+    """What ``server.command`` and ``server.env`` may name, for a server configured by
+    separate settings rather than a URL: ``{writer_host}``/``{writer_port}`` are the first
+    host of the DSN (the ``pg-primary`` proxy: with ``topology.writer: endpoint`` it follows
+    the primary), ``{database}``, ``{user}``, ``{password}``; and ``{port}``, the server's."""
+    found = _DSN.match(database_url)
+    if found is None:
+        raise ValueError("not a DSN the stack builds: postgresql://user:password@host:port/db")
+    return {
+        "{port}": str(port),
+        DSN_PLACEHOLDER: database_url,
+        "{writer_host}": found["host"],
+        "{writer_port}": found["port"],
+        "{database}": found["database"],
+        "{user}": found["user"],
+        "{password}": found["password"] or "",
+    }
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    for placeholder, value in values.items():
+        template = template.replace(placeholder, value)
+    return template
 
 
 def reference_server_command(config: ServerConfig) -> list[str]:
@@ -120,19 +152,18 @@ class McpServerProcess:
 
     def argv(self) -> list[str]:
         template = self.config.command or reference_server_command(self.config)
-        return [
-            arg.replace("{port}", str(self.port)).replace(DSN_PLACEHOLDER, self.database_url)
-            for arg in template
-        ]
+        values = placeholders(self.database_url, self.port)
+        return [fill(arg, values) for arg in template]
 
     @property
     def dsn_on_command_line(self) -> bool:
-        """Whether the user's ``server.command`` puts the DSN (password and all) in argv."""
-        return any(DSN_PLACEHOLDER in arg for arg in self.config.command or [])
+        """Whether the user's ``server.command`` puts the password (in the DSN or alone) in argv."""
+        return any(p in arg for arg in self.config.command or [] for p in SECRET_PLACEHOLDERS)
 
     def environment(self) -> dict[str, str]:
         """The server's whole environment (the module's docstring lists what is in it)."""
-        additions = {k: os.path.expandvars(v) for k, v in self.config.env.items()}
+        values = placeholders(self.database_url, self.port)
+        additions = {k: fill(os.path.expandvars(v), values) for k, v in self.config.env.items()}
         if self.is_reference:
             additions[REFERENCE_DSN_ENV] = self.database_url
         if self.config.database_url_env:
