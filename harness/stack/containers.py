@@ -47,7 +47,12 @@ from testcontainers.core.wait_strategies import (
 )
 
 from harness.config import DockerConfig, ServerConfig
-from harness.stack.mcp_server import ADMIN_TOKEN_ENV, reference_server_command
+from harness.stack.mcp_server import (
+    ADMIN_TOKEN_ENV,
+    fill,
+    placeholders,
+    reference_server_command,
+)
 from harness.stack.net import LOOPBACK
 from harness.stack.postgres import APP_DATABASE, APP_USER, REPLICATION_USER, SUPERUSER
 
@@ -314,7 +319,8 @@ class McpServerContainer(HarnessContainer):
         super().__init__(image, **common)
         self.config = config
         self.reference = reference
-        self.with_envs(**{k: os.path.expandvars(v) for k, v in config.env.items()})
+        values = placeholders(database_url, self.port)
+        self.with_envs(**{k: fill(os.path.expandvars(v), values) for k, v in config.env.items()})
         if config.database_url_env:
             self.with_env(config.database_url_env, database_url)
         if config.port_env:
@@ -325,12 +331,7 @@ class McpServerContainer(HarnessContainer):
                 self.with_env("MCP_ADMIN_ALLOW", admin_allow)
             self.with_command(reference_server_args(config))
         elif config.command is not None:
-            self.with_command(
-                [
-                    arg.replace("{port}", str(self.port)).replace("{database_url}", database_url)
-                    for arg in config.command
-                ]
-            )
+            self.with_command([fill(arg, values) for arg in config.command])
         self.publish(self.port, host_port)
         ready = config.ready or config.path
         self.waiting_for(
