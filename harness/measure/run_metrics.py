@@ -63,7 +63,7 @@ from harness.measure.resources import (
     loop_lag_saturation,
     saturation_by_phase,
 )
-from harness.measure.timeline import build_timeline, connection_opens
+from harness.measure.timeline import build_timeline, connection_opens, reopened_s
 from harness.recover import RestoreOutcome, RestorePointMark
 
 
@@ -261,13 +261,15 @@ def measure_run(ev: Evidence) -> Measured:
     tools_list = [
         RequestAttempt(r["t_s"], r["ms"], r["ok"]) for r in requests if r["m"] == "tools/list"
     ]
+    opens = connection_opens(ev.records)
     phases = compute_phases(
         run_end_s=run_end_s,
         t_fault_s=t_fault,
         first_service_write_s=first_service_write_s(verified, max(t_fault, restored_at or t_fault))
         if t_fault is not None
         else None,
-        session_starts_s=[t for t, _, change in connection_opens(ev.records) if change > 0],
+        session_starts_s=[t for t, _, change in opens if change > 0],
+        session_reopens_s=reopened_s(opens),
         steady_from_s=next((r["t_s"] for r in of_kind(ev.records, "spawned")), 0.0),
         window_s=scenario.windows.stability,
     )

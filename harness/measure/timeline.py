@@ -30,6 +30,19 @@ def connection_opens(records: Iterable[dict[str, Any]]) -> list[tuple[float, int
     return changes
 
 
+def reopened_s(changes: Iterable[tuple[float, int, int]]) -> list[float]:
+    """When sessions opened again after a break (``connection_opens``): every open but each
+    client's first."""
+    seen: set[int] = set()
+    times = []
+    for t_s, user, change in changes:
+        if change > 0:
+            if user in seen:
+                times.append(t_s)
+            seen.add(user)
+    return times
+
+
 def build_timeline(
     records: Iterable[dict[str, Any]],
     run_end_s: float,

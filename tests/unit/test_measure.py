@@ -15,7 +15,7 @@ from harness.measure.failover import (
 )
 from harness.measure.histogram import LatencyHistogram
 from harness.measure.phases import baseline_session_rate, compute_phases, phase_of, storm_end_s
-from harness.measure.timeline import build_timeline
+from harness.measure.timeline import build_timeline, reopened_s
 
 
 def test_histogram_percentiles_and_empty() -> None:
@@ -219,3 +219,37 @@ def test_a_lagging_event_loop_saturates_the_generator_a_hiccup_does_not() -> Non
     assert loop_lag_saturation([0.2, 0.2]) == (True, 1.0)
     assert loop_lag_saturation([0.2]) == (False, 1.0)  # fewer than two seconds: no verdict
     assert loop_lag_saturation([]) == (False, 0.0)
+
+
+def test_a_slow_servers_late_first_sessions_do_not_hide_the_storm() -> None:
+    """Seen in a real run (the gallery's slow_tools_list, 200 users): spawning ended at
+    1.3 s but the slow server opened the clients' first sessions until 6 s; counted in the
+    baseline they set the storm threshold above the herd's rate, and the storm vanished."""
+    first_opens = [1.3 + 4.7 * i / 150 for i in range(150)]  # 150 first sessions in 4.7 s
+    herd = [9.0 + 10.0 * i / 200 for i in range(200)]  # 200 re-opens over 10 s: 20/s
+    phases = compute_phases(
+        run_end_s=23.0,
+        t_fault_s=6.0,
+        first_service_write_s=9.0,
+        session_starts_s=first_opens + herd,
+        steady_from_s=1.3,
+        window_s=3.0,
+        session_reopens_s=herd,
+    )
+    storm = next(p for p in phases if p.name == "storm")
+    assert storm.start_s == 9.0 and storm.end_s >= 19.0
+    # Counting every open, the threshold (2 x 32/s) sits above the herd: no storm at all.
+    counted_all = compute_phases(
+        run_end_s=23.0,
+        t_fault_s=6.0,
+        first_service_write_s=9.0,
+        session_starts_s=first_opens + herd,
+        steady_from_s=1.3,
+        window_s=3.0,
+    )
+    assert "storm" not in [p.name for p in counted_all]
+
+
+def test_reopened_sessions_are_every_open_but_each_clients_first() -> None:
+    changes = [(1.0, 1, 1), (1.5, 2, 1), (5.0, 1, -1), (7.0, 1, 1), (8.0, 2, -1), (9.0, 2, 1)]
+    assert reopened_s(changes) == [7.0, 9.0]
