@@ -227,27 +227,23 @@ def test_a_slow_servers_late_first_sessions_do_not_hide_the_storm() -> None:
     baseline they set the storm threshold above the herd's rate, and the storm vanished."""
     first_opens = [1.3 + 4.7 * i / 150 for i in range(150)]  # 150 first sessions in 4.7 s
     herd = [9.0 + 10.0 * i / 200 for i in range(200)]  # 200 re-opens over 10 s: 20/s
-    phases = compute_phases(
-        run_end_s=23.0,
-        t_fault_s=6.0,
-        first_service_write_s=9.0,
-        session_starts_s=first_opens + herd,
-        steady_from_s=1.3,
-        window_s=3.0,
-        session_reopens_s=herd,
-    )
-    storm = next(p for p in phases if p.name == "storm")
-    assert storm.start_s == 9.0 and storm.end_s >= 19.0
+
+    def phases(reopens: list[float] | None) -> dict[str, tuple[float, float]]:
+        found = compute_phases(
+            run_end_s=23.0,
+            t_fault_s=6.0,
+            first_service_write_s=9.0,
+            session_starts_s=first_opens + herd,
+            steady_from_s=1.3,
+            window_s=3.0,
+            session_reopens_s=reopens,
+        )
+        return {p.name: (p.start_s, p.end_s) for p in found}
+
+    storm_start, storm_end = phases(herd)["storm"]
+    assert storm_start == 9.0 and storm_end >= 19.0
     # Counting every open, the threshold (2 x 32/s) sits above the herd: no storm at all.
-    counted_all = compute_phases(
-        run_end_s=23.0,
-        t_fault_s=6.0,
-        first_service_write_s=9.0,
-        session_starts_s=first_opens + herd,
-        steady_from_s=1.3,
-        window_s=3.0,
-    )
-    assert "storm" not in [p.name for p in counted_all]
+    assert "storm" not in phases(None)
 
 
 def test_reopened_sessions_are_every_open_but_each_clients_first() -> None:
