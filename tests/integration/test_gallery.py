@@ -46,7 +46,7 @@ SIZE: dict[str, dict[str, Any]] = {
     "primary_kill": {"users": 80, "spawn_rate": 40, "run_time": "19s"},
     "server_restart": {"users": 80, "spawn_rate": 40, "run_time": "21s"},
     "connection_drop": {"users": 80, "spawn_rate": 40, "run_time": "20s"},
-    "reconnect_storm": {"users": 200, "spawn_rate": 100, "run_time": "21s", "workers": 1},
+    "reconnect_storm": {"users": 500, "spawn_rate": 250, "run_time": "21s", "workers": 1},
 }
 FAULT_TIMES: dict[str, list[dict[str, str]]] = {
     "primary_kill": [{"at": "7s"}],
