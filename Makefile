@@ -1,6 +1,6 @@
 # Every target bootstraps what it needs: a virtualenv with the package and its
 # test extras, the Toxiproxy server built from Go modules into .tools/, HAProxy
-# and Chromium from Debian's packages, and an unprivileged user to run PostgreSQL
+# PgBouncer and Chromium from Debian's packages, and an unprivileged user to run PostgreSQL
 # as (Postgres refuses to run as root).
 # A second run downloads nothing: each step is skipped when its output exists.
 
@@ -12,7 +12,7 @@ TOXIPROXY_VERSION := v2.12.0
 export MCP_HARNESS_PG_USER ?= mcpharness
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap test unit drill bench doctor lint clean pg-user haproxy chromium
+.PHONY: bootstrap test unit drill bench doctor lint clean pg-user haproxy pgbouncer chromium
 
 bootstrap: $(VENV)/.installed $(TOOLS)/toxiproxy-server pg-user
 
@@ -41,6 +41,14 @@ haproxy:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null && echo "installed haproxy"; \
 		else echo "HAProxy is needed for server.instances > 1: sudo apt-get install haproxy"; exit 3; fi; }
 
+# PgBouncer between the server and the writer endpoint (topology.pooler); Debian's package,
+# the pooler most Postgres deployments run. Debian starts no service in a container.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null && echo "installed pgbouncer"; \
+		else echo "PgBouncer is needed for topology.pooler: sudo apt-get install pgbouncer"; exit 3; fi; }
+
 # Headless Chromium renders report.html in its test (tests/integration/test_report_browser.py);
 # Debian's package. Optional: without it that test is skipped with a reason, the rest runs.
 chromium:
@@ -56,7 +64,7 @@ doctor: bootstrap
 # Unit tests on two workers (pure logic, seconds); then the real-stack tests on two
 # workers, where a test runs beside another only when both are marked shares_machine
 # (tests/conftest.py): two stacks on a 2-core machine would measure each other.
-test: bootstrap haproxy chromium
+test: bootstrap haproxy pgbouncer chromium
 	$(BIN)/mcp-harness doctor
 	$(BIN)/pytest -n 2 -m "not integration"
 	$(BIN)/pytest -n 2 --dist loadfile -m integration

@@ -109,6 +109,26 @@ CATALOG: tuple[Metric, ...] = (
         "the write probe's sequence number of that first write on the promoted node",
     ),
     Metric(
+        "writer_path.endpoint_moved_s",
+        "s",
+        "higher",
+        "primary killed → the writer endpoint led to the promoted node (topology.writer: endpoint)",
+    ),
+    Metric(
+        "writer_path.first_write_after_move_s",
+        "s",
+        "higher",
+        "writer endpoint moved → db_failover_s's write committed: what the server's path "
+        "(its pool, a pooler) added after the move",
+    ),
+    Metric(
+        "writer_path.write_errors_by_kind.{error_kind}",
+        "count",
+        "neither",
+        "the write probe's failures from the kill to that write, by error class and SQLSTATE "
+        "(25006: read-only transaction)",
+    ),
+    Metric(
         "failover_s",
         "s",
         "higher",

@@ -327,6 +327,10 @@ def _check_backend(scenario: Scenario, pg_bin: str | None) -> None:
         return
     prerequisites.pg_bin_dir(pg_bin), prerequisites.toxiproxy_server()
     prerequisites.pg_run_user()
+    if scenario.topology.pooler is not None:
+        from harness.stack.pgbouncer import pgbouncer_binary
+
+        pgbouncer_binary()
 
 
 def _refuse_what_docker_cannot_run(path: str, scenario: Scenario, repeat: int) -> None:

@@ -778,6 +778,57 @@ class LedgerConfig(Model):
     writes it twice (``writes.duplicate``)."""
 
 
+POOLER_OWNED_SETTINGS = frozenset(
+    {
+        "listen_addr",
+        "listen_port",
+        "unix_socket_dir",
+        "auth_type",
+        "auth_file",
+        "logfile",
+        "pidfile",
+        "pool_mode",
+        "admin_users",
+        "stats_users",
+        "user",
+    }
+)
+"""pgbouncer.ini keys the stack writes itself: the address, auth, files and user belong to
+the run, the pool mode is ``pool_mode``."""
+
+
+class PoolerConfig(Model):
+    """PgBouncer between the server and the writer endpoint (Debian's ``pgbouncer``).
+
+    ``pool_mode`` is PgBouncer's own (``session`` or ``transaction``). ``settings`` are
+    further ``[pgbouncer]`` keys of pgbouncer.ini, on top of PgBouncer's defaults, which
+    the stack keeps (``server_login_retry`` 15 s, ``server_lifetime`` 3600 s, ...): a
+    failover through a pooler is measured as PgBouncer ships unless the scenario says so."""
+
+    kind: Literal["pgbouncer"] = "pgbouncer"
+    pool_mode: Literal["session", "transaction"] = "session"
+    settings: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stringify(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("settings"), dict):
+            settings = {k: _pg_value(f"settings.{k}", v) for k, v in data["settings"].items()}
+            data = {**data, "settings": settings}
+        return data
+
+    @field_validator("settings")
+    @classmethod
+    def _settings_of_its_own(cls, settings: dict[str, str]) -> dict[str, str]:
+        owned = sorted(POOLER_OWNED_SETTINGS & settings.keys())
+        if owned:
+            raise ValueError(
+                f"settings.{owned[0]}: set by the stack (the pooler's address, auth and files "
+                "belong to the run; the pool mode is topology.pooler.pool_mode); remove it"
+            )
+        return _named_values(settings, _GUC_NAME, "a PgBouncer setting name")
+
+
 class TopologyConfig(Model):
     """How the server reaches the primary, and what follows it after a promotion.
 
@@ -791,6 +842,8 @@ class TopologyConfig(Model):
 
     writer: Literal["multi_host", "endpoint"] = "multi_host"
     endpoint_move_delay: Duration = 0.0
+    pooler: PoolerConfig | None = None
+    """PgBouncer in the path: server -> ``pg-pooler`` proxy -> PgBouncer -> writer endpoint."""
 
     @model_validator(mode="after")
     def _delay_needs_an_endpoint(self) -> TopologyConfig:
@@ -798,6 +851,15 @@ class TopologyConfig(Model):
             raise ValueError(
                 "endpoint_move_delay: only a writer endpoint moves; set writer: endpoint "
                 "or remove endpoint_move_delay"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pooler_behind_an_endpoint(self) -> TopologyConfig:
+        if self.pooler is not None and self.writer != "endpoint":
+            raise ValueError(
+                "pooler: PgBouncer reaches the primary through one address, the writer "
+                "endpoint; set writer: endpoint beside pooler"
             )
         return self
 

@@ -108,6 +108,46 @@ def database_failover(
     }
 
 
+class WriterPath(TypedDict):
+    """``metrics.writer_path`` after a primary kill: how the writer endpoint and the
+    parts behind it (a pooler) brought the first write to the promoted node."""
+
+    endpoint_moved_s: float | None
+    """Fault -> the writer endpoint led to the promoted node; None without an endpoint."""
+    first_write_after_move_s: float | None
+    """Endpoint moved -> the first write committed on the promoted node (db_failover_s's
+    write): what the server's own path (its pool, a pooler) added after the move."""
+    write_errors_by_kind: dict[str, int]
+    """The write probe's failures from the fault to that write, by error (class, and
+    SQLSTATE where Postgres or a pooler sent one: 25006 is a read-only transaction)."""
+
+
+def writer_path(
+    samples: Sequence[WriteProbeSample],
+    t_kill_s: float,
+    first_write_s: float | None,
+    moves_s: Sequence[float],
+) -> WriterPath:
+    """The writer path's figures from the probe's samples and the endpoint's moves (times
+    from the start of the load); ``first_write_s`` is when db_failover_s's write was
+    acknowledged (None: never). A move before the kill is not this failover's."""
+    moved = next((t for t in sorted(moves_s) if t >= t_kill_s), None)
+    errors = Counter(
+        s.error or "unknown"
+        for s in samples
+        if not s.ok
+        and (s.sent_s if s.sent_s is not None else s.t_s) >= t_kill_s
+        and (first_write_s is None or s.t_s <= first_write_s)
+    )
+    return {
+        "endpoint_moved_s": None if moved is None else moved - t_kill_s,
+        "first_write_after_move_s": None
+        if moved is None or first_write_s is None
+        else first_write_s - moved,
+        "write_errors_by_kind": dict(sorted(errors.items())),
+    }
+
+
 @dataclass(frozen=True)
 class RecoveryInputs:
     """What the service recovery is judged on, beside the probe samples."""

@@ -65,7 +65,11 @@ class WriteProbe:
                 seq += 1
                 try:
                     if conn is None or conn.is_closed():
-                        conn = await asyncpg.connect(self.dsn, timeout=self.timeout_s)
+                        # No named prepared statements: they do not survive a pooler in
+                        # transaction mode (PgBouncer before 1.21).
+                        conn = await asyncpg.connect(
+                            self.dsn, timeout=self.timeout_s, statement_cache_size=0
+                        )
                     port = await conn.fetchval(
                         f"INSERT INTO {PROBE_TABLE} (seq) VALUES ($1) RETURNING current_setting('port')::int",
                         seq,
@@ -73,7 +77,7 @@ class WriteProbe:
                     )
                     sample = WriteProbeSample(seq, self._now_s(), True, int(port))
                 except DB_ERRORS as exc:
-                    sample = WriteProbeSample(seq, self._now_s(), False, None, type(exc).__name__)
+                    sample = WriteProbeSample(seq, self._now_s(), False, None, error_kind(exc))
                     if conn is not None:
                         conn.terminate()
                         conn = None
@@ -86,6 +90,12 @@ class WriteProbe:
 
     def _now_s(self) -> float:
         return time.monotonic() - self.t0
+
+
+def error_kind(exc: BaseException) -> str:
+    """The exception's class, with the SQLSTATE a server (Postgres or a pooler) sent."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__} {sqlstate}" if sqlstate else type(exc).__name__
 
 
 def probe_id_prefix() -> str:

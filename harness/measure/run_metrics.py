@@ -36,12 +36,14 @@ from harness.measure.figures import (
     RecoveryInputs,
     RequestCounts,
     ServiceRecovery,
+    WriterPath,
     database_failover,
     integrity_figures,
     kill_took_effect,
     not_reached,
     request_counts,
     service_recovery,
+    writer_path,
 )
 from harness.measure.histogram import LatencySummary
 from harness.measure.integrity import IntegrityReport
@@ -139,6 +141,8 @@ class Metrics(DatabaseFailover, ServiceRecovery, Detection, AroundTheLoad):
     tools_list_latency_ms: dict[str, LatencySummary]
     tools_list_ok_latency_ms: dict[str, LatencySummary]
     requests: RequestCounts
+    writer_path: WriterPath | None
+    """After a primary kill: the writer endpoint's move and the errors writes met."""
     probes: ProbeCounts
     writes: WriteFigures | None
     not_reached_within_s: NotRequired[dict[str, float]]
@@ -199,6 +203,8 @@ class Evidence:
     """What the runbook watcher saw and did (its summary), without the spec."""
     wall_drift_s: float | None = None
     """How far the wall clock moved against the monotonic one during the run."""
+    writer_moves_s: list[float] = field(default_factory=list)
+    """When the writer endpoint was moved to a promoted node (``topology.writer: endpoint``)."""
 
 
 @dataclass
@@ -305,6 +311,7 @@ def measure_run(ev: Evidence) -> Measured:
             phases, tools_list, t_fault, window, successes_only=True
         ),
         "requests": request_counts(requests),
+        "writer_path": _writer_path(ev, faults, database),
         **_around_the_load(ev, phases, t_fault, requests),
         "probes": probes,
         "writes": writes,
@@ -440,6 +447,18 @@ def _ledger_record_gaps(records: list[dict[str, Any]]) -> RecordGaps:
 
 def _kill_primary(faults: Sequence[FaultRecord]) -> FaultRecord | None:
     return next((f for f in faults if f.kind == "kill_primary" and f.confirmed), None)
+
+
+def _writer_path(
+    ev: Evidence, faults: list[FaultRecord], database: DatabaseFailover
+) -> WriterPath | None:
+    """Only after a kill of the primary that took effect (``database`` measured it)."""
+    kill = _kill_primary(faults)
+    if kill is None or kill.t_fault_s is None:
+        return None
+    failover = database["db_failover_s"]
+    first_write = None if failover is None else kill.t_fault_s + failover
+    return writer_path(ev.samples.write, kill.t_fault_s, first_write, ev.writer_moves_s)
 
 
 def _database_failover(

@@ -115,6 +115,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     parser.add_argument("--pool-size", type=int, default=10, help="max database connections")
+    parser.add_argument(
+        "--statement-cache-size",
+        type=int,
+        default=100,
+        metavar="N",
+        help="prepared statements kept per connection; 0 behind PgBouncer in transaction "
+        "mode (default 100)",
+    )
     parser.add_argument("--connect-timeout", type=_positive_float, default=2.0, metavar="S")
     parser.add_argument("--command-timeout", type=_positive_float, default=5.0, metavar="S")
     parser.add_argument("--acquire-timeout", type=_positive_float, default=5.0, metavar="S")
@@ -313,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command_timeout_s=args.command_timeout,
             acquire_timeout_s=args.acquire_timeout,
             pool_max_size=args.pool_size,
+            statement_cache_size=args.statement_cache_size,
         ),
         path=args.path,
         json_response=args.json_response,

@@ -279,6 +279,9 @@ class DbSettings:
     command_timeout_s: float = 5.0
     acquire_timeout_s: float = 5.0
     pool_max_size: int = 10
+    statement_cache_size: int = 100
+    """asyncpg's cache of named prepared statements; 0 behind a pooler in transaction mode,
+    where a statement prepared on one server connection is unknown on the next."""
     max_inactive_connection_lifetime_s: float = 60.0
     probe_interval_s: float = 2.0
     retry_max_s: float = 2.0
@@ -549,6 +552,7 @@ class NotesStore:
                     timeout=self._connect_timeout_s,
                     command_timeout=self._settings.command_timeout_s,
                     server_settings=self._server_settings,
+                    statement_cache_size=self._settings.statement_cache_size,
                     connection_class=kwargs.get("connection_class", asyncpg.Connection),
                     record_class=kwargs.get("record_class", asyncpg.Record),
                 )

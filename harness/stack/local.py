@@ -23,14 +23,14 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Protocol, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import asyncpg
 
-from harness.config import Scenario, ServerConfig
+from harness.config import PoolerConfig, Scenario, ServerConfig
 from harness.stack import AdminEndpoint, Endpoints, Stack, WriterMove
 from harness.stack.backup import (
     BaseBackup,
@@ -45,6 +45,7 @@ from harness.stack.backup import (
 from harness.stack.haproxy import HaproxyBalancer
 from harness.stack.mcp_server import McpServerProcess, Rollout
 from harness.stack.net import LOOPBACK, free_port, listens_on, taken_by_another
+from harness.stack.pgbouncer import PgBouncerPooler, pgbouncer_version
 from harness.stack.postgres import (
     APP_DATABASE,
     APP_USER,
@@ -116,6 +117,7 @@ class LocalStack(Stack):
         """Held while server instances are stopped and started (a restart, a rollout, a
         restore): a rollback and a restore never stop and start the same instance at once."""
         self.balancer: HaproxyBalancer | None = None
+        self.pooler: PgBouncerPooler | None = None
         self.toxiproxy_process: OwnedProcess | None = None
         self._versions: dict[str, Any] = {}
         self._writer_moves: list[WriterMove] = []
@@ -149,7 +151,9 @@ class LocalStack(Stack):
         self.registry.save()
         await self._start_toxiproxy()
         primary = await self._start_primary()
-        self._proxy("pg-primary", primary.port)
+        writer = self._proxy("pg-primary", primary.port)
+        if self.scenario.topology.pooler is not None:
+            await self._start_pooler(self.scenario.topology.pooler, writer)
         replication = self._proxy("pg-replication", primary.port)
         # The server starts while the replica is cloned (the two slowest parts, side by
         # side). Its DSN needs the pg-replica proxy now: it points at the primary until the
@@ -212,6 +216,19 @@ class LocalStack(Stack):
                     return
             proc.stop(2)
         raise StackError(f"toxiproxy-server did not come up. Log tail:\n{proc.log_tail()}")
+
+    async def _start_pooler(self, config: PoolerConfig, writer_port: int) -> None:
+        """PgBouncer in front of the writer endpoint, and the ``pg-pooler`` proxy in front
+        of it (a hop faults can reach); a port taken meanwhile is retried on another."""
+
+        async def start() -> PgBouncerPooler:
+            pooler = PgBouncerPooler(config, free_port(), APP_DATABASE, writer_port)
+            pooler.start(self.registry, APP_USER, self.passwords[APP_USER], self.run_user)
+            return pooler
+
+        self.pooler = await _started_on_a_free_port(start)
+        self._versions["pgbouncer"] = pgbouncer_version()
+        self._proxy("pg-pooler", self.pooler.port)
 
     def _cluster(self, name: str) -> PostgresCluster:
         """A new cluster in ``run_dir/name``, known to the run at once so down() removes it."""
@@ -361,6 +378,8 @@ class LocalStack(Stack):
     def server_database_url(self) -> str:
         """The DSN the server uses for the whole run: both proxies with a read-write target,
         or the writer endpoint alone (``topology.writer: endpoint``)."""
+        if self.scenario.topology.pooler is not None:
+            return self._app_dsn(self._proxy_port("pg-pooler"))
         if self.scenario.topology.writer == "endpoint":
             return self._app_dsn(self._proxy_port("pg-primary"))
         return self._app_dsn(self._proxy_port("pg-primary"), self._proxy_port("pg-replica"))
@@ -377,25 +396,25 @@ class LocalStack(Stack):
             self.servers.append(await self._start_instance(index))
         if config.instances == 1:
             return self.servers[0].url
-        for attempt in range(START_ATTEMPTS):
+
+        async def start() -> HaproxyBalancer:
             balancer = HaproxyBalancer(free_port(), [s.port for s in self.servers], config.ready)
-            process = balancer.start(self.registry)
-            try:
-                await balancer.wait_ready()
-            except StackError:
-                process.stop(2)
-                if attempt + 1 == START_ATTEMPTS:
-                    raise
-                continue
-            self.balancer = balancer
-            return f"http://{LOOPBACK}:{balancer.port}{config.path}"
-        raise AssertionError("unreachable")
+            balancer.start(self.registry)
+            return balancer
+
+        self.balancer = await _started_on_a_free_port(start)
+        return f"http://{LOOPBACK}:{self.balancer.port}{config.path}"
 
     async def _start_instance(self, index: int) -> McpServerProcess:
         """One server instance; a port taken meanwhile is retried on another."""
         name = self._instance_name(index)
         for attempt in range(START_ATTEMPTS):
-            server = McpServerProcess(self.scenario.server, free_port(), self.server_database_url)
+            server = McpServerProcess(
+                self.scenario.server,
+                free_port(),
+                self.server_database_url,
+                statement_cache=not self._transaction_pooling,
+            )
             server.start(self.registry, name=name)
             try:
                 await server.wait_ready()
@@ -406,6 +425,11 @@ class LocalStack(Stack):
                 if "address already in use" not in log_tail or attempt + 1 == START_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
+
+    @property
+    def _transaction_pooling(self) -> bool:
+        pooler = self.scenario.topology.pooler
+        return pooler is not None and pooler.pool_mode == "transaction"
 
     def _instance_name(self, index: int) -> str:
         return "mcp-server" if self.scenario.server.instances == 1 else f"mcp-server-{index}"
@@ -717,3 +741,28 @@ class LocalStack(Stack):
     def remove_run_dir(self) -> None:
         if self._run_dir is not None and self._run_dir.exists():
             shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+class _Waitable(Protocol):
+    process: OwnedProcess | None
+
+    async def wait_ready(self) -> None: ...
+
+
+_Part = TypeVar("_Part", bound=_Waitable)
+
+
+async def _started_on_a_free_port(start: Callable[[], Awaitable[_Part]]) -> _Part:
+    """``start()`` a part on a free port until it answers, at most START_ATTEMPTS times (a
+    port taken meanwhile); the last failure, with its log's tail, is raised."""
+    for attempt in range(START_ATTEMPTS):
+        part = await start()
+        try:
+            await part.wait_ready()
+            return part
+        except StackError:
+            if part.process is not None:
+                part.process.stop(2)
+            if attempt + 1 == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")

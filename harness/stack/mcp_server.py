@@ -76,9 +76,12 @@ def fill(template: str, values: dict[str, str]) -> str:
     return template
 
 
-def reference_server_command(config: ServerConfig) -> list[str]:
-    """argv of the reference server (``harness/server``), placeholders unfilled."""
+def reference_server_command(config: ServerConfig, *, statement_cache: bool = True) -> list[str]:
+    """argv of the reference server (``harness/server``), placeholders unfilled; without
+    ``statement_cache`` behind a pooler in transaction mode."""
     argv = [sys.executable, "-m", "harness.server", "--port", "{port}", "--path", config.path]
+    if not statement_cache:
+        argv += ["--statement-cache-size", "0"]
     argv += ["--session-idle-timeout", f"{config.session_idle_timeout:g}"]
     argv += ["--max-sessions", str(config.max_sessions)]
     if config.json_response:
@@ -123,6 +126,8 @@ class McpServerProcess:
     config: ServerConfig
     port: int
     database_url: str
+    statement_cache: bool = True
+    """False behind a pooler in transaction mode (the reference server's own setting)."""
     process: OwnedProcess | None = None
     _admin_token: str = field(
         default_factory=lambda: secrets.token_urlsafe(32), init=False, repr=False
@@ -151,7 +156,9 @@ class McpServerProcess:
         return self._admin_token if self.is_reference else None
 
     def argv(self) -> list[str]:
-        template = self.config.command or reference_server_command(self.config)
+        template = self.config.command or reference_server_command(
+            self.config, statement_cache=self.statement_cache
+        )
         values = placeholders(self.database_url, self.port)
         return [fill(arg, values) for arg in template]
 

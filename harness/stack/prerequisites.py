@@ -141,7 +141,8 @@ def require_runnable_by(bin_dir: Path, user: str | None) -> None:
     )
 
 
-def _version(argv: list[str]) -> str:
+def binary_version(argv: list[str]) -> str:
+    """The first version number a binary prints of itself (or what it printed instead)."""
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -152,11 +153,11 @@ def _version(argv: list[str]) -> str:
 
 
 def postgres_version(bin_dir: Path) -> str:
-    return _version([str(bin_dir / "postgres"), "--version"])
+    return binary_version([str(bin_dir / "postgres"), "--version"])
 
 
 def toxiproxy_version(binary: Path) -> str:
-    return _version([str(binary), "--version"])
+    return binary_version([str(binary), "--version"])
 
 
 def package_version(name: str) -> str | None:
@@ -213,27 +214,15 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
     except MissingPrerequisite as exc:
         checks.append(Check("toxiproxy-server", False, "missing", str(exc)))
     from harness.stack.haproxy import find_haproxy
+    from harness.stack.pgbouncer import find_pgbouncer
 
-    haproxy = find_haproxy()
-    checks.append(
-        Check(
-            "haproxy",
-            haproxy is not None,
-            _version([haproxy, "-v"]) if haproxy else "missing",
-            "apt-get install haproxy (needed for server.instances > 1)",
-            required=False,
-        )
-    )
-    go = shutil.which("go")
-    checks.append(
-        Check(
-            "go",
-            go is not None,
-            _version([go, "version"]) if go else "missing",
-            "apt-get install golang-go (only needed to build toxiproxy-server)",
-            required=False,
-        )
-    )
+    for name, found, flag, fix in (
+        ("haproxy", find_haproxy(), "-v", "apt-get install haproxy (needed for server.instances > 1)"),
+        ("pgbouncer", find_pgbouncer(), "--version", "apt-get install pgbouncer (needed for topology.pooler)"),
+        ("go", shutil.which("go"), "version", "apt-get install golang-go (only needed to build toxiproxy-server)"),
+    ):  # fmt: skip
+        version = binary_version([found, flag]) if found else "missing"
+        checks.append(Check(name, found is not None, version, fix, required=False))
     try:
         engine = docker_engine_version()
         checks.append(Check("docker engine", True, engine, required=False))
