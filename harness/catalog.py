@@ -109,6 +109,19 @@ CATALOG: tuple[Metric, ...] = (
         "the write probe's sequence number of that first write on the promoted node",
     ),
     Metric(
+        "writer_path.detection_s",
+        "s",
+        "higher",
+        "primary killed → the promotion began (the scripted delay, a runbook's or a failover "
+        "manager's detection)",
+    ),
+    Metric(
+        "writer_path.promotion_s",
+        "s",
+        "higher",
+        "the promotion began → db_failover_s's write committed on the promoted node",
+    ),
+    Metric(
         "writer_path.endpoint_moved_s",
         "s",
         "higher",

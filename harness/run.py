@@ -766,6 +766,7 @@ def _evidence(
         runbook=None if live.runbook is None else live.runbook.summary(),
         wall_drift_s=None if live.clock is None else live.clock.drift_s(),
         writer_moves_s=[m.at - live.t0 for m in live.stack.writer_moves],
+        promotions_s=[p.started - live.t0 for p in live.stack.promotions],
     )
 
 

@@ -112,6 +112,11 @@ class WriterPath(TypedDict):
     """``metrics.writer_path`` after a primary kill: how the writer endpoint and the
     parts behind it (a pooler) brought the first write to the promoted node."""
 
+    detection_s: float | None
+    """Fault -> the promotion began (whoever promotes: the scripted delay, a runbook)."""
+    promotion_s: float | None
+    """The promotion began -> db_failover_s's write committed on the promoted node (the
+    promotion itself, the endpoint's move, the server's path)."""
     endpoint_moved_s: float | None
     """Fault -> the writer endpoint led to the promoted node; None without an endpoint."""
     first_write_after_move_s: float | None
@@ -127,11 +132,14 @@ def writer_path(
     t_kill_s: float,
     first_write_s: float | None,
     moves_s: Sequence[float],
+    promotions_s: Sequence[float] = (),
 ) -> WriterPath:
-    """The writer path's figures from the probe's samples and the endpoint's moves (times
-    from the start of the load); ``first_write_s`` is when db_failover_s's write was
-    acknowledged (None: never). A move before the kill is not this failover's."""
+    """The writer path's figures from the probe's samples, the endpoint's moves and when
+    promotions began (times from the start of the load); ``first_write_s`` is when
+    db_failover_s's write was acknowledged (None: never). A move or promotion before the
+    kill is not this failover's."""
     moved = next((t for t in sorted(moves_s) if t >= t_kill_s), None)
+    promoted = next((t for t in sorted(promotions_s) if t >= t_kill_s), None)
     errors = Counter(
         s.error or "unknown"
         for s in samples
@@ -140,6 +148,10 @@ def writer_path(
         and (first_write_s is None or s.t_s <= first_write_s)
     )
     return {
+        "detection_s": None if promoted is None else promoted - t_kill_s,
+        "promotion_s": None
+        if promoted is None or first_write_s is None
+        else first_write_s - promoted,
         "endpoint_moved_s": None if moved is None else moved - t_kill_s,
         "first_write_after_move_s": None
         if moved is None or first_write_s is None

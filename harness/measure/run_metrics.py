@@ -205,6 +205,8 @@ class Evidence:
     """How far the wall clock moved against the monotonic one during the run."""
     writer_moves_s: list[float] = field(default_factory=list)
     """When the writer endpoint was moved to a promoted node (``topology.writer: endpoint``)."""
+    promotions_s: list[float] = field(default_factory=list)
+    """When each promotion of a standby began."""
 
 
 @dataclass
@@ -458,7 +460,9 @@ def _writer_path(
         return None
     failover = database["db_failover_s"]
     first_write = None if failover is None else kill.t_fault_s + failover
-    return writer_path(ev.samples.write, kill.t_fault_s, first_write, ev.writer_moves_s)
+    return writer_path(
+        ev.samples.write, kill.t_fault_s, first_write, ev.writer_moves_s, ev.promotions_s
+    )
 
 
 def _database_failover(

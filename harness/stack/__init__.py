@@ -7,6 +7,7 @@ backend runs. ``open_stack`` is the entry point.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -107,6 +108,14 @@ class WriterMove:
     port: int
 
 
+@dataclass(frozen=True)
+class Promotion:
+    """A standby promoted: asked at ``started``, writable at ``done`` (CLOCK_MONOTONIC)."""
+
+    started: float
+    done: float
+
+
 class Stack(abc.ABC):
     """One topology, whatever runs it. Use as ``async with``: up on enter, down on exit."""
 
@@ -147,9 +156,25 @@ class Stack(abc.ABC):
         """The admin endpoint of each server instance that has one (the reference server),
         in instance order; empty for a user's server, which has none the harness knows."""
 
-    @abc.abstractmethod
     async def promote_replica(self) -> None:
-        """Promote the standby; it becomes the current primary."""
+        """Promote the standby; it becomes the current primary. Timed (``promotions``):
+        a failover's detection ends where its promotion starts."""
+        started = time.monotonic()
+        await self._promote_standby()
+        self._promotion_log().append(Promotion(started, time.monotonic()))
+
+    @abc.abstractmethod
+    async def _promote_standby(self) -> None:
+        """The backend's promotion of the standby, done when it takes writes."""
+
+    @property
+    def promotions(self) -> list[Promotion]:
+        """Every promotion of the run, in order."""
+        return list(self._promotion_log())
+
+    def _promotion_log(self) -> list[Promotion]:
+        log: list[Promotion] = self.__dict__.setdefault("_promotions", [])
+        return log
 
     @property
     def writer_moves(self) -> list[WriterMove]:

@@ -164,7 +164,7 @@ class AttachedStack(Stack):
     def current_primary_port(self) -> int:
         return urlsplit(self._primary_dsn).port or 5432
 
-    async def promote_replica(self) -> None:
+    async def _promote_standby(self) -> None:
         """``pg_promote`` on the node that is in recovery: Postgres's own interface."""
         standby = (
             self.endpoints.replica_dsn

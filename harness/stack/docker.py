@@ -581,7 +581,7 @@ class DockerStack(Stack):
         assert self.network is not None, "stack is not up"
         return self.network
 
-    async def promote_replica(self) -> None:
+    async def _promote_standby(self) -> None:
         """``pg_promote`` on the standby, straight to its published port."""
         timeout_s = self.scenario.recovery.promote_timeout
         try:

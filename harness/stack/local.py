@@ -545,7 +545,7 @@ class LocalStack(Stack):
     async def kill_primary(self) -> KillResult:
         return await asyncio.to_thread(self.clusters[self.primary_name].kill)
 
-    async def promote_replica(self) -> None:
+    async def _promote_standby(self) -> None:
         standby = self.clusters.get(self.replica_name)
         if standby is None or standby.process is None or not standby.process.running():
             raise StackError(

@@ -43,6 +43,11 @@ def test_a_primary_kill_through_pgbouncer_fails_over_once_the_endpoint_moved(
     path = metrics["writer_path"]
     promote_after = result["scenario"]["recovery"]["promote_after"]
     assert path["endpoint_moved_s"] >= promote_after + MOVE_DELAY_S, path
+    # the scripted promotion began promote_after the kill; the rest is the promotion's leg
+    assert path["detection_s"] >= promote_after, path
+    assert metrics["db_failover_s"] == pytest.approx(
+        path["detection_s"] + path["promotion_s"], abs=1e-6
+    )
     # The first write through the pooler committed on the promoted node after the move,
     # and db_failover_s is the sum of the two legs.
     assert path["first_write_after_move_s"] > 0, path

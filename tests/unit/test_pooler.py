@@ -103,7 +103,9 @@ def test_the_writer_path_counts_errors_from_the_kill_to_the_first_write() -> Non
         sample(5, 13.5, True),
         sample(6, 14.0, False, "TimeoutError"),  # after the first write: not counted
     ]
-    path = writer_path(samples, 10.0, 13.5, [3.0, 12.5])
+    path = writer_path(samples, 10.0, 13.5, [3.0, 12.5], promotions_s=[2.0, 12.0])
+    assert path["detection_s"] == pytest.approx(2.0)  # the promotion before the kill: ignored
+    assert path["promotion_s"] == pytest.approx(1.5)
     assert path["endpoint_moved_s"] == pytest.approx(2.5)  # the move before the kill is ignored
     assert path["first_write_after_move_s"] == pytest.approx(1.0)
     assert path["write_errors_by_kind"] == {
@@ -116,6 +118,8 @@ def test_without_an_endpoint_or_a_first_write_nothing_is_made_up() -> None:
     samples = [sample(1, 10.5, False, "OSError"), sample(2, 11.0, False, "OSError")]
     multi_host = writer_path(samples, 10.0, None, [])
     assert multi_host == {
+        "detection_s": None,
+        "promotion_s": None,
         "endpoint_moved_s": None,
         "first_write_after_move_s": None,
         "write_errors_by_kind": {"OSError": 2},
@@ -140,3 +144,12 @@ def test_a_missing_pgbouncer_stops_the_run_before_anything_starts(
     assert code == 3, text
     assert "topology.pooler needs PgBouncer: `apt-get install pgbouncer`" in text
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_detection_and_promotion_add_up_to_the_failover_and_a_late_write_is_not_made_up() -> None:
+    samples = [sample(1, 10.2, False, "OSError"), sample(2, 16.0, True)]
+    path = writer_path(samples, 10.0, 16.0, [], promotions_s=[14.0])
+    assert (path["detection_s"], path["promotion_s"]) == (pytest.approx(4.0), pytest.approx(2.0))
+    assert path["detection_s"] + path["promotion_s"] == pytest.approx(16.0 - 10.0)
+    unpromoted = writer_path(samples, 10.0, None, [], promotions_s=[14.0])
+    assert unpromoted["detection_s"] == pytest.approx(4.0) and unpromoted["promotion_s"] is None
