@@ -1,18 +1,20 @@
 # Every target bootstraps what it needs: a virtualenv with the package and its
-# test extras, the Toxiproxy server built from Go modules into .tools/, HAProxy
-# PgBouncer and Chromium from Debian's packages, and an unprivileged user to run PostgreSQL
-# as (Postgres refuses to run as root).
+# test extras, the Toxiproxy server built from Go modules into .tools/, Patroni in
+# its own virtualenv there, HAProxy, PgBouncer, etcd and Chromium from Debian's
+# packages, and an unprivileged user to run PostgreSQL as (Postgres refuses root).
 # A second run downloads nothing: each step is skipped when its output exists.
 
 PYTHON ?= python3
 VENV := .venv
 TOOLS := .tools
 TOXIPROXY_VERSION := v2.12.0
+PATRONI_VERSION := 4.1.5
+PSYCOPG_VERSION := 3.3.9
 # The user Postgres runs as when make runs as root; the harness reads the same variable.
 export MCP_HARNESS_PG_USER ?= mcpharness
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap test unit drill bench doctor lint clean pg-user haproxy pgbouncer chromium
+.PHONY: bootstrap test unit drill bench doctor lint clean pg-user haproxy pgbouncer patroni etcd chromium
 
 bootstrap: $(VENV)/.installed $(TOOLS)/toxiproxy-server pg-user
 
@@ -49,6 +51,25 @@ pgbouncer:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null && echo "installed pgbouncer"; \
 		else echo "PgBouncer is needed for topology.pooler: sudo apt-get install pgbouncer"; exit 3; fi; }
 
+# Patroni (topology.failover: patroni), from PyPI into its own virtualenv of the system
+# Python: it runs as the Postgres user, who may not read a Python under root's home.
+# Its DCS is etcd, Debian's etcd-server (3.4, the v3 API Patroni's etcd3 client speaks).
+patroni: $(TOOLS)/patroni/.installed etcd
+
+$(TOOLS)/patroni/.installed:
+	@/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+		else echo "Patroni's virtualenv needs the system Python's venv: sudo apt-get install python3-venv"; exit 3; fi; }
+	/usr/bin/python3 -m venv $(TOOLS)/patroni
+	$(TOOLS)/patroni/bin/pip install --quiet "patroni[etcd3]==$(PATRONI_VERSION)" "psycopg[binary]==$(PSYCOPG_VERSION)"
+	@touch $@
+
+etcd:
+	@command -v etcd >/dev/null || test -x /usr/bin/etcd || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null && echo "installed etcd-server"; \
+		else echo "etcd is Patroni's DCS (topology.failover: patroni): sudo apt-get install etcd-server"; exit 3; fi; }
+
 # Headless Chromium renders report.html in its test (tests/integration/test_report_browser.py);
 # Debian's package. Optional: without it that test is skipped with a reason, the rest runs.
 chromium:
@@ -64,7 +85,7 @@ doctor: bootstrap
 # Unit tests on two workers (pure logic, seconds); then the real-stack tests on two
 # workers, where a test runs beside another only when both are marked shares_machine
 # (tests/conftest.py): two stacks on a 2-core machine would measure each other.
-test: bootstrap haproxy pgbouncer chromium
+test: bootstrap haproxy pgbouncer patroni chromium
 	$(BIN)/mcp-harness doctor
 	$(BIN)/pytest -n 2 -m "not integration"
 	$(BIN)/pytest -n 2 --dist loadfile -m integration

@@ -331,6 +331,10 @@ def _check_backend(scenario: Scenario, pg_bin: str | None) -> None:
         from harness.stack.pgbouncer import pgbouncer_binary
 
         pgbouncer_binary()
+    if scenario.topology.failover == "patroni":
+        from harness.stack.patroni import patroni_binaries
+
+        patroni_binaries()
 
 
 def _refuse_what_docker_cannot_run(path: str, scenario: Scenario, repeat: int) -> None:

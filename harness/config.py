@@ -829,6 +829,33 @@ class PoolerConfig(Model):
         return _named_values(settings, _GUC_NAME, "a PgBouncer setting name")
 
 
+PATRONI_MIN_TTL_S = 20.0
+"""Patroni raises a smaller ``ttl`` to 20 s by itself; the scenario says so instead."""
+
+
+class PatroniConfig(Model):
+    """Patroni's DCS timings (its defaults) and synchronous mode, as the cluster's
+    bootstrap ``dcs`` section: they decide how fast a dead leader is detected."""
+
+    ttl: PositiveDuration = 30.0
+    loop_wait: PositiveDuration = 10.0
+    retry_timeout: PositiveDuration = 10.0
+    maximum_lag_on_failover: int = Field(default=1_048_576, ge=0)
+    synchronous_mode: bool = False
+
+    @model_validator(mode="after")
+    def _timings_patroni_accepts(self) -> PatroniConfig:
+        if self.ttl < PATRONI_MIN_TTL_S:
+            raise ValueError(f"ttl: Patroni's leader lock lives at least {PATRONI_MIN_TTL_S:g}s")
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ValueError(
+                "ttl: must be at least loop_wait + 2 × retry_timeout "
+                f"({self.loop_wait + 2 * self.retry_timeout:g}s), or the leader can lose its "
+                "lock while it retries; raise ttl or lower loop_wait / retry_timeout"
+            )
+        return self
+
+
 class TopologyConfig(Model):
     """How the server reaches the primary, and what follows it after a promotion.
 
@@ -844,6 +871,9 @@ class TopologyConfig(Model):
     endpoint_move_delay: Duration = 0.0
     pooler: PoolerConfig | None = None
     """PgBouncer in the path: server -> ``pg-pooler`` proxy -> PgBouncer -> writer endpoint."""
+    failover: Literal["scripted", "patroni"] = "scripted"
+    """Who promotes: the harness (``recovery.promote_after``, a runbook) or Patroni."""
+    patroni: PatroniConfig = PatroniConfig()
 
     @model_validator(mode="after")
     def _delay_needs_an_endpoint(self) -> TopologyConfig:
@@ -1082,6 +1112,41 @@ class Scenario(Model):
                 "topology.writer: endpoint runs on the local backend (its endpoint is a "
                 "Toxiproxy proxy the harness moves); use --backend local or writer: multi_host"
             )
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _patroni_needs_no_scripted_promotion(cls, data: Any) -> Any:
+        """``recovery.promote_after`` defaults to null when Patroni promotes."""
+        topology = data.get("topology") if isinstance(data, dict) else None
+        if isinstance(topology, dict) and topology.get("failover") == "patroni":
+            recovery = data.get("recovery") or {}
+            if isinstance(recovery, dict):
+                data = {**data, "recovery": {"promote_after": None, **recovery}}
+        return data
+
+    @model_validator(mode="after")
+    def _patroni_promotes_alone(self) -> Scenario:
+        """Under Patroni the harness neither promotes nor restores: Patroni owns the
+        cluster, and a second actor would measure itself."""
+        if self.topology.failover != "patroni":
+            return self
+        clashes = {
+            "recovery.promote_after": self.recovery.promote_after is not None,
+            "recovery.runbook": self.recovery.runbook is not None,
+            "recovery.restore": self.recovery.restore is not None,
+            "postgres.settings.synchronous_standby_names": "synchronous_standby_names"
+            in self.postgres.settings,
+            "postgres.replica_settings": bool(self.postgres.replica_settings),
+            "backend: docker": self.backend != "local",
+        }
+        for key, clash in clashes.items():
+            if clash:
+                raise ValueError(
+                    f"{key}: topology.failover: patroni promotes by itself (Patroni owns "
+                    "the cluster and its synchronous_standby_names: use "
+                    "topology.patroni.synchronous_mode); remove it, or use failover: scripted"
+                )
         return self
 
     @model_validator(mode="after")

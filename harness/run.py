@@ -747,6 +747,10 @@ def _evidence(
         (m.at - live.t0, f"writer endpoint moved to {m.node} (port {m.port})")
         for m in live.stack.writer_moves
     ]
+    for p in live.stack.promotions:  # the harness's own promotions are events already
+        if p.by != "harness":
+            moves.append((p.started - live.t0, f"{p.by}: the standby took the leader lock"))
+            moves.append((p.done - live.t0, f"{p.by}: the standby promoted, taking writes"))
     return Evidence(
         scenario=scenario,
         records=live.records,

@@ -51,6 +51,31 @@ def run_scenario(
     )
 
 
+def shipped_scenario(name: str, *, kill_at_s: float, windows: dict[str, str]) -> dict:
+    """``scenarios/<name>.yaml`` as data, its one fault moved to ``kill_at_s`` and its
+    windows replaced: the shipped topology at a size a test sets on top."""
+    import yaml
+
+    data = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "scenarios" / f"{name}.yaml").read_text()
+    )
+    (fault,) = data["faults"]
+    fault["at"] = f"{kill_at_s:g}s"
+    data["windows"] = windows
+    return data
+
+
+def assert_run_left_no_process(run_dir: Path, names: set[str]) -> None:
+    """The run started ``names`` (and more), and none of its processes is still alive."""
+    import json
+
+    from harness.stack.processes import is_alive
+
+    inventory = json.loads((run_dir / "logs" / "processes.json").read_text())
+    assert names <= {p["name"] for p in inventory}, inventory
+    assert not [p for p in inventory if is_alive(p["pid"], p["start_ticks"])], inventory
+
+
 def assert_tool_corruption_found_exactly(result: dict) -> None:
     """tool_corrupts_state: the checks found exactly the damage the tool reported, and the
     ledger's altered and lost sets equal the damaged acknowledged ids; nothing restored."""

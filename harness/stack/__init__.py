@@ -114,6 +114,8 @@ class Promotion:
 
     started: float
     done: float
+    by: str = "harness"
+    """Who promoted: the harness (a scripted delay, a runbook) or a failover manager."""
 
 
 class Stack(abc.ABC):

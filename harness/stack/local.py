@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from harness.config import PoolerConfig, Scenario, ServerConfig
-from harness.stack import AdminEndpoint, Endpoints, Stack, WriterMove
+from harness.stack import AdminEndpoint, Endpoints, Promotion, Stack, WriterMove
 from harness.stack.backup import (
     BaseBackup,
     RestoreClock,
@@ -45,6 +45,7 @@ from harness.stack.backup import (
 from harness.stack.haproxy import HaproxyBalancer
 from harness.stack.mcp_server import McpServerProcess, Rollout
 from harness.stack.net import LOOPBACK, free_port, listens_on, taken_by_another
+from harness.stack.patroni import EtcdServer, PatroniNode, patroni_versions
 from harness.stack.pgbouncer import PgBouncerPooler, pgbouncer_version
 from harness.stack.postgres import (
     APP_DATABASE,
@@ -118,6 +119,10 @@ class LocalStack(Stack):
         restore): a rollback and a restore never stop and start the same instance at once."""
         self.balancer: HaproxyBalancer | None = None
         self.pooler: PgBouncerPooler | None = None
+        self.dcs: EtcdServer | None = None
+        self.patroni_nodes: dict[str, PatroniNode] = {}
+        """Under ``topology.failover: patroni``: each node by its cluster's name."""
+        self._watching: asyncio.Task[None] | None = None
         self.toxiproxy_process: OwnedProcess | None = None
         self._versions: dict[str, Any] = {}
         self._writer_moves: list[WriterMove] = []
@@ -150,25 +155,36 @@ class LocalStack(Stack):
             let_user_through(self.run_dir, self.run_user)
         self.registry.save()
         await self._start_toxiproxy()
-        primary = await self._start_primary()
+        patroni = self.scenario.topology.failover == "patroni"
+        if patroni:
+            primary, patroni_replica = await self._start_patroni_nodes()
+        else:
+            primary = await self._start_primary()
         writer = self._proxy("pg-primary", primary.port)
         if self.scenario.topology.pooler is not None:
             await self._start_pooler(self.scenario.topology.pooler, writer)
+        # Under Patroni the replica streams from the leader's own port (Patroni's
+        # connect_address); the proxy is there for scenarios that name it.
         replication = self._proxy("pg-replication", primary.port)
         # The server starts while the replica is cloned (the two slowest parts, side by
         # side). Its DSN needs the pg-replica proxy now: it points at the primary until the
         # replica answers (harmless: the DSN targets read-write, which the primary is).
         self._proxy("pg-replica", primary.port)
-        try:
-            async with asyncio.TaskGroup() as parts:
-                cloned = parts.create_task(self._start_replica(replication))
-                started = parts.create_task(self._start_server())
-        except ExceptionGroup as failed:  # the part that failed first, as a lone error
-            raise failed.exceptions[0] from None
-        replica, server_url = cloned.result(), started.result()
-        await self._repoint("pg-replica", replica.port)
-        await self._wait_streaming(primary, replica)
-        await self._synchronous_once_streaming(primary)
+        if patroni:
+            replica, server_url = patroni_replica, await self._start_server()
+            await self._repoint("pg-replica", replica.port)
+            self._watching = asyncio.create_task(self._follow_patroni())
+        else:
+            try:
+                async with asyncio.TaskGroup() as parts:
+                    cloned = parts.create_task(self._start_replica(replication))
+                    started = parts.create_task(self._start_server())
+            except ExceptionGroup as failed:  # the part that failed first, as a lone error
+                raise failed.exceptions[0] from None
+            replica, server_url = cloned.result(), started.result()
+            await self._repoint("pg-replica", replica.port)
+            await self._wait_streaming(primary, replica)
+            await self._synchronous_once_streaming(primary)
         mcp_proxy = self._proxy_to_url("mcp", server_url)
         path = urlsplit(server_url).path
         self.endpoints = Endpoints(
@@ -304,17 +320,66 @@ class LocalStack(Stack):
         alone = until_standby_attached(self._settings("primary"))
         await asyncio.to_thread(primary.initdb, archive, alone)
         await self._start_cluster(primary, settings=alone)
-        self._versions["postgres"] = await primary.fetchval("SHOW server_version")
         await primary.execute(
             f"CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN PASSWORD '{self.passwords[REPLICATION_USER]}'"
         )
+        await self._create_application(primary)
+        return primary
+
+    async def _start_patroni_nodes(self) -> tuple[PostgresCluster, PostgresCluster]:
+        """etcd, then the Patroni node that bootstraps the primary, then the one that
+        clones it; each waited for as Patroni reports it (running, streaming)."""
+        self._prepare_shared_dirs()
+        self._versions.update(patroni_versions())
+        self.dcs = EtcdServer(free_port(), free_port(), self.run_dir / "etcd")
+        self.dcs.start(self.registry, self.run_user)
+        await self.dcs.wait_ready()
+        dcs = self.scenario.topology.patroni
+        timeout_s = 60 + dcs.ttl
+        for name, role in (("primary", "primary"), ("replica", "replica")):
+            cluster = self._cluster(name)
+            private_dir(cluster.data_dir, owner=self.run_user)
+            node = PatroniNode(cluster, free_port())
+            config = node.config(dcs, self.dcs, self.passwords, self._settings(name))
+            node.start(self.registry, config, self.run_user)
+            self.patroni_nodes[name] = node
+            await node.wait_role(role, timeout_s)
+            if role == "primary":
+                await self._create_application(cluster)
+        if dcs.synchronous_mode:
+            await self.patroni_nodes["primary"].wait_synchronous_standby("replica", timeout_s)
+        return self.clusters["primary"], self.clusters["replica"]
+
+    async def _follow_patroni(self, interval_s: float = 0.05) -> None:
+        """Watch Patroni's leader key in etcd: once the standby holds it, its promotion has
+        begun; once its Postgres takes writes, it is done. The promotion began after the
+        last answer that still named another leader: that instant is recorded (the
+        detection is then at most one poll short, never long). The stack then follows:
+        its names, the writer endpoint."""
+        assert self.dcs is not None
+        last_other = time.monotonic()
+        while True:
+            answered, leader = await asyncio.to_thread(self.dcs.leader)
+            standby = self.patroni_nodes.get(self.replica_name)
+            if standby is None or not answered or leader != standby.name:
+                if answered:
+                    last_other = time.monotonic()
+                await asyncio.sleep(interval_s)
+                continue
+            while not await _takes_writes(standby.cluster):
+                await asyncio.sleep(interval_s)
+            self._promotion_log().append(Promotion(last_other, time.monotonic(), "patroni"))
+            self._after_promotion(standby.cluster)
+
+    async def _create_application(self, primary: PostgresCluster) -> None:
+        """The application's role and database, as the server will connect."""
+        self._versions["postgres"] = await primary.fetchval("SHOW server_version")
         await primary.execute(
             f"CREATE ROLE {APP_USER} WITH LOGIN PASSWORD '{self.passwords[APP_USER]}'"
         )
         await primary.execute(f"CREATE DATABASE {APP_DATABASE} OWNER {APP_USER}")
         # The reference server's corrupting tool bypasses a trigger with it.
         await primary.execute(f"GRANT SET ON PARAMETER session_replication_role TO {APP_USER}")
-        return primary
 
     async def _start_replica(
         self, replication_proxy_port: int, name: str = "replica"
@@ -543,18 +608,30 @@ class LocalStack(Stack):
         ]
 
     async def kill_primary(self) -> KillResult:
+        node = self.patroni_nodes.get(self.primary_name)
+        if node is not None:  # the machine dies, its Patroni with it
+            return await asyncio.to_thread(node.kill)
         return await asyncio.to_thread(self.clusters[self.primary_name].kill)
 
     async def _promote_standby(self) -> None:
+        if self.patroni_nodes:
+            raise StackError(
+                "topology.failover: patroni promotes by itself; the harness does not (use "
+                "failover: scripted for a promotion of your own)"
+            )
         standby = self.clusters.get(self.replica_name)
         if standby is None or standby.process is None or not standby.process.running():
             raise StackError(
                 "no standby is running to promote (after a restore, rebuild_replica() first)"
             )
         await standby.promote(self.scenario.recovery.promote_timeout)
+        self._after_promotion(standby)
+
+    def _after_promotion(self, promoted: PostgresCluster) -> None:
+        """The promoted node is the primary now; a writer endpoint follows it."""
         self.primary_name, self.replica_name = self.replica_name, self.primary_name
         if self.scenario.topology.writer == "endpoint":
-            self._moving = asyncio.create_task(self._move_writer_endpoint(standby))
+            self._moving = asyncio.create_task(self._move_writer_endpoint(promoted))
 
     async def _move_writer_endpoint(self, promoted: PostgresCluster) -> None:
         """The writer endpoint follows the promotion after its propagation delay, as a
@@ -727,8 +804,11 @@ class LocalStack(Stack):
         """Stop every process of the run (also after a failed up); keep the logs, drop the data."""
         if self._run_dir is None or not hasattr(self, "registry"):
             return  # up() made nothing yet (the registry exists as soon as the directory)
-        if self._moving is not None:
-            self._moving.cancel()
+        for task in (self._moving, self._watching):
+            if task is not None:
+                task.cancel()
+        for node in self.patroni_nodes.values():
+            await asyncio.to_thread(node.stop)
         for cluster in self.clusters.values():
             await asyncio.to_thread(cluster.stop)
         await asyncio.to_thread(self.registry.stop_all)
@@ -741,6 +821,13 @@ class LocalStack(Stack):
     def remove_run_dir(self) -> None:
         if self._run_dir is not None and self._run_dir.exists():
             shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+async def _takes_writes(cluster: PostgresCluster) -> bool:
+    try:
+        return await cluster.fetchval("SELECT pg_is_in_recovery()", timeout_s=1) is False
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return False
 
 
 class _Waitable(Protocol):

@@ -214,11 +214,14 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
     except MissingPrerequisite as exc:
         checks.append(Check("toxiproxy-server", False, "missing", str(exc)))
     from harness.stack.haproxy import find_haproxy
+    from harness.stack.patroni import find_etcd, find_patroni
     from harness.stack.pgbouncer import find_pgbouncer
 
     for name, found, flag, fix in (
         ("haproxy", find_haproxy(), "-v", "apt-get install haproxy (needed for server.instances > 1)"),
         ("pgbouncer", find_pgbouncer(), "--version", "apt-get install pgbouncer (needed for topology.pooler)"),
+        ("patroni", find_patroni(), "--version", "make patroni (needed for topology.failover: patroni)"),
+        ("etcd", find_etcd(), "--version", "apt-get install etcd-server (Patroni's DCS)"),
         ("go", shutil.which("go"), "version", "apt-get install golang-go (only needed to build toxiproxy-server)"),
     ):  # fmt: skip
         version = binary_version([found, flag]) if found else "missing"

@@ -19,7 +19,7 @@ from harness.config import Scenario
 from harness.stack.local import LocalStack
 from harness.stack.postgres import StackError
 from harness.stack.processes import is_alive
-from tests.helpers import run_scenario
+from tests.helpers import assert_run_left_no_process, run_scenario, shipped_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 MOVE_DELAY_S = 1.0
@@ -30,11 +30,13 @@ KILL_AT_S = 7.0
 def test_a_primary_kill_through_pgbouncer_fails_over_once_the_endpoint_moved(
     tmp_path: Path,
 ) -> None:
-    scenario = yaml.safe_load((REPO / "scenarios" / "primary_kill_pgbouncer.yaml").read_text())
+    scenario = shipped_scenario(
+        "primary_kill_pgbouncer",
+        kill_at_s=KILL_AT_S,
+        windows={"stability": "3s", "reconnect": "9s"},
+    )
     assert scenario["topology"]["endpoint_move_delay"] == f"{MOVE_DELAY_S:g}s"
     scenario["load"].update(users=60, spawn_rate=30, run_time="18s")
-    scenario["faults"][0]["at"] = f"{KILL_AT_S:g}s"
-    scenario["windows"] = {"stability": "3s", "reconnect": "9s"}
     code, result, output = run_scenario(tmp_path, yaml.safe_dump(scenario), timeout_s=300)
 
     (fault,) = result["faults"]
@@ -65,9 +67,7 @@ def test_a_primary_kill_through_pgbouncer_fails_over_once_the_endpoint_moved(
 
     assert result["environment"]["pgbouncer"].startswith("1."), result["environment"]
     (run_dir,) = (tmp_path / "results").iterdir()
-    inventory = yaml.safe_load((run_dir / "logs" / "processes.json").read_text())
-    assert "pgbouncer" in {p["name"] for p in inventory}
-    assert not [p for p in inventory if is_alive(p["pid"], p["start_ticks"])]
+    assert_run_left_no_process(run_dir, {"pgbouncer"})
     assert code in (0, 1), output[-3000:]  # judged, not inconclusive
 
 

@@ -1,0 +1,70 @@
+"""Patroni + etcd as the failover manager (``scenarios/primary_kill_patroni.yaml`` at
+reduced size, timings tuned: ttl 20 s, loop_wait 2 s, retry_timeout 4 s) on the real
+parts. The primary's machine dies; nothing of the harness promotes. Patroni must detect
+it by the leader key's expiry, within what its timings allow (the key was last renewed
+at most loop_wait before the kill and is taken at most loop_wait after it expires), and
+promote the replica, which the server's multi-host DSN then writes to; no acknowledged
+write is lost (synchronous mode), and no process of the run is left, Patroni's
+postmasters included.
+
+Its bounds are Patroni's seconds, not milliseconds: it shares the machine."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.helpers import assert_run_left_no_process, run_scenario, shipped_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+TTL_S, LOOP_WAIT_S, RETRY_TIMEOUT_S = 20, 2, 4
+KILL_AT_S = 7.0
+SLACK_S = 1.0
+"""The watcher's poll, a loaded machine's scheduling."""
+
+
+@pytest.mark.shares_machine
+def test_patroni_detects_a_dead_primary_within_its_ttl_and_promotes_the_replica(
+    tmp_path: Path,
+) -> None:
+    scenario = shipped_scenario(
+        "primary_kill_patroni", kill_at_s=KILL_AT_S, windows={"stability": "3s", "reconnect": "25s"}
+    )
+    scenario["topology"]["patroni"].update(
+        ttl=f"{TTL_S}s", loop_wait=f"{LOOP_WAIT_S}s", retry_timeout=f"{RETRY_TIMEOUT_S}s"
+    )
+    scenario["load"].update(users=40, spawn_rate=20, run_time="36s")
+    code, result, output = run_scenario(tmp_path, yaml.safe_dump(scenario), timeout_s=300)
+
+    (fault,) = result["faults"]
+    assert fault["kind"] == "kill_primary" and fault["confirmed"], (fault, output[-3000:])
+    metrics = result["metrics"]
+    path = metrics["writer_path"]
+    detection = path["detection_s"]
+    assert TTL_S - LOOP_WAIT_S - SLACK_S <= detection <= TTL_S + LOOP_WAIT_S + SLACK_S, path
+    assert 0 <= path["promotion_s"] < 5, path
+    assert metrics["db_failover_s"] == pytest.approx(detection + path["promotion_s"], abs=1e-6)
+    events = [e for row in result["timeline"] for e in row["events"]]
+    assert "patroni: the standby took the leader lock" in events, events
+    assert "patroni: the standby promoted, taking writes" in events, events
+    assert not any(e.startswith("replica promoted") for e in events)  # the harness did not
+    assert metrics["writes"]["lost_unintended"] == 0 and metrics["writes"]["duplicate"] == 0
+    assert metrics["failover_s"] is not None, (result["objectives"], output[-3000:])
+    assert result["environment"]["patroni"] == "4.1.5", result["environment"]
+    assert code == 0, ([o for o in result["objectives"] if o["verdict"] != "met"], output[-3000:])
+
+    (run_dir,) = (tmp_path / "results").iterdir()
+    assert_run_left_no_process(run_dir, {"etcd", "patroni-primary", "patroni-replica"})
+    log = (run_dir / "logs" / "patroni-primary.log").read_text()
+    stack_dir = re.search(r"(/\S+/mcp-harness-[^/\s]+)/primary", log)
+    assert stack_dir, log[-2000:]
+    left = [
+        p.info
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if stack_dir.group(1) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not left, left  # no postmaster of Patroni's outlived the run
