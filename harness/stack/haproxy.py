@@ -10,13 +10,12 @@ answers 404 for the unknown session: those clients, and only those, re-initializ
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from harness.stack.net import LOOPBACK
 from harness.stack.postgres import StackError
+from harness.stack.prerequisites import debian_binary
 from harness.stack.processes import OwnedProcess, ProcessRegistry
 
 
@@ -25,10 +24,7 @@ class MissingHaproxy(StackError):
 
 
 def find_haproxy() -> str | None:
-    """HAProxy on PATH, or where Debian installs it (/usr/sbin is not on every PATH)."""
-    return shutil.which("haproxy") or next(
-        (str(p) for p in (Path("/usr/sbin/haproxy"),) if p.exists()), None
-    )
+    return debian_binary("haproxy")
 
 
 def haproxy_binary() -> str:

@@ -40,7 +40,7 @@ from harness.stack.postgres import (
     PostgresCluster,
     StackError,
 )
-from harness.stack.prerequisites import MissingPrerequisite, binary_version
+from harness.stack.prerequisites import MissingPrerequisite, binary_version, debian_binary
 from harness.stack.processes import (
     OwnedProcess,
     ProcessRegistry,
@@ -67,9 +67,7 @@ def find_patroni() -> str | None:
 
 
 def find_etcd() -> str | None:
-    return shutil.which("etcd") or next(
-        (str(p) for p in (Path("/usr/bin/etcd"),) if p.exists()), None
-    )
+    return debian_binary("etcd")
 
 
 def patroni_binaries() -> tuple[str, str]:

@@ -14,7 +14,6 @@ role's password, readable by that user alone.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from harness.config import PoolerConfig
 from harness.stack.net import LOOPBACK, listens_on
 from harness.stack.postgres import StackError
-from harness.stack.prerequisites import MissingPrerequisite, binary_version
+from harness.stack.prerequisites import MissingPrerequisite, binary_version, debian_binary
 from harness.stack.processes import OwnedProcess, ProcessRegistry, private_dir, write_private
 
 DEFAULT_LIMITS = {"max_client_conn": "2000", "default_pool_size": "20"}
@@ -30,10 +29,7 @@ DEFAULT_LIMITS = {"max_client_conn": "2000", "default_pool_size": "20"}
 
 
 def find_pgbouncer() -> str | None:
-    """PgBouncer on PATH, or where Debian installs it (/usr/sbin is not on every PATH)."""
-    return shutil.which("pgbouncer") or next(
-        (str(p) for p in (Path("/usr/sbin/pgbouncer"),) if p.exists()), None
-    )
+    return debian_binary("pgbouncer")
 
 
 def pgbouncer_binary() -> str:

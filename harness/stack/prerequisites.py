@@ -141,6 +141,13 @@ def require_runnable_by(bin_dir: Path, user: str | None) -> None:
     )
 
 
+def debian_binary(name: str) -> str | None:
+    """``name`` on PATH, or where Debian's package puts it (/usr/sbin is not on every PATH)."""
+    return shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+    )
+
+
 def binary_version(argv: list[str]) -> str:
     """The first version number a binary prints of itself (or what it printed instead)."""
     try:
