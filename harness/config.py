@@ -193,14 +193,7 @@ class PostgresConfig(Model):
     @model_validator(mode="before")
     @classmethod
     def _stringify(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in ("settings", "replica_settings"):
-                if isinstance(data.get(key), dict):
-                    data = {
-                        **data,
-                        key: {k: _pg_value(f"{key}.{k}", v) for k, v in data[key].items()},
-                    }
-        return data
+        return _settings_as_text(data, "settings", "replica_settings")
 
     @field_validator("settings", "replica_settings")
     @classmethod
@@ -225,6 +218,15 @@ def _named_values(values: dict[str, str], name: re.Pattern[str], what: str) -> d
             raise ValueError(f"{key!r} is not {what}")
         _no_control(value, key)
     return values
+
+
+def _settings_as_text(data: Any, *keys: str) -> Any:
+    """Each ``keys`` mapping of a raw model's data with its values as config-file text."""
+    if isinstance(data, dict):
+        for key in keys:
+            if isinstance(data.get(key), dict):
+                data = {**data, key: {k: _pg_value(f"{key}.{k}", v) for k, v in data[key].items()}}
+    return data
 
 
 def _pg_value(key: str, value: Any) -> Any:
@@ -812,10 +814,7 @@ class PoolerConfig(Model):
     @model_validator(mode="before")
     @classmethod
     def _stringify(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("settings"), dict):
-            settings = {k: _pg_value(f"settings.{k}", v) for k, v in data["settings"].items()}
-            data = {**data, "settings": settings}
-        return data
+        return _settings_as_text(data, "settings")
 
     @field_validator("settings")
     @classmethod
