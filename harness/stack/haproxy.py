@@ -10,13 +10,12 @@ answers 404 for the unknown session: those clients, and only those, re-initializ
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 from harness.stack.net import LOOPBACK
 from harness.stack.postgres import StackError
 from harness.stack.prerequisites import debian_binary
-from harness.stack.processes import OwnedProcess, ProcessRegistry
+from harness.stack.processes import OwnedProcess, ProcessRegistry, poll_until
 
 
 class MissingHaproxy(StackError):
@@ -94,15 +93,15 @@ class HaproxyBalancer:
         return self.process
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and not self.process.running():
-                break
+        async def accepts() -> bool:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, self.port), 1)
-                writer.close()
-                return
             except (TimeoutError, OSError):
-                await asyncio.sleep(0.05)
+                return False
+            writer.close()
+            return True
+
+        if await poll_until(accepts, timeout_s, process=self.process, interval_s=0.05):
+            return
         tail = self.process.log_tail() if self.process else ""
         raise StackError(f"haproxy did not come up on {LOOPBACK}:{self.port}. Log tail:\n{tail}")

@@ -45,6 +45,7 @@ from harness.stack.processes import (
     OwnedProcess,
     ProcessRegistry,
     children_of,
+    poll_until,
     private_dir,
     signal_pid,
     wait_gone,
@@ -155,16 +156,18 @@ class EtcdServer:
         return True, base64.b64decode(kvs[0]["value"]).decode() if kvs else None
 
     async def wait_ready(self, timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.process is not None:
-            if not self.process.running():
-                break
-            if listens_on(self.process.pid, self.client_port):
-                status, body = await asyncio.to_thread(_get_json, f"{self.url}/health")
-                if status == 200 and body.get("health") == "true":
-                    return
-            await asyncio.sleep(0.1)
-        tail = self.process.log_tail() if self.process else ""
+        process = self.process
+        assert process is not None, "start() first"
+
+        async def healthy() -> bool:
+            if not listens_on(process.pid, self.client_port):
+                return False
+            status, body = await asyncio.to_thread(_get_json, f"{self.url}/health")
+            return status == 200 and body.get("health") == "true"
+
+        if await poll_until(healthy, timeout_s, process=process):
+            return
+        tail = process.log_tail()
         raise StackError(f"etcd did not come up at {self.url}. Log tail:\n{tail}")
 
 
@@ -254,17 +257,19 @@ class PatroniNode:
 
     async def wait_role(self, role: str, timeout_s: float) -> None:
         """Until Patroni reports this node running in ``role`` (``primary``, ``replica``)."""
-        deadline = time.monotonic() + timeout_s
+        process = self.process
+        assert process is not None, "start() first"
         state: dict[str, Any] = {}
-        while time.monotonic() < deadline and self.process is not None:
-            if not self.process.running():
-                break
+
+        async def in_role() -> bool:
+            nonlocal state
             state = await asyncio.to_thread(self.state)
-            if state.get("role") == role and state.get("state") == "running":
-                if role != "replica" or state.get("replication_state") == "streaming":
-                    return
-            await asyncio.sleep(0.2)
-        tail = self.process.log_tail() if self.process else ""
+            running = state.get("role") == role and state.get("state") == "running"
+            return running and (role != "replica" or state.get("replication_state") == "streaming")
+
+        if await poll_until(in_role, timeout_s, process=process, interval_s=0.2):
+            return
+        tail = process.log_tail()
         raise StackError(
             f"patroni {self.name} did not run as {role} within {timeout_s:g}s (last state: "
             f"{state or 'no answer'}). Log tail:\n{tail}"
@@ -273,14 +278,18 @@ class PatroniNode:
     async def wait_synchronous_standby(self, standby: str, timeout_s: float) -> None:
         """Until this leader's Patroni names ``standby`` its synchronous standby: before
         that, synchronous mode forbids promoting it, and a kill would find no failover."""
-        deadline = time.monotonic() + timeout_s
         members: list[Any] = []
-        while time.monotonic() < deadline:
+
+        async def named() -> bool:
+            nonlocal members
             _, cluster = await asyncio.to_thread(_get_json, f"{self.rest_url}/cluster")
             members = cluster.get("members") or []
-            if any(m.get("name") == standby and m.get("role") == "sync_standby" for m in members):
-                return
-            await asyncio.sleep(0.2)
+            return any(
+                m.get("name") == standby and m.get("role") == "sync_standby" for m in members
+            )
+
+        if await poll_until(named, timeout_s, process=self.process, interval_s=0.2):
+            return
         raise StackError(
             f"patroni {self.name} did not name {standby} its synchronous standby within "
             f"{timeout_s:g}s (synchronous_mode); members: {members}"

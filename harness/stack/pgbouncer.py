@@ -13,8 +13,6 @@ role's password, readable by that user alone.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,13 @@ from harness.config import PoolerConfig
 from harness.stack.net import LOOPBACK, listens_on
 from harness.stack.postgres import StackError
 from harness.stack.prerequisites import MissingPrerequisite, binary_version, debian_binary
-from harness.stack.processes import OwnedProcess, ProcessRegistry, private_dir, write_private
+from harness.stack.processes import (
+    OwnedProcess,
+    ProcessRegistry,
+    poll_until,
+    private_dir,
+    write_private,
+)
 
 DEFAULT_LIMITS = {"max_client_conn": "2000", "default_pool_size": "20"}
 """Room for every client a scenario can run; the scenario's settings override them."""
@@ -103,12 +107,13 @@ class PgBouncerPooler:
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
         """Listening on its own port (a port taken by another process is not ours)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.process is not None:
-            if not self.process.running():
-                break
-            if listens_on(self.process.pid, self.port):
-                return
-            await asyncio.sleep(0.05)
-        tail = self.process.log_tail() if self.process else ""
+        process = self.process
+        assert process is not None, "start() first"
+
+        async def listening() -> bool:
+            return listens_on(process.pid, self.port)
+
+        if await poll_until(listening, timeout_s, process=process, interval_s=0.05):
+            return
+        tail = process.log_tail()
         raise StackError(f"pgbouncer did not come up on {LOOPBACK}:{self.port}. Log tail:\n{tail}")

@@ -15,6 +15,7 @@ anything running as the Postgres user).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import json
@@ -28,7 +29,7 @@ import stat
 import struct
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -562,3 +563,22 @@ def reap_stale_runs(parent: Path, prefix: str) -> list[Path]:
         shutil.rmtree(run_dir, ignore_errors=True)
         removed.append(run_dir)
     return removed
+
+
+async def poll_until(
+    ready: Callable[[], Awaitable[bool]],
+    timeout_s: float,
+    *,
+    process: OwnedProcess | None = None,
+    interval_s: float = 0.1,
+) -> bool:
+    """Ask ``ready()`` until it says yes (True), or until ``process`` has exited or
+    ``timeout_s`` has passed (False): the caller then raises with what it knows."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and not process.running():
+            return False
+        if await ready():
+            return True
+        await asyncio.sleep(interval_s)
+    return False

@@ -47,3 +47,32 @@ def test_a_process_that_is_gone_listens_on_nothing() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert not listens_on(child.pid, 1)
+
+
+class _Process:
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+
+    def running(self) -> bool:
+        return self.alive
+
+
+def test_poll_until_says_ready_and_gives_up_on_an_exit_or_the_timeout() -> None:
+    import asyncio
+
+    from harness.stack.processes import poll_until
+
+    answers = iter([False, False, True])
+    calls: list[int] = []
+
+    async def third_time() -> bool:
+        calls.append(1)
+        return next(answers)
+
+    async def never() -> bool:
+        return False
+
+    assert asyncio.run(poll_until(third_time, 5, interval_s=0.01)) is True and len(calls) == 3
+    exited = _Process(alive=False)
+    assert asyncio.run(poll_until(never, 5, process=exited, interval_s=0.01)) is False  # type: ignore[arg-type]
+    assert asyncio.run(poll_until(never, 0.05, process=_Process(True), interval_s=0.01)) is False  # type: ignore[arg-type]
