@@ -34,9 +34,11 @@ class JudgedObjective:
     measured: float | None
     verdict: ObjectiveVerdict
     measured_at_least: float | None = None
-    """For a recovery that never came: it took longer than this (the time observed after the fault)."""
+    """For a recovery that never came: it took longer than this (the time observed after
+    the fault); for a figure in doubt that stays a lower bound: at least this."""
     reason: str | None = None
-    """Why it was not measured, when something is known (a doubt, unobserved evidence)."""
+    """Why it was not measured (a doubt, unobserved evidence), or the doubt a miss on a
+    lower bound stood against."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,18 +96,21 @@ def judge(
 ) -> JudgedObjective:
     """Objective paths are checked when the scenario loads; a path absent here was not
     measured (an interrupted run, a stack that never came up). A doubt on the figure makes
-    it not measured, whatever it reads: neither its misses nor its passes can be trusted."""
+    it not measured, whatever it reads: neither its misses nor its passes can be trusted,
+    unless every such doubt leaves the figure a lower bound and that is already a miss."""
     path, target = objective.path, objective.target
     bound: Literal["max", "min"] = "max" if objective.max is not None else "min"
-    doubt = next((d for d in doubts if d.touches_metric(path)), None)
-    if doubt is not None:
-        return JudgedObjective(path, bound, target, None, "not_measured", reason=doubt.reason)
     try:
         value = lookup(metrics, path)
     except UnknownMetric:
         value = None
-    if value is None or isinstance(value, (dict, list, bool)):
-        at_least = (metrics.get(NOT_REACHED_KEY) or {}).get(path)
+    if value is not None and isinstance(value, (dict, list, bool)):
+        value = None
+    at_least = (metrics.get(NOT_REACHED_KEY) or {}).get(path)
+    touching = [d for d in doubts if d.touches_metric(path)]
+    if touching:
+        return _judged_in_doubt(path, bound, target, value, at_least, touching)
+    if value is None:
         # ``at_least`` is a strict lower bound (still not back after that long, or a
         # client over the window): equal to the target is already over it.
         if at_least is not None and bound == "max" and at_least >= target:
@@ -126,6 +131,26 @@ def judge(
             )
     verdict: ObjectiveVerdict = "met" if _meets(measured, bound, target) else "missed"
     return JudgedObjective(path, bound, target, measured, verdict)
+
+
+def _judged_in_doubt(
+    path: str,
+    bound: Literal["max", "min"],
+    target: float,
+    value: float | None,
+    at_least: float | None,
+    touching: Sequence[Doubt],
+) -> JudgedObjective:
+    """Not measured, unless every doubt on the figure leaves it a lower bound of the truth
+    and that bound is already over a ``max``: then the miss stands (a recovery the run saw
+    take longer than allowed took at least that long, whatever the doubt hides)."""
+    reason = touching[0].reason
+    if bound == "max" and all(d.keeps_lower_bound(path) for d in touching):
+        if value is not None and float(value) > target:
+            return JudgedObjective(path, bound, target, None, "missed", float(value), reason)
+        if value is None and at_least is not None and at_least >= target:
+            return JudgedObjective(path, bound, target, None, "missed", at_least, reason)
+    return JudgedObjective(path, bound, target, None, "not_measured", reason=reason)
 
 
 def judge_all(

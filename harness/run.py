@@ -43,7 +43,6 @@ from harness.measure.resources import (
     ResourceSampler,
 )
 from harness.measure.run_metrics import (
-    LEDGER_TOUCHES,
     TASK_TOUCHES,
     Evidence,
     IntegrityEvidence,
@@ -51,6 +50,7 @@ from harness.measure.run_metrics import (
     ReadBack,
     Samples,
     incident_s,
+    ledger_unread,
     measure_run,
 )
 from harness.objectives import Doubt
@@ -317,9 +317,7 @@ async def _one_run(series: _Series, run: PlannedRun, record: RunRecord, index: i
             try:
                 readback = await to_completion(_read_back(scenario, live))
             except Exception as exc:
-                record.doubts.append(
-                    Doubt(f"the write ledger could not be checked: {exc!r}", LEDGER_TOUCHES)
-                )
+                record.doubts.append(ledger_unread(exc))
             if live.samples is not None:
                 _take(record, measure_run(_evidence(scenario, live, record, readback)))
         record.duration_s = time.monotonic() - started

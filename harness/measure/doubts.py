@@ -23,12 +23,28 @@ class Doubt:
 
     reason: str
     touches: tuple[str, ...] = (EVERY_METRIC,)
+    lower_bounds: tuple[str, ...] = ()
+    """Touched figures that stay lower bounds of the truth: the evidence in doubt could
+    only have made them later (writes the ledger could not verify can only delay a
+    recovery measured on them). A figure already over its ``max`` there is missed, doubt
+    or not: a server that never came back is failed, not excused by the read that failed."""
 
     def touches_metric(self, path: str) -> bool:
-        return any(
-            prefix == EVERY_METRIC or path == prefix or path.startswith(prefix + ".")
-            for prefix in self.touches
-        )
+        return _under(path, self.touches)
+
+    def keeps_lower_bound(self, path: str) -> bool:
+        return _under(path, self.lower_bounds)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"reason": self.reason, "touches": list(self.touches)}
+        return {
+            "reason": self.reason,
+            "touches": list(self.touches),
+            "lower_bounds": list(self.lower_bounds),
+        }
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(
+        prefix == EVERY_METRIC or path == prefix or path.startswith(prefix + ".")
+        for prefix in prefixes
+    )

@@ -31,6 +31,7 @@ from harness.measure.failover import (
     verified_samples,
 )
 from harness.measure.figures import (
+    RECOVERY_FIGURES,
     DatabaseFailover,
     Detection,
     RecoveryInputs,
@@ -236,6 +237,15 @@ def incident_s(faults: Sequence[FaultRecord]) -> float | None:
 LEDGER_TOUCHES = ("writes", "db_failover_s", "failover_s", "rto_s", "integrity.after")
 """What rests on the final read of the database: the ledger, and the recoveries judged
 only on writes found intact."""
+
+
+def ledger_unread(exc: BaseException) -> Doubt:
+    """The final read of the database failed. The recoveries were then measured on
+    acknowledged writes alone; checking them could only have made them later, so they stay
+    lower bounds (a primary that was never replaced is still judged a miss)."""
+    return Doubt(
+        f"the write ledger could not be checked: {exc!r}", LEDGER_TOUCHES, RECOVERY_FIGURES
+    )
 
 
 WALL_CLOCK_TOUCHES = ("writes.rpo_s", "writes.restore_boundary", "restore")

@@ -80,7 +80,10 @@ def target_text(objective: dict[str, Any]) -> str:
 def measured_text(objective: dict[str, Any]) -> str:
     unit = unit_of(objective.get("metric", ""))
     if objective.get("measured") is None and objective.get("measured_at_least") is not None:
-        return f"> {with_unit(objective['measured_at_least'], unit)} (not reached)"
+        at_least = with_unit(objective["measured_at_least"], unit)
+        if objective.get("verdict") == "missed" and objective.get("reason"):
+            return f"≥ {at_least} (lower bound)"
+        return f"> {at_least} (not reached)"
     return with_unit(objective.get("measured"), unit)
 
 
@@ -94,6 +97,11 @@ def objective_message(objective: dict[str, Any]) -> str:
     measured = objective.get("measured")
     at_least = objective.get("measured_at_least")
     if verdict == "missed" and measured is None and at_least is not None:
+        if objective.get("reason"):
+            return (
+                f"at least {number(scaled(at_least, unit))} > target {target} "
+                f"({unit_name(unit)}), a lower bound that stands although {objective['reason']}"
+            )
         return (
             f"not reached: still not back {number(scaled(at_least, unit))} after the fault, "
             f"> target {target} ({unit_name(unit)})"

@@ -79,3 +79,36 @@ def test_a_fault_that_did_not_take_effect_is_inconclusive_never_pass(tmp_path: P
     cases = junit_cases(run_dir / "junit.xml")
     assert "error" in cases.values() and "failure" not in cases.values()
     assert "**INCONCLUSIVE**" in (run_dir / "summary.md").read_text()
+
+
+NEVER_PROMOTED = """
+name: never_promoted
+seed: 5
+load: {users: 20, spawn_rate: 20, run_time: 13s, think_time: [0.5s, 1s]}
+faults: [{kind: kill_primary, at: 4s}]
+recovery: {promote_after: null}
+windows: {stability: 2s, reconnect: 6s}
+objectives:
+  - {metric: db_failover_s, max: 5s}
+  - {metric: failover_s, max: 5s}
+  - {metric: writes.lost, max: 0}
+"""
+
+
+@pytest.mark.shares_machine  # 20 users; judged on a recovery that never comes
+def test_a_primary_that_is_never_replaced_fails_the_gate(tmp_path: Path) -> None:
+    """Nothing promotes the replica, so the final read of the ledger fails too: the
+    recoveries still miss on the lower bound the run saw, and the gate fails (it was
+    inconclusive, which a nightly job may not page on)."""
+    code, run_dir, output = cli(tmp_path, NEVER_PROMOTED)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert code == 1 and result["verdict"] == "fail", (result["objectives"], output[-3000:])
+    judged = {o["metric"]: o for o in result["objectives"]}
+    for recovery in ("db_failover_s", "failover_s"):
+        assert judged[recovery]["verdict"] == "missed", judged[recovery]
+        assert judged[recovery]["measured_at_least"] >= 5
+        assert "ledger could not be checked" in judged[recovery]["reason"]
+    assert judged["writes.lost"]["verdict"] == "not_measured"
+    assert any("ledger could not be checked" in d for d in result["doubts"])
+    assert junit_cases(run_dir / "junit.xml")["db_failover_s"] == "failure"
+    assert "(lower bound)" in (run_dir / "summary.md").read_text()

@@ -266,3 +266,28 @@ def test_a_stable_window_after_the_ledger_check_holds_no_lost_write(
     if stable is not None:
         window = [s for s in samples if stable <= s.t_s < stable + 2.0]
         assert all(s.write_id is None or s.write_id in intact for s in window)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    samples=histories(),
+    keep=st.sets(st.sampled_from(["a", "b", "c", "d"])),
+    window=st.integers(20, 400).map(lambda t: t / 100),
+)
+def test_checking_writes_against_the_ledger_can_only_delay_a_recovery(
+    samples: list[ServiceProbeSample], keep: set[str], window: float
+) -> None:
+    """Why a recovery measured on unverified writes is a lower bound (``Doubt.lower_bounds``
+    of an unread ledger): whatever the ledger would have found, the verified recovery is
+    never earlier, and never there when the unverified one is not."""
+    intact = frozenset(s.write_id for s in samples if s.write_id and s.write_id[0] in keep)
+    run_end = max(s.t_s for s in samples) + window
+    cadence = ProbeCadence(0.1, 1.0)
+    unverified = stable_from_s(samples, 0.0, window, run_end, cadence=cadence)
+    verified = stable_from_s(
+        verified_samples(samples, intact), 0.0, window, run_end, cadence=cadence
+    )
+    if unverified is None:
+        assert verified is None
+    elif verified is not None:
+        assert verified >= unverified

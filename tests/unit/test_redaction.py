@@ -227,7 +227,7 @@ def test_result_notes_and_doubts_carry_no_secret() -> None:
     assert SECRET not in text
     assert result["doubts"] == ["probe failed: PGPASSWORD=***"]
     assert result["doubt_scopes"] == [
-        {"reason": "probe failed: PGPASSWORD=***", "touches": ["writes"]}
+        {"reason": "probe failed: PGPASSWORD=***", "touches": ["writes"], "lower_bounds": []}
     ]
     assert result["notes"][-1] == result["doubts"][0]  # still recognised as the doubt
 

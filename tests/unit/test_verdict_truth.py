@@ -17,6 +17,7 @@ from harness.measure.integrity import CheckResult, IntegrityReport
 from harness.measure.latency import RequestAttempt, expected_interval_ms, latency_per_phase
 from harness.measure.phases import Phase
 from harness.measure.resources import saturation_by_phase
+from harness.measure.run_metrics import TASK_TOUCHES, ledger_unread
 from harness.objectives import (
     BOUNDS_KEY,
     EXIT_INCONCLUSIVE,
@@ -179,6 +180,52 @@ def test_a_doubt_on_the_only_objective_makes_the_run_inconclusive() -> None:
     doubt = Doubt("the harness loop lagged", ("failover_s", "rto_s"))
     assert _verdict(objectives, metrics, [doubt]) == "inconclusive"
     assert _verdict(objectives, metrics, [Doubt("a fault task failed")]) == "inconclusive"
+
+
+def test_a_primary_never_replaced_fails_although_the_ledger_could_not_be_read() -> None:
+    """The killed primary never came back, so the final read of the database failed: the
+    recoveries rest on unverified acknowledgements, which can only make them earlier. A run
+    that watched 20 s without one write is a miss, not an excuse (it was inconclusive)."""
+    metrics = {
+        "db_failover_s": None,
+        "failover_s": None,
+        "writes": {"lost": None},
+        "not_reached_within_s": {"db_failover_s": 20.0, "failover_s": 17.0},
+    }
+    objectives = [
+        Objective(metric="db_failover_s", max="10s"),
+        Objective(metric="failover_s", max="10s"),
+        Objective(metric="writes.lost", max=0),
+    ]
+    unread = ledger_unread(ConnectionRefusedError(111, "Connection refused"))
+    judged = judge_all(objectives, metrics, [unread])
+    assert [j.verdict for j in judged] == ["missed", "missed", "not_measured"]
+    assert judged[0].measured is None and judged[0].measured_at_least == 20.0
+    assert judged[0].reason == unread.reason
+    assert _verdict(objectives, metrics, [unread]) == "fail"
+
+
+def test_a_lower_bound_under_the_target_stays_not_measured() -> None:
+    """Acknowledged 4 s after the kill but never verified: the truth is 4 s or more, which
+    neither meets nor misses a 10 s objective."""
+    unread = ledger_unread(OSError("timeout"))
+    judged = judge(Objective(metric="db_failover_s", max="10s"), {"db_failover_s": 4.0}, [unread])
+    assert (judged.verdict, judged.measured) == ("not_measured", None)
+    missed = judge(Objective(metric="db_failover_s", max="3s"), {"db_failover_s": 4.0}, [unread])
+    assert (missed.verdict, missed.measured_at_least) == ("missed", 4.0)
+
+
+def test_a_doubt_on_the_evidence_itself_never_keeps_a_lower_bound() -> None:
+    """A write probe that failed or a harness loop that lagged could have missed or
+    delayed the very writes a recovery is measured on: then no bound stands."""
+    metrics = {"db_failover_s": None, "not_reached_within_s": {"db_failover_s": 20.0}}
+    objective = Objective(metric="db_failover_s", max="10s")
+    probe_failed = Doubt("write-probe failed", TASK_TOUCHES["write-probe"])
+    assert judge(objective, metrics, [probe_failed]).verdict == "not_measured"
+    both = [ledger_unread(OSError("x")), probe_failed]
+    assert judge(objective, metrics, both).verdict == "not_measured"
+    at_least_ten = Objective(metric="db_failover_s", min="10s")
+    assert judge(at_least_ten, {"db_failover_s": 30.0}, both[:1]).verdict == "not_measured"
 
 
 def test_a_prefix_touches_whole_segments_only() -> None:
