@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,6 +61,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+    items.sort(key=_alone_after_shared(items))
+
+
+def _alone_after_shared(items: list[pytest.Item]) -> Callable[[pytest.Item], bool]:
+    """Sort key: tests that share the machine first, those that need it alone after them.
+    Each change between the two modes leaves a worker idle while the other finishes its
+    test; grouped, the suite changes mode about once instead of at every alone test. A
+    module whose tests share a stack stays in one piece (the sort is stable), alone if any
+    of its tests is."""
+    sharing = _modules_sharing_a_stack()
+
+    def alone(item: pytest.Item) -> bool:
+        return "integration" in item.path.parts and not item.get_closest_marker("shares_machine")
+
+    module_alone = {
+        path
+        for path in sharing
+        if any(alone(i) for i in items if i.path.relative_to(REPO).as_posix() == path)
+    }
+
+    def key(item: pytest.Item) -> bool:
+        module = item.path.relative_to(REPO).as_posix()
+        return module in module_alone if module in sharing else alone(item)
+
+    return key
 
 
 @contextmanager

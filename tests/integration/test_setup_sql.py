@@ -12,7 +12,8 @@ import pytest
 from harness.config import load_scenario
 from harness.stack import StackError
 from harness.stack.local import LocalStack
-from tests.helpers import harness_process_pids
+from harness.stack.processes import is_alive
+from tests.helpers import processes_naming
 
 pytestmark = pytest.mark.shares_machine
 """Checks what the run did, not how fast: runs beside another such test."""
@@ -55,10 +56,14 @@ def test_broken_setup_sql_names_the_file(tmp_path: Path) -> None:
 
 
 def test_a_failed_up_called_directly_stops_what_it_started(tmp_path: Path) -> None:
-    """Not through ``async with``: up() itself stops Toxiproxy and the clusters it started."""
-    before = harness_process_pids()
+    """Not through ``async with``: up() itself stops Toxiproxy and the clusters it started.
+    Judged on this stack's own processes (its inventory, and anything naming its run
+    directory), not on the machine's: another test's stack may be starting beside it."""
     stack = scenario_with(tmp_path, "CREATE TABLE broken (")
     with pytest.raises(StackError, match=r"server.setup_sql .*schema.sql failed"):
         asyncio.run(stack.up())
-    assert harness_process_pids() - before == set()
+    started = stack.inventory()
+    assert {"toxiproxy", "postgres-primary"} <= {p["name"] for p in started}, started
+    assert not [p for p in started if is_alive(int(p["pid"]), p["start_ticks"])], started
+    assert not processes_naming(stack.run_dir)
     stack.remove_run_dir()
