@@ -100,7 +100,8 @@ CATALOG: tuple[Metric, ...] = (
         "db_failover_s",
         "s",
         "higher",
-        "fault → first write sent after it that committed on the promoted node",
+        "primary killed or switchover asked → first write sent after it that committed on "
+        "the promoted node",
     ),
     Metric(
         "db_failover_first_seq",
@@ -112,8 +113,8 @@ CATALOG: tuple[Metric, ...] = (
         "writer_path.detection_s",
         "s",
         "higher",
-        "primary killed → the promotion began (the scripted delay, a runbook's or a failover "
-        "manager's detection)",
+        "primary killed or switchover asked → the promotion began (the scripted delay, a "
+        "runbook's or a failover manager's detection; a switchover's demotion)",
     ),
     Metric(
         "writer_path.promotion_s",

@@ -576,12 +576,33 @@ class Partition(Model):
     target: PartitionTarget = "primary"
 
 
+class Switchover(Model):
+    """A planned handover of the primary through Patroni's REST API (``POST /switchover``,
+    as ``patronictl switchover`` does): the leader demotes itself, the replica takes the
+    lock and is promoted, the old primary comes back as its replica. Confirmed when the
+    stack follows the new leader within ``timeout``. ``topology.failover: patroni`` only."""
+
+    kind: Literal["switchover"]
+    at: Duration
+    timeout: PositiveDuration = 30.0
+
+
 Fault = Annotated[
-    KillPrimary | KillServer | ToxicFault | ProxyDown | BadDeployment | CallTool | Partition,
+    KillPrimary
+    | KillServer
+    | ToxicFault
+    | ProxyDown
+    | BadDeployment
+    | CallTool
+    | Partition
+    | Switchover,
     Field(discriminator="kind"),
 ]
+PRIMARY_CHANGES = ("kill_primary", "switchover")
+"""Fault kinds after which another node is the primary: db_failover_s measures them."""
 FAULT_KINDS = (
     "kill_primary",
+    "switchover",
     "kill_server",
     "toxic",
     "proxy_down",
@@ -591,7 +612,15 @@ FAULT_KINDS = (
 )
 """Tags of the fault union; pydantic puts them in error locations, messages leave them out."""
 BACKEND_FAULTS: dict[str, tuple[str, ...]] = {
-    "local": ("kill_primary", "kill_server", "toxic", "proxy_down", "bad_deployment", "call_tool"),
+    "local": (
+        "kill_primary",
+        "kill_server",
+        "toxic",
+        "proxy_down",
+        "bad_deployment",
+        "call_tool",
+        "switchover",
+    ),
     "docker": ("kill_primary", "kill_server", "toxic", "proxy_down", "call_tool", "partition"),
 }
 """Which fault kinds each backend can inject (README, "Backends")."""
@@ -1123,6 +1152,17 @@ class Scenario(Model):
             if isinstance(recovery, dict):
                 data = {**data, "recovery": {"promote_after": None, **recovery}}
         return data
+
+    @model_validator(mode="after")
+    def _switchover_needs_patroni(self) -> Scenario:
+        for index, fault in enumerate(self.faults):
+            if isinstance(fault, Switchover) and self.topology.failover != "patroni":
+                raise ValueError(
+                    f"faults.{index}: switchover asks Patroni's REST API to hand the primary "
+                    "over; it needs topology.failover: patroni (with failover: scripted, "
+                    "kill_primary and recovery.promote_after model a failover)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _patroni_promotes_alone(self) -> Scenario:

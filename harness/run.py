@@ -749,6 +749,9 @@ def _evidence(
         if p.by != "harness":
             moves.append((p.started - live.t0, f"{p.by}: the standby took the leader lock"))
             moves.append((p.done - live.t0, f"{p.by}: the standby promoted, taking writes"))
+    moves += [
+        (r.at - live.t0, f"patroni: {r.node} rejoined as a replica") for r in live.stack.rejoins
+    ]
     return Evidence(
         scenario=scenario,
         records=live.records,

@@ -25,6 +25,18 @@ def harness_process_pids() -> set[int]:
     return pids
 
 
+def processes_naming(path: Path) -> list[dict]:
+    """Live processes whose command line names ``path`` (a run's directory)."""
+    import psutil
+
+    return [
+        p.info
+        for p in psutil.process_iter(["pid", "cmdline", "status"])
+        if p.info["status"] != psutil.STATUS_ZOMBIE
+        and str(path) in " ".join(p.info["cmdline"] or [])
+    ]
+
+
 def run_scenario(
     tmp_path: Path, scenario_yaml: str, *flags: str, timeout_s: float = 240
 ) -> tuple[int, dict, str]:
@@ -51,8 +63,8 @@ def run_scenario(
     )
 
 
-def shipped_scenario(name: str, *, kill_at_s: float, windows: dict[str, str]) -> dict:
-    """``scenarios/<name>.yaml`` as data, its one fault moved to ``kill_at_s`` and its
+def shipped_scenario(name: str, *, fault_at_s: float, windows: dict[str, str]) -> dict:
+    """``scenarios/<name>.yaml`` as data, its one fault moved to ``fault_at_s`` and its
     windows replaced: the shipped topology at a size a test sets on top."""
     import yaml
 
@@ -60,7 +72,7 @@ def shipped_scenario(name: str, *, kill_at_s: float, windows: dict[str, str]) ->
         (Path(__file__).resolve().parents[1] / "scenarios" / f"{name}.yaml").read_text()
     )
     (fault,) = data["faults"]
-    fault["at"] = f"{kill_at_s:g}s"
+    fault["at"] = f"{fault_at_s:g}s"
     data["windows"] = windows
     return data
 

@@ -7,11 +7,11 @@ is recorded as such, which makes the run inconclusive. A new fault kind is one m
 in ``harness.config`` and one module here that registers its ``Injector``.
 """
 
-from harness.chaos import bad_deployment, call_tool, kills, partition, toxiproxy
+from harness.chaos import bad_deployment, call_tool, kills, partition, switchover, toxiproxy
 from harness.chaos.base import FaultContext, FaultRecord, Injector, injector_for
 from harness.chaos.schedule import run_fault
 
-INJECTOR_MODULES = (kills, toxiproxy, bad_deployment, call_tool, partition)
+INJECTOR_MODULES = (kills, toxiproxy, bad_deployment, call_tool, partition, switchover)
 """Imported for their registrations."""
 
 __all__ = ["FaultContext", "FaultRecord", "Injector", "injector_for", "run_fault"]

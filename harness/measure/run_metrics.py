@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
 from harness.chaos import FaultRecord
-from harness.config import LATENCY_METRICS, Scenario
+from harness.config import LATENCY_METRICS, PRIMARY_CHANGES, Scenario
 from harness.load.records import Request, of_kind, of_kinds
 from harness.measure.clock import WALL_DRIFT_TOLERANCE_S
 from harness.measure.doubts import BOUNDS_KEY, Doubt
@@ -335,7 +335,7 @@ def measure_run(ev: Evidence) -> Measured:
                 t_fault,
                 run_end_s,
                 scenario.windows.stability,
-                database_measured=_kill_primary(faults) is not None,
+                database_measured=_primary_change(faults) is not None,
             ),
             **{f"reconnect.{name}": s for name, s in reconnect["over_window_s"].items()},
         }
@@ -457,15 +457,16 @@ def _ledger_record_gaps(records: list[dict[str, Any]]) -> RecordGaps:
     return record_gaps(seqs, final)
 
 
-def _kill_primary(faults: Sequence[FaultRecord]) -> FaultRecord | None:
-    return next((f for f in faults if f.kind == "kill_primary" and f.confirmed), None)
+def _primary_change(faults: Sequence[FaultRecord]) -> FaultRecord | None:
+    """The confirmed fault after which another node is the primary (a kill, a switchover)."""
+    return next((f for f in faults if f.kind in PRIMARY_CHANGES and f.confirmed), None)
 
 
 def _writer_path(
     ev: Evidence, faults: list[FaultRecord], database: DatabaseFailover
 ) -> WriterPath | None:
     """Only after a kill of the primary that took effect (``database`` measured it)."""
-    kill = _kill_primary(faults)
+    kill = _primary_change(faults)
     if kill is None or kill.t_fault_s is None:
         return None
     failover = database["db_failover_s"]
@@ -478,14 +479,16 @@ def _writer_path(
 def _database_failover(
     ev: Evidence, faults: list[FaultRecord], notes: list[str]
 ) -> DatabaseFailover:
-    """db_failover_s, measured only when a primary was killed; a kill that the write probe
-    saw the old primary survive (a write sent after t_fault committed on it) is not
-    confirmed."""
-    kill = _kill_primary(faults)
+    """db_failover_s, measured only when the primary changed (a kill, a switchover); a kill
+    that the write probe saw the old primary survive (a write sent after t_fault committed
+    on it) is not confirmed. A switchover's old primary takes writes until it steps down."""
+    kill = _primary_change(faults)
     if kill is None or kill.t_fault_s is None:
         return database_failover([], 0.0, 0, None)
-    if kill.killed_port is not None and not kill_took_effect(
-        ev.samples.write, kill.t_fault_s, kill.killed_port
+    if (
+        kill.kind == "kill_primary"
+        and kill.killed_port is not None
+        and not kill_took_effect(ev.samples.write, kill.t_fault_s, kill.killed_port)
     ):
         kill.confirmed = False  # on the copy measure_run returns
         notes.append(

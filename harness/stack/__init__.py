@@ -33,6 +33,7 @@ __all__ = [
     "AdminEndpoint",
     "BaseBackup",
     "Endpoints",
+    "Handover",
     "KillResult",
     "PartitionCut",
     "RestoreFailed",
@@ -109,6 +110,28 @@ class WriterMove:
 
 
 @dataclass(frozen=True)
+class Handover:
+    """A planned switchover: asked at ``requested``; ``confirmed`` when the stack followed
+    the new leader (at ``t_confirmed``, CLOCK_MONOTONIC). ``detail`` is what the failover
+    manager answered."""
+
+    requested: float
+    confirmed: bool
+    t_confirmed: float
+    old_port: int
+    new_port: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class Rejoin:
+    """A demoted primary back as a streaming replica of the new one, at ``at``."""
+
+    at: float
+    node: str
+
+
+@dataclass(frozen=True)
 class Promotion:
     """A standby promoted: asked at ``started``, writable at ``done`` (CLOCK_MONOTONIC)."""
 
@@ -182,6 +205,19 @@ class Stack(abc.ABC):
     def writer_moves(self) -> list[WriterMove]:
         """When the writer endpoint followed a promotion; empty where nothing moves."""
         return []
+
+    @property
+    def rejoins(self) -> list[Rejoin]:
+        """When a demoted primary came back as a replica; empty where none does."""
+        return []
+
+    async def switchover(self, timeout_s: float) -> Handover:
+        """Ask the failover manager to hand the primary over to the replica; confirmed
+        when the stack follows the new leader within ``timeout_s``."""
+        raise StackError(
+            "switchover needs topology.failover: patroni: with a scripted failover nothing "
+            "hands the primary over (kill_primary and recovery.promote_after model a failover)"
+        )
 
     @abc.abstractmethod
     async def deploy_release(

@@ -31,7 +31,15 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from harness.config import PoolerConfig, Scenario, ServerConfig
-from harness.stack import AdminEndpoint, Endpoints, Promotion, Stack, WriterMove
+from harness.stack import (
+    AdminEndpoint,
+    Endpoints,
+    Handover,
+    Promotion,
+    Rejoin,
+    Stack,
+    WriterMove,
+)
 from harness.stack.backup import (
     BaseBackup,
     RestoreClock,
@@ -45,6 +53,7 @@ from harness.stack.backup import (
 from harness.stack.haproxy import HaproxyBalancer
 from harness.stack.mcp_server import McpServerProcess, Rollout
 from harness.stack.net import LOOPBACK, free_port, listens_on, taken_by_another
+from harness.stack.patroni import REST_USER as PATRONI_REST_USER
 from harness.stack.patroni import EtcdServer, PatroniNode, patroni_versions
 from harness.stack.pgbouncer import PgBouncerPooler, pgbouncer_version
 from harness.stack.postgres import (
@@ -70,6 +79,7 @@ from harness.stack.processes import (
     become_subreaper,
     child_environment,
     let_user_through,
+    poll_until,
     private_dir,
     reap_stale_runs,
     wait_gone,
@@ -105,7 +115,8 @@ class LocalStack(Stack):
         self._run_dir = run_dir
         self.cpus = cpus
         self.passwords = {
-            name: secrets.token_urlsafe(18) for name in ("postgres", APP_USER, REPLICATION_USER)
+            name: secrets.token_urlsafe(18)
+            for name in ("postgres", APP_USER, REPLICATION_USER, PATRONI_REST_USER)
         }
         self.clusters: dict[str, PostgresCluster] = {}
         """Every cluster of the run by name, stopped ones too (their data stays until down)."""
@@ -127,6 +138,9 @@ class LocalStack(Stack):
         self._versions: dict[str, Any] = {}
         self._writer_moves: list[WriterMove] = []
         self._moving: asyncio.Task[None] | None = None
+        self._rejoins: list[Rejoin] = []
+        self._rejoining: asyncio.Task[None] | None = None
+        self._reaping: asyncio.Task[None] | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -174,6 +188,7 @@ class LocalStack(Stack):
             replica, server_url = patroni_replica, await self._start_server()
             await self._repoint("pg-replica", replica.port)
             self._watching = asyncio.create_task(self._follow_patroni())
+            self._reaping = asyncio.create_task(self._reap_patronis_postmasters())
         else:
             try:
                 async with asyncio.TaskGroup() as parts:
@@ -369,7 +384,63 @@ class LocalStack(Stack):
             while not await _takes_writes(standby.cluster):
                 await asyncio.sleep(interval_s)
             self._promotion_log().append(Promotion(last_other, time.monotonic(), "patroni"))
+            demoted = self.patroni_nodes.get(self.primary_name)
             self._after_promotion(standby.cluster)
+            if demoted is not None and demoted.process is not None and demoted.process.running():
+                self._rejoining = asyncio.create_task(self._follow_rejoin(demoted))
+
+    async def _reap_patronis_postmasters(self, interval_s: float = 0.2) -> None:
+        """Patroni detaches its postmasters, and this process adopts them (a subreaper):
+        one that stops (a demotion) must be reaped here, or Patroni waits for it forever."""
+        while True:
+            self.registry.reap_adopted()
+            await asyncio.sleep(interval_s)
+
+    async def _follow_rejoin(self, demoted: PatroniNode, timeout_s: float = 120) -> None:
+        """A demoted leader whose Patroni lives (a switchover) comes back as the new
+        leader's replica: recorded, and the ``pg-replica`` proxy follows it. A node that
+        never does is left as it is (the run's logs say why)."""
+        try:
+            await demoted.wait_role("replica", timeout_s)
+        except StackError as exc:
+            log.warning("%s", exc)
+            return
+        self._rejoins.append(Rejoin(time.monotonic(), demoted.name))
+        await self._repoint("pg-replica", demoted.cluster.port)
+
+    @property
+    def rejoins(self) -> list[Rejoin]:
+        return list(self._rejoins)
+
+    async def switchover(self, timeout_s: float) -> Handover:
+        """Patroni's REST API hands the primary over (``POST /switchover`` to the leader);
+        confirmed when the stack followed the new leader (``_follow_patroni``)."""
+        leader = self.patroni_nodes.get(self.primary_name)
+        candidate = self.patroni_nodes.get(self.replica_name)
+        if leader is None or candidate is None:
+            await super().switchover(timeout_s)  # raises: nothing hands the primary over
+            raise AssertionError("unreachable")
+        requested, promotions = time.monotonic(), len(self.promotions)
+        status, answer = await asyncio.to_thread(
+            leader.request_switchover,
+            candidate.name,
+            self.passwords[PATRONI_REST_USER],
+            timeout_s,
+        )
+
+        async def followed() -> bool:
+            return len(self.promotions) > promotions and self.primary_name == candidate.name
+
+        remaining_s = max(5.0, requested + timeout_s - time.monotonic())
+        confirmed = status == 200 and await poll_until(followed, remaining_s, interval_s=0.05)
+        return Handover(
+            requested,
+            confirmed,
+            time.monotonic(),
+            leader.cluster.port,
+            candidate.cluster.port,
+            f"patroni answered {status}: {answer.strip()[:200]}",
+        )
 
     async def _create_application(self, primary: PostgresCluster) -> None:
         """The application's role and database, as the server will connect."""
@@ -804,11 +875,14 @@ class LocalStack(Stack):
         """Stop every process of the run (also after a failed up); keep the logs, drop the data."""
         if self._run_dir is None or not hasattr(self, "registry"):
             return  # up() made nothing yet (the registry exists as soon as the directory)
-        for task in (self._moving, self._watching):
+        for task in (self._moving, self._watching, self._rejoining):
             if task is not None:
                 task.cancel()
+        # Patroni stops its postmaster and waits for it to go: the reaper keeps going.
         for node in self.patroni_nodes.values():
             await asyncio.to_thread(node.stop)
+        if self._reaping is not None:
+            self._reaping.cancel()
         for cluster in self.clusters.values():
             await asyncio.to_thread(cluster.stop)
         await asyncio.to_thread(self.registry.stop_all)

@@ -56,6 +56,9 @@ REPO_TOOLS = Path(__file__).resolve().parents[2] / ".tools"
 PATRONI_ENV = "MCP_HARNESS_PATRONI"
 SCOPE = "mcp-harness"
 REST_TIMEOUT_S = 1.0
+REST_USER = "harness"
+"""Basic-auth user of Patroni's unsafe REST endpoints (switchover, restart, ...); its
+password is the run's, in ``LocalStack.passwords`` under this name."""
 
 
 def find_patroni() -> str | None:
@@ -108,6 +111,26 @@ def _get_json(url: str) -> tuple[int | None, dict[str, Any]]:
             return int(exc.code), {}
     except (urllib.error.URLError, OSError, ValueError):
         return None, {}
+
+
+def _post_json(
+    url: str, body: dict[str, Any], password: str, timeout_s: float
+) -> tuple[int | None, str]:
+    """(HTTP status, the answer's text) of a POST with basic auth; (None, why) when
+    nothing answers."""
+    token = base64.b64encode(f"{REST_USER}:{password}".encode()).decode()
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return int(response.status), response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:
+        return None, repr(exc)
 
 
 @dataclass
@@ -200,6 +223,7 @@ class PatroniNode:
             "restapi": {
                 "listen": f"{LOOPBACK}:{self.rest_port}",
                 "connect_address": f"{LOOPBACK}:{self.rest_port}",
+                "authentication": {"username": REST_USER, "password": passwords[REST_USER]},
             },
             "etcd3": {"hosts": f"{LOOPBACK}:{etcd.client_port}"},
             "bootstrap": {
@@ -250,6 +274,18 @@ class PatroniNode:
             f"patroni-{self.name}", [patroni_binaries()[0], str(path)], user=run_user
         )
         return self.process
+
+    def request_switchover(
+        self, candidate: str, password: str, timeout_s: float
+    ) -> tuple[int | None, str]:
+        """POST /switchover from this node (the leader) to ``candidate``; Patroni answers
+        once the leader lock moved (200) or the switchover failed (412, 503)."""
+        return _post_json(
+            f"{self.rest_url}/switchover",
+            {"leader": self.name, "candidate": candidate},
+            password,
+            timeout_s,
+        )
 
     def state(self) -> dict[str, Any]:
         """GET /patroni: this node's role and state as Patroni reports them ({} if none)."""

@@ -29,7 +29,7 @@ import stat
 import struct
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,6 +268,24 @@ def reap(pids: Sequence[int]) -> None:
             pass
 
 
+def reap_adopted(owned: Collection[int]) -> list[int]:
+    """Collect the exit status of adopted orphans that have exited (zombies whose
+    subreaper this process is), leaving ``owned`` children to their own ``Popen``.
+    Patroni detaches the postmasters it starts: when one stops (a switchover's demotion)
+    it stays a zombie of ours until reaped, and Patroni waits for it to go away."""
+    reaped = []
+    for child in psutil.Process().children():
+        if child.pid in owned:
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+                reaped.append(child.pid)
+        except (psutil.Error, ChildProcessError):
+            pass
+    return reaped
+
+
 def signal_pid(pid: int, sig: int) -> None:
     if pid <= 1:  # 0 and -1 would signal a whole group, or every process there is
         raise ValueError(f"refusing to signal pid {pid}")
@@ -393,6 +411,10 @@ class ProcessRegistry:
             ],
         }
         write_private(self.run_dir / OWNER_FILE, json.dumps(owner, indent=1))
+
+    def reap_adopted(self) -> list[int]:
+        """``reap_adopted`` of everything but the processes this registry started."""
+        return reap_adopted({p.pid for p in self.processes})
 
     def inventory(self) -> list[dict[str, object]]:
         """Every process the run started, with its exit code once it ended (for logs/processes.json)."""

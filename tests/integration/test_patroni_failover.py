@@ -14,11 +14,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
-from tests.helpers import assert_run_left_no_process, run_scenario, shipped_scenario
+from tests.helpers import (
+    assert_run_left_no_process,
+    processes_naming,
+    run_scenario,
+    shipped_scenario,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TTL_S, LOOP_WAIT_S, RETRY_TIMEOUT_S = 20, 2, 4
@@ -27,18 +31,23 @@ SLACK_S = 1.0
 """The watcher's poll, a loaded machine's scheduling."""
 
 
+def run_tuned(tmp_path: Path, scenario: dict, *, run_time_s: int) -> tuple[int, dict, str]:
+    """The scenario with the tuned timings and 40 clients, through the CLI."""
+    scenario["topology"]["patroni"].update(
+        ttl=f"{TTL_S}s", loop_wait=f"{LOOP_WAIT_S}s", retry_timeout=f"{RETRY_TIMEOUT_S}s"
+    )
+    scenario["load"].update(users=40, spawn_rate=20, run_time=f"{run_time_s}s")
+    return run_scenario(tmp_path, yaml.safe_dump(scenario), timeout_s=300)
+
+
 @pytest.mark.shares_machine
 def test_patroni_detects_a_dead_primary_within_its_ttl_and_promotes_the_replica(
     tmp_path: Path,
 ) -> None:
     scenario = shipped_scenario(
-        "primary_kill_patroni", kill_at_s=KILL_AT_S, windows={"stability": "3s", "reconnect": "25s"}
+        "primary_kill_patroni", fault_at_s=KILL_AT_S, windows={"stability": "3s", "reconnect": "25s"}
     )
-    scenario["topology"]["patroni"].update(
-        ttl=f"{TTL_S}s", loop_wait=f"{LOOP_WAIT_S}s", retry_timeout=f"{RETRY_TIMEOUT_S}s"
-    )
-    scenario["load"].update(users=40, spawn_rate=20, run_time="36s")
-    code, result, output = run_scenario(tmp_path, yaml.safe_dump(scenario), timeout_s=300)
+    code, result, output = run_tuned(tmp_path, scenario, run_time_s=36)
 
     (fault,) = result["faults"]
     assert fault["kind"] == "kill_primary" and fault["confirmed"], (fault, output[-3000:])
@@ -62,9 +71,39 @@ def test_patroni_detects_a_dead_primary_within_its_ttl_and_promotes_the_replica(
     log = (run_dir / "logs" / "patroni-primary.log").read_text()
     stack_dir = re.search(r"(/\S+/mcp-harness-[^/\s]+)/primary", log)
     assert stack_dir, log[-2000:]
-    left = [
-        p.info
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if stack_dir.group(1) in " ".join(p.info["cmdline"] or [])
-    ]
+    left = processes_naming(Path(stack_dir.group(1)))
     assert not left, left  # no postmaster of Patroni's outlived the run
+
+
+@pytest.mark.shares_machine
+def test_a_planned_switchover_moves_the_writer_endpoint_and_the_old_primary_rejoins(
+    tmp_path: Path,
+) -> None:
+    """``scenarios/switchover_patroni.yaml`` at reduced size, behind a writer endpoint
+    (one address that follows Patroni's leader, as HAProxy on its REST API does) with a
+    server configured by that one address: Patroni hands the primary over, the endpoint
+    follows, the server writes again through it, and the old primary comes back as the
+    new one's replica. Nothing acknowledged is lost, nothing is left running."""
+    scenario = shipped_scenario(
+        "switchover_patroni", fault_at_s=6, windows={"stability": "3s", "reconnect": "12s"}
+    )
+    scenario["topology"].update(writer="endpoint")
+    code, result, output = run_tuned(tmp_path, scenario, run_time_s=22)
+
+    (fault,) = result["faults"]
+    assert fault["kind"] == "switchover" and fault["confirmed"], (fault, output[-3000:])
+    assert "patroni answered 200" in fault["detail"], fault
+    metrics = result["metrics"]
+    path = metrics["writer_path"]
+    assert path["endpoint_moved_s"] is not None and path["first_write_after_move_s"] >= 0, path
+    assert 0 < metrics["db_failover_s"] < 10, metrics["db_failover_s"]
+    assert metrics["db_failover_s"] >= path["endpoint_moved_s"]  # the one address had to move
+    events = [e for row in result["timeline"] for e in row["events"]]
+    assert "patroni: the standby took the leader lock" in events, events
+    assert "patroni: primary rejoined as a replica" in events, events
+    assert any(e.startswith("writer endpoint moved to replica") for e in events), events
+    writes = metrics["writes"]
+    assert writes["lost_unintended"] == 0 and writes["duplicate"] == 0, writes
+    assert code == 0, ([o for o in result["objectives"] if o["verdict"] != "met"], output[-3000:])
+    (run_dir,) = (tmp_path / "results").iterdir()
+    assert_run_left_no_process(run_dir, {"etcd", "patroni-primary", "patroni-replica"})

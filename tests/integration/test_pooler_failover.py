@@ -32,7 +32,7 @@ def test_a_primary_kill_through_pgbouncer_fails_over_once_the_endpoint_moved(
 ) -> None:
     scenario = shipped_scenario(
         "primary_kill_pgbouncer",
-        kill_at_s=KILL_AT_S,
+        fault_at_s=KILL_AT_S,
         windows={"stability": "3s", "reconnect": "9s"},
     )
     assert scenario["topology"]["endpoint_move_delay"] == f"{MOVE_DELAY_S:g}s"

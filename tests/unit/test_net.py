@@ -76,3 +76,29 @@ def test_poll_until_says_ready_and_gives_up_on_an_exit_or_the_timeout() -> None:
     exited = _Process(alive=False)
     assert asyncio.run(poll_until(never, 5, process=exited, interval_s=0.01)) is False  # type: ignore[arg-type]
     assert asyncio.run(poll_until(never, 0.05, process=_Process(True), interval_s=0.01)) is False  # type: ignore[arg-type]
+
+
+ADOPTION = r"""
+import os, subprocess, sys, time
+from harness.stack.processes import become_subreaper, reap_adopted
+become_subreaper()
+owned = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])  # a status to lose
+# a detached grandchild, as Patroni starts a postmaster: its parent exits at once
+middle = subprocess.Popen([sys.executable, "-c",
+    "import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.3)']).pid)"],
+    stdout=subprocess.PIPE, text=True)
+orphan = int(middle.stdout.read())
+middle.wait()
+time.sleep(1.0)
+reaped = reap_adopted({owned.pid})
+print(reaped == [orphan], owned.poll() == 3)
+"""
+
+
+def test_an_adopted_orphan_that_exited_is_reaped_and_owned_children_are_left_to_popen() -> None:
+    """Patroni detaches its postmasters and the harness (a subreaper) adopts them: a
+    stopped one must be reaped, or Patroni waits for it forever (a switchover never ends)."""
+    done = subprocess.run(
+        [sys.executable, "-c", ADOPTION], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.split() == ["True", "True"], done.stdout + done.stderr

@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.config import PatroniConfig, Scenario
-from harness.stack.patroni import EtcdServer, PatroniNode
+from harness.chaos import FaultRecord
+from harness.config import PatroniConfig, Scenario, load_scenario
+from harness.measure.failover import WriteProbeSample
+from harness.measure.ledger import WriteLedger
+from harness.measure.run_metrics import Evidence, Samples, measure_run
+from harness.stack.patroni import REST_USER, EtcdServer, PatroniNode
 from harness.stack.postgres import PostgresCluster
 
 PATRONI = {"failover": "patroni"}
@@ -60,10 +64,12 @@ def test_a_node_listens_on_loopback_and_bootstraps_the_scenarios_timings(tmp_pat
     )
     node = PatroniNode(cluster, 8009)
     dcs = PatroniConfig(ttl=20, loop_wait=2, retry_timeout=4, synchronous_mode=True)
-    passwords = {"postgres": "su", "replicator": "rep", "mcp_app": "app"}
+    passwords = {"postgres": "su", "replicator": "rep", "mcp_app": "app", REST_USER: "api"}
     config = node.config(dcs, EtcdServer(2379, 2380, tmp_path / "etcd"), passwords, {"a": "1"})
     assert config["name"] == "replica" and config["etcd3"] == {"hosts": "127.0.0.1:2379"}
     assert config["restapi"]["listen"] == config["restapi"]["connect_address"] == "127.0.0.1:8009"
+    # its unsafe endpoints (switchover, restart) need the run's password
+    assert config["restapi"]["authentication"] == {"username": REST_USER, "password": "api"}
     postgresql = config["postgresql"]
     assert postgresql["listen"] == "127.0.0.1:5433" and postgresql["data_dir"] == str(
         cluster.data_dir
@@ -103,3 +109,54 @@ def test_a_missing_patroni_or_etcd_stops_the_run_before_anything_starts(
     fix = "make patroni" if missing == "find_patroni" else "apt-get install etcd-server"
     assert "topology.failover: patroni needs" in text and fix in text
     assert not (tmp_path / "out").exists()
+
+
+def test_a_switchover_needs_patroni_and_names_the_fault() -> None:
+    switchover = {"kind": "switchover", "at": "5s"}
+    scenario = Scenario(name="t", topology=PATRONI, faults=[switchover])
+    assert scenario.faults[0].kind == "switchover" and scenario.faults[0].timeout == 30
+    with pytest.raises(
+        ValidationError, match=r"faults.0: switchover .* topology.failover: patroni"
+    ):
+        Scenario(name="t", faults=[switchover])
+
+
+def test_the_shipped_switchover_scenario_loads() -> None:
+    path = Path(__file__).resolve().parents[2] / "scenarios" / "switchover_patroni.yaml"
+    scenario = load_scenario(path)
+    assert [f.kind for f in scenario.faults] == ["switchover"]
+    assert scenario.topology.patroni.synchronous_mode is True
+
+
+def _evidence_of(kind: str, old: int, new: int) -> Evidence:
+    """A primary change at 5 s: writes keep committing on the old node until 6 s (a
+    switchover's leader steps down then), none until 7.5 s, then on the new one."""
+    writes = [
+        WriteProbeSample(i, t / 10, ok, port, None, t / 10 - 0.01)
+        for i, (t, ok, port) in enumerate(
+            [(40, True, old), (55, True, old), (60, True, old), (65, False, None)]
+            + [(75, True, new), (80, True, new)]
+        )
+    ]
+    fault = FaultRecord(kind, "primary", 5.0, t_fault_s=5.0, confirmed=True, killed_port=old)
+    return Evidence(
+        scenario=Scenario(name="t", topology=PATRONI),
+        records=[],
+        events=[],
+        faults=[fault],
+        samples=Samples(writes, [], [], [], 10.0, 2),
+        readback=None,
+        ledger=WriteLedger(),
+        current_primary_port=new,
+    )
+
+
+def test_a_switchover_is_timed_to_the_first_write_on_the_new_primary() -> None:
+    """The old primary takes writes until it steps down: for a switchover that is no sign
+    the fault failed, as it is for a kill (the write probe un-confirms a kill it saw a
+    write survive)."""
+    switched = measure_run(_evidence_of("switchover", 5432, 5433))
+    assert switched.faults[0].confirmed
+    assert switched.metrics["db_failover_s"] == pytest.approx(2.5)
+    killed = measure_run(_evidence_of("kill_primary", 5432, 5433))
+    assert not killed.faults[0].confirmed and killed.metrics["db_failover_s"] is None
