@@ -481,10 +481,13 @@ ToxicType = Literal[
 
 
 class KillPrimary(Model):
-    """SIGKILL of the primary's postmaster and all its children (a dead machine)."""
+    """SIGKILL of the primary's postmaster and all its children (a dead machine). Under
+    ``topology.failover: patroni`` the machine may boot again ``restart_after`` later: its
+    Patroni rejoins it as the new primary's replica (``pg_rewind`` if its WAL diverged)."""
 
     kind: Literal["kill_primary"]
     at: Duration
+    restart_after: PositiveDuration | None = None
 
 
 class KillServer(Model):
@@ -1156,6 +1159,13 @@ class Scenario(Model):
     @model_validator(mode="after")
     def _switchover_needs_patroni(self) -> Scenario:
         for index, fault in enumerate(self.faults):
+            if isinstance(fault, KillPrimary) and fault.restart_after is not None:
+                if self.topology.failover != "patroni":
+                    raise ValueError(
+                        f"faults.{index}.restart_after: a killed primary boots again only "
+                        "under topology.failover: patroni (its Patroni rejoins it as a "
+                        "replica); with failover: scripted remove restart_after"
+                    )
             if isinstance(fault, Switchover) and self.topology.failover != "patroni":
                 raise ValueError(
                     f"faults.{index}: switchover asks Patroni's REST API to hand the primary "

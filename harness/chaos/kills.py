@@ -13,7 +13,8 @@ from harness.config import KillPrimary, KillServer
 class KillPrimaryInjector(Injector[KillPrimary]):
     """SIGKILL every process of the primary's cluster; confirmed when none remains. Its
     end is the promotion ``recovery.promote_after`` later (the stand-in for failure
-    detection), if the scenario asks for one."""
+    detection), if the scenario asks for one; under Patroni, the machine booting again
+    ``restart_after`` later."""
 
     kind = "kill_primary"
 
@@ -30,11 +31,16 @@ class KillPrimaryInjector(Injector[KillPrimary]):
             f"SIGKILL to {len(killed.pids)} processes of the cluster on port {record.killed_port}"
         )
         self.ctx.event(f"kill_primary ({record.detail}; confirmed={killed.confirmed})")
-        promote_after = self.ctx.scenario.recovery.promote_after
-        return None if promote_after is None else time.monotonic() + promote_after
+        after = self.fault.restart_after or self.ctx.scenario.recovery.promote_after
+        return None if after is None else time.monotonic() + after
 
     async def end(self) -> None:
         started = self.ctx.now_s()
+        if self.fault.restart_after is not None:
+            await self.ctx.stack.restart_killed_primary()
+            self.record.t_end_s = self.ctx.now_s()
+            self.ctx.event("the killed primary's machine booted again (its Patroni rejoins it)")
+            return
         await self.ctx.stack.promote_replica()
         self.ctx.event(f"replica promoted (took {self.ctx.now_s() - started:.2f} s)")
 

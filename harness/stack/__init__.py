@@ -211,6 +211,14 @@ class Stack(abc.ABC):
         """When a demoted primary came back as a replica; empty where none does."""
         return []
 
+    async def restart_killed_primary(self) -> None:
+        """Boot the machine ``kill_primary`` killed again, as its failover manager's node:
+        it rejoins as a replica of the new primary (``rejoins``)."""
+        raise StackError(
+            "restarting a killed primary needs topology.failover: patroni: nothing else "
+            "would rejoin it as a replica"
+        )
+
     async def switchover(self, timeout_s: float) -> Handover:
         """Ask the failover manager to hand the primary over to the replica; confirmed
         when the stack follows the new leader within ``timeout_s``."""

@@ -141,6 +141,7 @@ class LocalStack(Stack):
         self._rejoins: list[Rejoin] = []
         self._rejoining: asyncio.Task[None] | None = None
         self._reaping: asyncio.Task[None] | None = None
+        self._killed_node: PatroniNode | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -412,6 +413,20 @@ class LocalStack(Stack):
     def rejoins(self) -> list[Rejoin]:
         return list(self._rejoins)
 
+    async def restart_killed_primary(self) -> None:
+        """The killed node's Patroni starts again with its own config and data: it finds
+        another leader and rejoins as its replica, rewinding its diverged WAL first."""
+        node = self._killed_node
+        if node is None or self.dcs is None:
+            await super().restart_killed_primary()  # raises: nothing would rejoin it
+            return
+        config = node.config(
+            self.scenario.topology.patroni, self.dcs, self.passwords, self._settings(node.name)
+        )
+        node.start(self.registry, config, self.run_user)
+        self._killed_node = None
+        self._rejoining = asyncio.create_task(self._follow_rejoin(node))
+
     async def switchover(self, timeout_s: float) -> Handover:
         """Patroni's REST API hands the primary over (``POST /switchover`` to the leader);
         confirmed when the stack followed the new leader (``_follow_patroni``)."""
@@ -681,6 +696,7 @@ class LocalStack(Stack):
     async def kill_primary(self) -> KillResult:
         node = self.patroni_nodes.get(self.primary_name)
         if node is not None:  # the machine dies, its Patroni with it
+            self._killed_node = node
             return await asyncio.to_thread(node.kill)
         return await asyncio.to_thread(self.clusters[self.primary_name].kill)
 

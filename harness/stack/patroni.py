@@ -233,7 +233,9 @@ class PatroniNode:
                     "retry_timeout": int(dcs.retry_timeout),
                     "maximum_lag_on_failover": dcs.maximum_lag_on_failover,
                     "synchronous_mode": dcs.synchronous_mode,
-                    "postgresql": {"use_pg_rewind": False, "use_slots": True, "parameters": pg},
+                    # a killed leader that boots again rejoins by rewinding what it
+                    # wrote after the replica stopped following (initdb's checksums allow it)
+                    "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": pg},
                 },
                 "initdb": [
                     {"encoding": "UTF8"},

@@ -3,9 +3,10 @@ reduced size, timings tuned: ttl 20 s, loop_wait 2 s, retry_timeout 4 s) on the 
 parts. The primary's machine dies; nothing of the harness promotes. Patroni must detect
 it by the leader key's expiry, within what its timings allow (the key was last renewed
 at most loop_wait before the kill and is taken at most loop_wait after it expires), and
-promote the replica, which the server's multi-host DSN then writes to; no acknowledged
-write is lost (synchronous mode), and no process of the run is left, Patroni's
-postmasters included.
+promote the replica, which the server's multi-host DSN then writes to; the dead machine
+then boots and rejoins as a replica (pg_rewind); no acknowledged write is lost
+(synchronous mode), and no process of the run is left, Patroni's postmasters included.
+A planned switchover behind a writer endpoint hands the primary over the same way.
 
 Its bounds are Patroni's seconds, not milliseconds: it shares the machine."""
 
@@ -27,6 +28,9 @@ from tests.helpers import (
 REPO = Path(__file__).resolve().parents[2]
 TTL_S, LOOP_WAIT_S, RETRY_TIMEOUT_S = 20, 2, 4
 KILL_AT_S = 7.0
+REBOOT_AFTER_S = 22
+"""After the promotion (at most ttl + loop_wait after the kill): a machine that boots
+before its key expired would simply be the leader again."""
 SLACK_S = 1.0
 """The watcher's poll, a loaded machine's scheduling."""
 
@@ -45,9 +49,12 @@ def test_patroni_detects_a_dead_primary_within_its_ttl_and_promotes_the_replica(
     tmp_path: Path,
 ) -> None:
     scenario = shipped_scenario(
-        "primary_kill_patroni", fault_at_s=KILL_AT_S, windows={"stability": "3s", "reconnect": "25s"}
+        "primary_kill_patroni",
+        fault_at_s=KILL_AT_S,
+        windows={"stability": "3s", "reconnect": "25s"},
     )
-    code, result, output = run_tuned(tmp_path, scenario, run_time_s=36)
+    scenario["faults"][0]["restart_after"] = f"{REBOOT_AFTER_S}s"
+    code, result, output = run_tuned(tmp_path, scenario, run_time_s=40)
 
     (fault,) = result["faults"]
     assert fault["kind"] == "kill_primary" and fault["confirmed"], (fault, output[-3000:])
@@ -61,6 +68,9 @@ def test_patroni_detects_a_dead_primary_within_its_ttl_and_promotes_the_replica(
     assert "patroni: the standby took the leader lock" in events, events
     assert "patroni: the standby promoted, taking writes" in events, events
     assert not any(e.startswith("replica promoted") for e in events)  # the harness did not
+    # the dead machine boots after the failover: its Patroni rewinds it and it follows
+    assert "the killed primary's machine booted again (its Patroni rejoins it)" in events
+    assert "patroni: primary rejoined as a replica" in events, events
     assert metrics["writes"]["lost_unintended"] == 0 and metrics["writes"]["duplicate"] == 0
     assert metrics["failover_s"] is not None, (result["objectives"], output[-3000:])
     assert result["environment"]["patroni"] == "4.1.5", result["environment"]
