@@ -268,17 +268,18 @@ def reap(pids: Sequence[int]) -> None:
             pass
 
 
-def reap_adopted(owned: Collection[int]) -> list[int]:
-    """Collect the exit status of adopted orphans that have exited (zombies whose
-    subreaper this process is), leaving ``owned`` children to their own ``Popen``.
-    Patroni detaches the postmasters it starts: when one stops (a switchover's demotion)
-    it stays a zombie of ours until reaped, and Patroni waits for it to go away."""
+def reap_adopted(owned: Collection[int], names: Collection[str] = ("postgres",)) -> list[int]:
+    """Collect the exit status of adopted orphans named ``names`` that have exited
+    (zombies whose subreaper this process is), leaving ``owned`` children to their own
+    ``Popen`` and any other child to the ``subprocess`` call waiting for it. Patroni
+    detaches the postmasters it starts: when one stops (a switchover's demotion) it stays
+    a zombie of ours until reaped, and Patroni waits for it to go away."""
     reaped = []
     for child in psutil.Process().children():
         if child.pid in owned:
             continue
         try:
-            if child.status() == psutil.STATUS_ZOMBIE:
+            if child.status() == psutil.STATUS_ZOMBIE and child.name() in names:
                 os.waitpid(child.pid, os.WNOHANG)
                 reaped.append(child.pid)
         except (psutil.Error, ChildProcessError):

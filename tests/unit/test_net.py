@@ -80,6 +80,7 @@ def test_poll_until_says_ready_and_gives_up_on_an_exit_or_the_timeout() -> None:
 
 ADOPTION = r"""
 import os, subprocess, sys, time
+import psutil
 from harness.stack.processes import become_subreaper, reap_adopted
 become_subreaper()
 owned = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])  # a status to lose
@@ -87,11 +88,14 @@ owned = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])  # a sta
 middle = subprocess.Popen([sys.executable, "-c",
     "import subprocess, sys; print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.3)']).pid)"],
     stdout=subprocess.PIPE, text=True)
-orphan = int(middle.stdout.read())
+orphan = int(middle.stdout.readline())
+name = psutil.Process(orphan).name()
 middle.wait()
 time.sleep(1.0)
-reaped = reap_adopted({owned.pid})
-print(reaped == [orphan], owned.poll() == 3)
+other = subprocess.Popen(["sh", "-c", "exit 4"])  # a child someone else waits for
+time.sleep(0.5)
+reaped = reap_adopted({owned.pid}, names=(name,))
+print(reaped == [orphan], owned.poll() == 3, other.poll() == 4)
 """
 
 
@@ -101,4 +105,4 @@ def test_an_adopted_orphan_that_exited_is_reaped_and_owned_children_are_left_to_
     done = subprocess.run(
         [sys.executable, "-c", ADOPTION], capture_output=True, text=True, timeout=30, check=True
     )
-    assert done.stdout.split() == ["True", "True"], done.stdout + done.stderr
+    assert done.stdout.split() == ["True", "True", "True"], done.stdout + done.stderr

@@ -165,5 +165,7 @@ def test_a_switchover_is_timed_to_the_first_write_on_the_new_primary() -> None:
 def test_a_killed_primary_boots_again_only_under_patroni() -> None:
     reboot = {"kind": "kill_primary", "at": "5s", "restart_after": "30s"}
     assert Scenario(name="t", topology=PATRONI, faults=[reboot]).faults[0].restart_after == 30
-    with pytest.raises(ValidationError, match=r"faults.0.restart_after: .* topology.failover: patroni"):
+    with pytest.raises(
+        ValidationError, match=r"faults.0.restart_after: .* topology.failover: patroni"
+    ):
         Scenario(name="t", faults=[reboot])
