@@ -36,6 +36,7 @@ from harness.measure.clock import RunClock
 from harness.measure.integrity import IntegrityChecker
 from harness.measure.ledger import WriteLedger
 from harness.measure.phases import Phase
+from harness.measure.pooler import pooler_events, server_connection_changes
 from harness.measure.probes import CREATE_PROBE_TABLE, PROBE_TABLE, ServiceProbe, WriteProbe
 from harness.measure.readback import read_all_ids, read_written
 from harness.measure.resources import (
@@ -735,6 +736,16 @@ def _status(live: _Live, record: RunRecord, users_target: int) -> dict[str, Any]
     }
 
 
+def _pooler_events(live: _Live, record: RunRecord) -> list[tuple[float, str]]:
+    """When the pooler lost its server connections and connected again, from its log."""
+    log, t_fault = live.stack.pooler_log, incident_s(record.faults)
+    if log is None or t_fault is None or live.clock is None or not log.exists():
+        return []
+    changes = server_connection_changes(log.read_text(errors="replace").splitlines())
+    moves_s = [m.at - live.t0 for m in live.stack.writer_moves]
+    return pooler_events(changes, live.clock.t_of, t_fault, moves_s)
+
+
 def _evidence(
     scenario: Scenario, live: _Live, record: RunRecord, readback: ReadBack | None
 ) -> Evidence:
@@ -752,6 +763,7 @@ def _evidence(
     moves += [
         (r.at - live.t0, f"patroni: {r.node} rejoined as a replica") for r in live.stack.rejoins
     ]
+    moves += _pooler_events(live, record)
     return Evidence(
         scenario=scenario,
         records=live.records,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from harness import redaction
@@ -205,6 +206,11 @@ class Stack(abc.ABC):
     def writer_moves(self) -> list[WriterMove]:
         """When the writer endpoint followed a promotion; empty where nothing moves."""
         return []
+
+    @property
+    def pooler_log(self) -> Path | None:
+        """The connection pooler's own log (``topology.pooler``); None without one."""
+        return None
 
     @property
     def rejoins(self) -> list[Rejoin]:

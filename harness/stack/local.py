@@ -413,6 +413,11 @@ class LocalStack(Stack):
     def rejoins(self) -> list[Rejoin]:
         return list(self._rejoins)
 
+    @property
+    def pooler_log(self) -> Path | None:
+        process = None if self.pooler is None else self.pooler.process
+        return None if process is None else process.log_path
+
     async def restart_killed_primary(self) -> None:
         """The killed node's Patroni starts again with its own config and data: it finds
         another leader and rejoins as its replica, rewinding its diverged WAL first."""

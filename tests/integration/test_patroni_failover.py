@@ -124,6 +124,10 @@ def test_a_switchover_behind_a_slow_endpoint_pins_pgbouncer_to_the_demoted_node(
     moved = next(t for e, t in when.items() if e.startswith("writer endpoint moved to replica"))
     assert "patroni: the standby took the leader lock" in when, when
     assert rejoined <= moved, when
+    # PgBouncer's log: it connected again before the move (to the demoted node), and
+    # through the endpoint once it moved
+    assert when["pgbouncer: connected to the database again"] <= moved, when
+    assert when["pgbouncer: connected through the moved endpoint"] >= moved - 1, when
     writes = metrics["writes"]
     assert writes["lost_unintended"] == 0 and writes["duplicate"] == 0, writes
     assert code == 0, ([o for o in result["objectives"] if o["verdict"] != "met"], output[-3000:])

@@ -57,6 +57,13 @@ def test_a_primary_kill_through_pgbouncer_fails_over_once_the_endpoint_moved(
         path["endpoint_moved_s"] + path["first_write_after_move_s"], abs=1e-6
     )
     assert sum(path["write_errors_by_kind"].values()) > 0, path
+    # PgBouncer's own log on the timeline: it lost its server connections at the kill and
+    # connected through the endpoint once it moved
+    when = {e: row["t_s"] for row in result["timeline"] for e in row["events"]}
+    lost = [t for e, t in when.items() if e.startswith("pgbouncer: lost a server connection")]
+    assert lost and KILL_AT_S - 1 <= lost[0] <= KILL_AT_S + 2, when
+    moved = when["pgbouncer: connected through the moved endpoint"]
+    assert int(KILL_AT_S + path["endpoint_moved_s"]) - 1 <= moved, when
     assert metrics["writes"]["lost_unintended"] == 0 and metrics["writes"]["duplicate"] == 0
     assert metrics["failover_s"] is not None, (result["objectives"], output[-3000:])
 
