@@ -89,6 +89,9 @@ from harness.stack.toxiproxy import ToxiproxyClient, ToxiproxyError
 log = logging.getLogger(__name__)
 
 RUN_DIR_PREFIX = "mcp-harness-"
+PATRONI_START_S = 60.0
+"""How long a Patroni node may take to run in its role, beyond one ``ttl`` (a leader
+lock left by a previous node must expire first)."""
 START_ATTEMPTS = 3
 TOXIPROXY_LOG_LEVEL = "info"
 """toxiproxy-server logs at trace level unless ``LOG_LEVEL`` says otherwise (13 MB for a
@@ -351,7 +354,7 @@ class LocalStack(Stack):
         self.dcs.start(self.registry, self.run_user)
         await self.dcs.wait_ready()
         dcs = self.scenario.topology.patroni
-        timeout_s = 60 + dcs.ttl
+        timeout_s = PATRONI_START_S + dcs.ttl
         for name, role in (("primary", "primary"), ("replica", "replica")):
             cluster = self._cluster(name)
             private_dir(cluster.data_dir, owner=self.run_user)

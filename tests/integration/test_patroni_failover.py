@@ -13,12 +13,18 @@ Its bounds are Patroni's seconds, not milliseconds: it shares the machine."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from harness.config import Scenario
+from harness.stack import StackError
+from harness.stack.local import LocalStack
+from harness.stack.patroni import PatroniNode
+from harness.stack.processes import is_alive
 from tests.helpers import (
     assert_run_left_no_process,
     processes_naming,
@@ -133,3 +139,34 @@ def test_a_switchover_behind_a_slow_endpoint_pins_pgbouncer_to_the_demoted_node(
     assert code == 0, ([o for o in result["objectives"] if o["verdict"] != "met"], output[-3000:])
     (run_dir,) = (tmp_path / "results").iterdir()
     assert_run_left_no_process(run_dir, {"etcd", "patroni-primary", "patroni-replica", "pgbouncer"})
+
+
+@pytest.mark.shares_machine
+def test_a_cluster_that_never_elects_a_leader_is_named_with_its_log_and_nothing_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Patroni pointed at a DCS nobody serves never takes the leader lock: up() fails
+    naming the node, with the tail of its log, and stops everything it started."""
+    from harness.stack import local
+    from harness.stack.net import free_port
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    config = PatroniNode.config
+
+    def without_dcs(self: PatroniNode, *args: object) -> dict:
+        return {**config(self, *args), "etcd3": {"hosts": nowhere}}  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PatroniNode, "config", without_dcs)
+    monkeypatch.setattr(local, "PATRONI_START_S", 0.0)  # the wait is one ttl
+    patroni = {"ttl": "20s", "loop_wait": "2s", "retry_timeout": "4s"}
+    stack = LocalStack(Scenario(name="t", topology={"failover": "patroni", "patroni": patroni}))
+    try:
+        with pytest.raises(StackError, match="patroni primary did not run as primary") as failed:
+            asyncio.run(stack.up())
+        assert nowhere in str(failed.value), str(failed.value)[-2000:]  # the log's tail
+        inventory = stack.inventory()
+        assert {"etcd", "patroni-primary", "toxiproxy"} <= {p["name"] for p in inventory}
+        assert not [p for p in inventory if is_alive(p["pid"], p["start_ticks"])], inventory
+        assert not processes_naming(stack.run_dir)
+    finally:
+        stack.remove_run_dir()
