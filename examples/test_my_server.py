@@ -41,7 +41,13 @@ def test_server_restart_loses_no_acknowledged_write(mcp_stack, mcp_swarm, chaos,
     assert writes.acknowledged > 0 and writes.lost == 0 and writes.altered == 0, writes
 
 
-def test_survives_primary_loss(mcp_stack, mcp_swarm, chaos):
+def test_survives_primary_loss(mcp_stack, mcp_swarm, chaos, mcp_ledger):
+    """The database primary dies and the replica is promoted: writes through MCP work
+    again within 10 s, and no write the server acknowledged is lost. (A reconnect rate
+    would not do: a primary loss breaks no MCP session, so it is 1.0 whatever happens.)"""
     with mcp_swarm(users=500) as swarm:
         chaos.kill_primary()
-        assert swarm.wait_recovered(timeout=30).reconnect_success_rate > 0.99
+        recovery = swarm.wait_recovered(timeout=30)
+    assert recovery.recovered and recovery.failover_s < 10, recovery
+    writes = mcp_ledger.check()
+    assert writes.acknowledged > 0 and writes.lost == 0, writes

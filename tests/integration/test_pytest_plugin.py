@@ -64,6 +64,31 @@ def test_the_example_passes_on_the_local_backend(pytester: pytest.Pytester) -> N
     assert took < 120, f"the example took {took:.0f} s"
 
 
+@pytest.mark.shares_machine  # a server that never writes again misses by 30 s, not by ms
+def test_the_examples_primary_loss_fails_a_server_that_cannot_write_after_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """The README's example, against a server known to be broken: its pool holds one
+    host, the dead primary's, so no write works after the failover. The example must
+    fail it (a reconnect rate would have passed it: no MCP session breaks)."""
+    pytester.makepyfile(test_my_server=EXAMPLE.read_text())
+    member = REPO / "tests" / "gallery" / "single_host_pool.py"
+    command = json.dumps([sys.executable, str(member), "--port", "{port}"])
+    scenario = pytester.makefile(
+        ".yaml",
+        broken=SMALL_SCENARIO
+        + f"server: {{command: {command}}}\n"
+        + "load: {tool_mix: {tools/list: 4, create_note: 2, get_note: 2}}\n",
+    )
+    result = pytester.runpytest_subprocess(
+        "--mcp-max-users", "60", "--mcp-scenario", str(scenario), "-k", "primary_loss",
+        "-rA", timeout=240,
+    )  # fmt: skip
+    result.assert_outcomes(failed=1, deselected=2)
+    result.stdout.fnmatch_lines(["*assert*recovered*failover_s*", "*recovered=False*"])
+    assert_nothing_left(pytester.path, stacks=1)
+
+
 CLEANUP_TESTS = """
 import pytest
 from pydantic import ValidationError
