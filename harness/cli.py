@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -50,10 +49,11 @@ from harness.objectives import (
     run_verdict,
     series_verdict,
 )
-from harness.stack.prerequisites import MissingPrerequisite, doctor_checks
+from harness.report.text import output_console
+from harness.stack.prerequisites import MissingPrerequisite, doctor_checks, package_version
 
-console = Console()
-err_console = Console(stderr=True)
+console = output_console()
+err_console = output_console(stderr=True)
 
 
 def _duration_arg(text: str) -> float:
@@ -106,11 +106,26 @@ def _add_allow_remote(parser: argparse.ArgumentParser) -> None:
     )
 
 
+EXIT_CODES_HELP = """\
+exit codes:
+  0  every objective met (a gate passes)
+  1  an objective was missed (a gate fails; 0 with --warn-only)
+  2  bad usage or invalid input: the message names the file and the key, or the flag
+  3  inconclusive: an objective not measured, a fault not confirmed, the stack not up,
+     the run interrupted, or a missing prerequisite (doctor says how to install it)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mcp-harness", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="mcp-harness",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action="version", version=f"mcp-harness {package_version('mcp-harness')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     _add_doctor(sub)
@@ -478,12 +493,11 @@ def _scenario_for(args: argparse.Namespace) -> Scenario:
 
 
 def _print_dry_run(scenario: Scenario) -> None:
-    console.print(f"[bold]{escape(scenario.name)}[/]: valid. Resolved scenario:")
-    console.print(
-        yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False),
-        highlight=False,
-        markup=False,
-    )
+    """The resolved scenario as YAML on stdout (``--dry-run > resolved.yaml`` is a scenario
+    file); the verdict on it and the fault schedule on stderr."""
+    err_console.print(f"[bold]{escape(scenario.name)}[/]: valid. Resolved scenario on stdout.")
+    sys.stdout.write(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
+    sys.stdout.flush()
     table = Table(title="Fault schedule (seconds from the start of the load)")
     for column in ("at", "fault", "then"):
         table.add_column(column)
@@ -493,7 +507,7 @@ def _print_dry_run(scenario: Scenario) -> None:
             then = f"promote the replica {scenario.recovery.promote_after:g} s later"
         table.add_row(f"{fault.at:g}", fault.kind, then)
     table.add_row(f"{scenario.load.run_time:g}", "end of load", "")
-    console.print(table)
+    err_console.print(table)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

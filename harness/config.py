@@ -33,6 +33,8 @@ from harness.yamlsafe import YamlInputError, load_yaml_file, load_yaml_text
 
 _ENV_REFERENCE = re.compile(r"\$\{(\w+)\}")
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_COMPOUND = re.compile(r"^\s*(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?\s*$")
+"""``1h30m``, ``1m30s``, ``2h0m5s``: Locust's ``-t`` form, whole hours and minutes."""
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -41,8 +43,8 @@ class ScenarioError(ValueError):
 
 
 def parse_duration_s(value: Any) -> float:
-    """``15s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds -> seconds; always
-    finite (a 400-digit number of seconds is no duration either)."""
+    """``15s``, ``500ms``, ``2m``, ``1h``, ``1m30s`` or a bare number of seconds ->
+    seconds; always finite (a 400-digit number of seconds is no duration either)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 15s or 500ms")
     if isinstance(value, (int, float)):
@@ -50,9 +52,13 @@ def parse_duration_s(value: Any) -> float:
     if not isinstance(value, str):
         raise ValueError(f"expected a duration like 15s or 500ms, got a {type(value).__name__}")
     match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f"expected a duration like 15s or 500ms, got {value!r}")
-    return _finite(float(match.group(1)) * _UNIT_S[match.group(2)])
+    if match:
+        return _finite(float(match.group(1)) * _UNIT_S[match.group(2)])
+    compound = _COMPOUND.match(value)
+    if compound and any(compound.groups()):
+        hours, minutes, seconds = (float(g) if g else 0.0 for g in compound.groups())
+        return _finite(hours * 3600 + minutes * 60 + seconds)
+    raise ValueError(f"expected a duration like 15s, 500ms or 1m30s, got {value!r}")
 
 
 def _as_float(value: int | float) -> float:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from harness.catalog import Worse, metric
 from harness.objectives import UnknownMetric, lookup
-from harness.report.text import markup
+from harness.report.text import markup, output_console
 
 Direction = Literal["lower", "higher", "neutral"]
 """Which way is better (neutral: no regression either way)."""
@@ -173,7 +173,7 @@ def render(
 ) -> int:
     """Print the trend table; the number of regressions flagged (figures and verdicts).
     Labels, verdicts and metric names come from the files: escaped, never Rich markup."""
-    console = console or Console()
+    console = console or output_console()
     console.width = max(console.width, 44 + 24 * len(results))
     labels = [markup(label) for label in labels]
     table = Table(

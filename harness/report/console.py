@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.catalog import unit_suffix
-from harness.report.text import markup, plain_data
+from harness.report.text import markup, output_console, plain_data
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow"}
 OBJECTIVE_STYLE = {"met": "green", "missed": "red", "not_measured": "yellow"}
@@ -34,7 +34,7 @@ def _styled(text: Any, style: str) -> str:
 
 
 def render(result: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or output_console()
     result = plain_data(result)
     metrics = result.get("metrics") or {}
     verdict = str(result.get("verdict", "inconclusive"))

@@ -18,14 +18,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.text import plain
+from harness.report.text import output_console, plain
 
 PLAIN_EVERY_S = 5.0
 
 
 class LiveProgress:
     def __init__(self, console: Console | None = None, total_s: float | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or output_console(stderr=True)
         self.total_s = total_s
         self._live: Live | None = None
         self._last_plain = 0.0

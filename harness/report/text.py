@@ -11,14 +11,18 @@ command. Every renderer passes it through here:
 - ``markdown``: for summary.md and drill.md, which GitHub renders (``$GITHUB_STEP_SUMMARY``):
   ``<`` and ``&`` as entities, Markdown's inline punctuation backslash-escaped, one line.
 - HTML: ``html.escape`` of the plain text (``report.html``, ``drill.html``).
+
+``output_console`` is the one Rich console every command prints through.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape as rich_escape
 
 from harness.redaction import redact
@@ -92,3 +96,17 @@ def code(text: Any, *, cell: bool = False) -> str:
     text otherwise: a code span shows ``<`` and backticks literally but cannot escape them."""
     shown = plain(text)
     return f"`{shown}`" if _CODE_SAFE.fullmatch(shown) else markdown(shown, cell=cell)
+
+
+LOG_WIDTH = 240
+"""Columns of output that is not a terminal (a CI log, a file): wide enough for a path."""
+
+
+def output_console(*, stderr: bool = False) -> Console:
+    """A console for people and CI logs alike: in a terminal as Rich sizes it; in a file
+    or a CI log no wrapping at 80 columns (a result path split over two lines cannot be
+    copied). Never the source-location column Rich puts on log lines."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr, log_path=False)
+    return Console(stderr=stderr, log_path=False, soft_wrap=True, width=LOG_WIDTH)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.cli import main
+from harness.config import Scenario, parse_duration_s
 from tests.helpers import harness_process_pids
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,15 +37,34 @@ def test_dry_run_prints_resolved_scenario_and_schedule_and_starts_nothing(
     assert (
         main(["run", SCENARIO, "-u", "42", "-r", "7", "-t", "90s", "--seed", "5", "--dry-run"]) == 0
     )
-    out = capsys.readouterr().out
-    assert (
-        "users: 42" in out
-        and "spawn_rate: 7.0" in out
-        and "run_time: 90.0" in out
-        and "seed: 5" in out
-    )
-    assert "kill_primary" in out and "promote the replica" in out
+    printed = capsys.readouterr()
+    resolved = yaml.safe_load(printed.out)  # stdout is the resolved scenario, valid YAML
+    assert (resolved["load"]["users"], resolved["load"]["spawn_rate"]) == (42, 7.0)
+    assert (resolved["load"]["run_time"], resolved["seed"]) == (90.0, 5)
+    assert Scenario.model_validate(resolved).load.users == 42  # and a scenario again
+    assert "kill_primary" in printed.err and "promote the replica" in printed.err
     assert harness_process_pids() == before
+
+
+def test_durations_take_locusts_compound_form() -> None:
+    assert [parse_duration_s(v) for v in ("1m30s", "1h30m", "2h0m5s", "90s")] == [
+        90.0,
+        5400.0,
+        7205.0,
+        90.0,
+    ]
+    for junk in ("1m30", "30s1m", "m", ""):
+        with pytest.raises(ValueError, match="like 15s, 500ms or 1m30s"):
+            parse_duration_s(junk)
+
+
+def test_version_and_exit_codes_are_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("mcp-harness ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "exit codes:" in capsys.readouterr().out
 
 
 def test_objectives_file_replaces_the_scenarios(
