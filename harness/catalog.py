@@ -46,7 +46,7 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "step": RESTORE_TIMED_STEPS,
     "moment": INTEGRITY_MOMENTS,
 }
-FREE_PLACEHOLDERS = ("check", "error_kind", "damage")
+FREE_PLACEHOLDERS = ("check", "error_kind", "damage", "request")
 """Names a run decides (a scenario's integrity checks, the error kinds and damage kinds
 that occurred): their figures are catalogued as a pattern, and an objective cannot name
 them."""
@@ -397,6 +397,21 @@ CATALOG: tuple[Metric, ...] = (
         "count",
         "higher",
         "failed requests of one kind (connect_reset, http_404, tool_error, ...)",
+    ),
+    Metric(
+        "requests.by_type.{request}.{percentile}",
+        "ms",
+        "higher",
+        "one request type's latency (an MCP method, a tool, the GET stream; every attempt, "
+        "uncorrected): a percentile",
+    ),
+    Metric("requests.by_type.{request}.count", "count", "neither", "requests of one type"),
+    Metric("requests.by_type.{request}.failures", "count", "higher", "failed requests of one type"),
+    Metric(
+        "requests.by_type.{request}.failure_rate",
+        "fraction",
+        "higher",
+        "failed requests of one type over all of that type",
     ),
     # the probes
     Metric("probes.write.samples", "count", "neither", "write probe writes"),

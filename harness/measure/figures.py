@@ -22,6 +22,7 @@ from harness.measure.failover import (
     rto_s,
 )
 from harness.measure.integrity import IntegrityReport, first_detection
+from harness.measure.latency import RequestTypeFigures, by_request_type
 
 RECOVERY_FIGURES = ("db_failover_s", "failover_s", "rto_s")
 
@@ -42,6 +43,7 @@ class RequestCounts(TypedDict):
     errors: int
     error_rate: float | None
     errors_by_kind: dict[str, int]
+    by_type: dict[str, RequestTypeFigures]
 
 
 class IntegrityFigures(TypedDict):
@@ -237,16 +239,19 @@ def request_counts(requests: Iterable[Mapping[str, Any]]) -> RequestCounts:
     a failure a server reported inside a normal result)."""
     total = 0
     errors_by_kind: Counter[str] = Counter()
+    typed: list[tuple[str, float, bool]] = []
     for request in requests:
         total += 1
         if not request["ok"]:
             errors_by_kind[request.get("err") or "unknown"] += 1
+        typed.append((str(request.get("m") or ""), float(request["ms"]), bool(request["ok"])))
     errors = sum(errors_by_kind.values())
     return {
         "total": total,
         "errors": errors,
         "error_rate": (errors / total) if total else None,
         "errors_by_kind": dict(errors_by_kind),
+        "by_type": by_request_type(typed),
     }
 
 

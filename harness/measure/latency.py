@@ -13,10 +13,14 @@ Two figures, named so that nobody mistakes one for the other:
   success-only figure below is kept uncorrected for comparison.
 - ``tools_list_ok_latency_ms``: successful replies only, uncorrected (what the
   harness reported before; it leaves out exactly the requests that hurt).
+
+And ``requests.by_type``: every request type's count, failures and latency (every
+attempt, uncorrected), the table Locust's own report has.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -89,3 +93,38 @@ def latency_per_phase(
     latency["all"] = everything.summary()
     latency["fault_window"] = after_fault.summary()
     return latency
+
+
+class RequestTypeFigures(LatencySummary):
+    """One request type in ``requests.by_type``: the latency summary plus its failures."""
+
+    failures: int
+    failure_rate: float | None
+
+
+def request_type_key(method: str) -> str:
+    """A request type as a path segment of result.json (a dot would split the path)."""
+    return method.replace(".", "_") or "unknown"
+
+
+def by_request_type(requests: Iterable[tuple[str, float, bool]]) -> dict[str, RequestTypeFigures]:
+    """Per request type (``tools/list``, ``initialize``, a tool's name, the GET stream),
+    from (type, ms, ok) of every request: how many, how many failed, and the latency of
+    every attempt, failures included, uncorrected (Locust's table, through the same HDR
+    histogram as the rest)."""
+    histograms: dict[str, LatencyHistogram] = defaultdict(LatencyHistogram)
+    failures: dict[str, int] = defaultdict(int)
+    for method, ms, ok in requests:
+        key = request_type_key(method)
+        histograms[key].record_ms(ms)
+        failures[key] += 0 if ok else 1
+    figures: dict[str, RequestTypeFigures] = {}
+    for key in sorted(histograms):
+        summary = histograms[key].summary()
+        count = summary["count"]
+        figures[key] = {
+            **summary,
+            "failures": failures[key],
+            "failure_rate": failures[key] / count if count else None,
+        }
+    return figures

@@ -25,12 +25,14 @@ from typing import Any
 
 from harness.report.summary import (
     OBJECTIVE_LABEL,
+    REQUEST_TABLE_HEAD,
     VERDICT_LABEL,
     doubts_of,
     instant,
     measured_text,
     notes_of,
     number,
+    request_type_rows,
     target_text,
     unit_of,
     what_happened,
@@ -956,6 +958,33 @@ def _notes(result: dict[str, Any]) -> str:
     return out + "</section>"
 
 
+def requests_section(result: dict[str, Any]) -> str:
+    """Every request type's count, failures and latency (Locust's table), and the failed
+    requests by kind, in plain sight."""
+    rows = request_type_rows(result)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{escape(h)}</th>" for h in REQUEST_TABLE_HEAD)
+    body = "".join(
+        "<tr>"
+        + _el("td", row[0])
+        + "".join(f'<td class="num">{escape(c)}</td>' for c in row[1:])
+        + "</tr>"
+        for row in rows
+    )
+    kinds = ((result.get("metrics") or {}).get("requests") or {}).get("errors_by_kind") or {}
+    errors = (
+        "<h3>Failed requests by kind</h3>"
+        + _table([(str(k), str(v)) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])])
+        if kinds
+        else _el("p", "No request failed.", class_="muted")
+    )
+    return (
+        '<section id="requests"><h2>Requests by type</h2>'
+        f'<table class="requests"><tr>{head}</tr>{body}</table>{errors}</section>'
+    )
+
+
 def report_html(result: dict[str, Any]) -> str:
     """The whole report as one HTML document (no external reference of any kind). Every
     string from the run is redacted, its control characters shown as escapes, and
@@ -973,6 +1002,7 @@ def report_html(result: dict[str, Any]) -> str:
         + "</section>",
         objectives_section(result),
         timeline_charts(result),
+        requests_section(result),
         reconnect_section(result),
         restore_section(result),
         figures_section(result),

@@ -354,6 +354,30 @@ def key_figures(result: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+REQUEST_TABLE_HEAD = ("request", "count", "failures", "p50", "p95", "p99", "max")
+
+
+def request_type_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """``requests.by_type`` as table rows (Locust's table): each request type's count,
+    failures (and their share) and latency percentiles, in ms."""
+    by_type = ((result.get("metrics") or {}).get("requests") or {}).get("by_type") or {}
+    rows = []
+    for name, figures in by_type.items():
+        if not isinstance(figures, dict):
+            continue
+        failures, rate = figures.get("failures"), figures.get("failure_rate")
+        share = f" ({number(rate * 100)} %)" if isinstance(rate, (int, float)) and rate else ""
+        rows.append(
+            (
+                str(name),
+                number(figures.get("count")),
+                f"{number(failures)}{share}",
+                *(with_unit(figures.get(p), "ms") for p in ("p50", "p95", "p99", "max")),
+            )
+        )
+    return rows
+
+
 def _cell(text: Any) -> str:
     """A Markdown table cell: the text as it is (no markup, no HTML), pipes escaped, one line."""
     return markdown(text, cell=True)
@@ -401,6 +425,12 @@ def summary_markdown(result: dict[str, Any]) -> str:
         lines.append("")
     else:
         lines += ["No objectives were set.", ""]
+    requests = request_type_rows(result)
+    if requests:
+        lines += ["**Requests by type**", ""]
+        lines += ["| " + " | ".join(REQUEST_TABLE_HEAD) + " |", "|" + " --- |" * 7]
+        lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in requests]
+        lines.append("")
     figures = key_figures(result)
     if figures:
         lines += ["**Key figures**", ""]

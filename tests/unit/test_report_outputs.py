@@ -412,3 +412,27 @@ def test_write_outputs_writes_the_three_files_next_to_result_json(tmp_path: Path
     ET.parse(paths[0])
     assert paths[1].read_text().startswith("## mcp-harness: bad_deployment")
     assert paths[2].read_text().startswith("<!DOCTYPE html>")
+
+
+def test_every_request_type_is_in_the_report_and_the_summary() -> None:
+    """Locust's table in report.html and summary.md: each MCP method and each tool with
+    its count, failures and percentiles; failed requests by kind in plain sight."""
+    from harness.report.html import report_html
+    from harness.report.summary import summary_markdown
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "result_v2_switchover_patroni.json"
+    result = json.loads(sample.read_text())
+    by_type = result["metrics"]["requests"]["by_type"]
+    assert {"tools/list", "initialize", "tools/call:create_note"} <= set(by_type)
+    html, summary = report_html(result), summary_markdown(result)
+    section = html[html.index('<section id="requests">') :]
+    section = section[: section.index("</section>")]
+    create = by_type["tools/call:create_note"]
+    for name in by_type:
+        assert f"<td>{name}</td>" in section, name
+    assert f"{create['count']}</td>" in section and "Failed requests by kind" in section
+    for kind in result["metrics"]["requests"]["errors_by_kind"]:
+        assert kind in section, kind
+    assert "**Requests by type**" in summary
+    row = next(line for line in summary.splitlines() if "| tools/call:create" in line)
+    assert f"| {create['count']} | {create['failures']} (" in row, row

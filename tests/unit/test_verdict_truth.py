@@ -391,3 +391,23 @@ def test_a_request_counts_in_the_phase_it_was_sent_in() -> None:
     latency = latency_per_phase(phases, [slow_404, *fast], None, 60.0)
     assert latency["storm"]["count"] == 1 and latency["storm"]["max"] == pytest.approx(3500, 0.01)
     assert latency["recovered"]["max"] == pytest.approx(10.0, 0.01)
+
+
+def test_every_request_type_gets_its_count_failures_and_latency() -> None:
+    """Locust's table: each MCP method and each tool on its own, failures in the latency
+    (a time-out is the slowest reply there is)."""
+    from harness.measure.latency import by_request_type
+
+    requests = [("tools/list", 10.0, True)] * 98 + [("tools/list", 5000.0, False)] * 2
+    requests += [("create_note", 40.0, True), ("create_note", 60.0, False), ("a.b", 1.0, True)]
+    table = by_request_type(requests)
+    assert list(table) == ["a_b", "create_note", "tools/list"]  # a dot would split the path
+    tools_list = table["tools/list"]
+    assert (tools_list["count"], tools_list["failures"], tools_list["failure_rate"]) == (
+        100,
+        2,
+        0.02,
+    )
+    assert tools_list["p50"] == pytest.approx(10.0, rel=0.01)
+    assert tools_list["p99"] == pytest.approx(5000.0, rel=0.01)  # the failures count
+    assert table["create_note"]["failures"] == 1 and table["create_note"]["count"] == 2
