@@ -30,8 +30,21 @@ def _testcase(suite: ET.Element, classname: str, name: str) -> ET.Element:
 
 
 def _objective_case(suite: ET.Element, scenario: str, objective: dict[str, Any]) -> None:
+    """Every objective carries what was measured against its target (``properties`` and
+    ``system-out``), a met one too: a CI's test view shows the figure, not just green."""
     case = _testcase(suite, f"objectives.{scenario}", str(objective.get("metric", "?")))
     verdict = objective.get("verdict")
+    properties = ET.SubElement(case, "properties")
+    for name, value in (
+        ("measured", measured_text(objective)),
+        ("target", target_text(objective)),
+        ("verdict", str(verdict)),
+    ):
+        ET.SubElement(properties, "property", name=name, value=value)
+    ET.SubElement(case, "system-out").text = (
+        f"{objective.get('metric')}: measured {measured_text(objective)}, "
+        f"target {target_text(objective)} ({verdict})"
+    )
     if verdict == "met":
         return
     message = objective_message(objective)
@@ -47,6 +60,9 @@ def _objective_case(suite: ET.Element, scenario: str, objective: dict[str, Any])
 def _fault_case(suite: ET.Element, scenario: str, fault: dict[str, Any]) -> bool:
     """True when the fault was confirmed."""
     case = _testcase(suite, f"faults.{scenario}", f"fault {fault.get('kind')} confirmed")
+    start, end = fault.get("t_fault_s"), fault.get("t_end_s")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end >= start:
+        case.set("time", f"{end - start:.3f}")  # the fault's window, where it has one
     if fault.get("confirmed"):
         return True
     message = (

@@ -190,7 +190,9 @@ def test_junit_of_a_passing_run_has_no_failure_nor_error() -> None:
     assert counts(suite) == counts(root) == (3, 0, 0, 0)  # two objectives, one fault
     assert suite.get("time") == "40.500"
     assert suite.get("timestamp") == PASSING["started_at"]
-    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    suite_properties = suite.find("properties")
+    assert suite_properties is not None
+    props = {p.get("name"): p.get("value") for p in suite_properties.iter("property")}
     assert props["run_id"] == PASSING["run_id"]
     assert props["verdict"] == "pass"
     assert props["backend"] == "local" and props["seed"] == "7"
@@ -202,6 +204,10 @@ def test_junit_of_a_passing_run_has_no_failure_nor_error() -> None:
     }
     assert names["failover_s"].get("classname") == "objectives.primary_kill"
     assert "run conclusive" not in names
+    # a met objective shows its figure too, not only green
+    met = {p.get("name"): p.get("value") for p in names["failover_s"].iter("property")}
+    assert met["verdict"] == "met" and met["measured"].endswith(" s") and met["target"]
+    assert "measured" in (names["failover_s"].findtext("system-out") or "")
 
 
 def test_junit_of_a_failing_run_carries_measured_and_target() -> None:
@@ -436,3 +442,22 @@ def test_every_request_type_is_in_the_report_and_the_summary() -> None:
     assert "**Requests by type**" in summary
     row = next(line for line in summary.splitlines() if "| tools/call:create" in line)
     assert f"| {create['count']} | {create['failures']} (" in row, row
+
+
+def test_a_fault_with_a_window_takes_its_time_in_junit() -> None:
+    windowed = {
+        **PASSING,
+        "faults": [
+            {
+                "kind": "proxy_down",
+                "target": "mcp",
+                "at_s": 5.0,
+                "t_fault_s": 5.0,
+                "t_end_s": 7.5,
+                "confirmed": True,
+            }
+        ],
+    }
+    _, suite = suite_of(junit_xml(windowed))
+    assert cases(suite)["fault proxy_down confirmed"].get("time") == "2.500"
+    assert cases(suite)["failover_s"].get("time") == "0"  # an objective takes no time
