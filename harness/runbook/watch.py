@@ -59,10 +59,12 @@ def execution_due(
 
 
 def first_unhealthy_s(check: RunbookRecord) -> float | None:
-    """When the round's first unhealthy check began (on the record's time axis)."""
+    """When the round's first unhealthy check ended (on the record's time axis): when the
+    watcher knew. Its start may precede the fault (a check under way when the primary
+    died), and a detection stamped before the fault would flatter it."""
     return next(
         (
-            a.start_s
+            a.start_s + a.duration_s
             for a in check.actions
             if a.action == Action.CHECK and a.outcome != ActionOutcome.HEALTHY
         ),

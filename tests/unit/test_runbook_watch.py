@@ -284,3 +284,16 @@ def test_a_stop_during_a_round_executes_nothing_after_it() -> None:
         return stack
 
     assert asyncio.run(scenario()).fixes == 0
+
+
+def test_a_check_under_way_at_the_fault_detects_when_it_ends() -> None:
+    """A clean-clone CI run caught it: a check began 4.7 ms before the kill and failed on
+    it; stamped at its start, the degradation was 'seen' before the fault happened."""
+    from harness.runbook import first_unhealthy_s
+    from harness.runbook.engine import Action, ActionOutcome, ActionRecord, RunbookRecord
+
+    check = RunbookRecord(start_s=7.99, check_only=True)
+    check.actions.append(
+        ActionRecord("primary_connectivity", Action.CHECK, 7.9956, 0.05, ActionOutcome.UNHEALTHY)
+    )
+    assert first_unhealthy_s(check) == pytest.approx(8.0456)
