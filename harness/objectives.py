@@ -104,7 +104,7 @@ def judge(
         value = lookup(metrics, path)
     except UnknownMetric:
         value = None
-    if value is not None and isinstance(value, (dict, list, bool)):
+    if isinstance(value, (dict, list, bool)):  # not a figure an objective can judge
         value = None
     at_least = (metrics.get(NOT_REACHED_KEY) or {}).get(path)
     touching = [d for d in doubts if d.touches_metric(path)]

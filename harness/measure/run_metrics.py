@@ -465,14 +465,14 @@ def _primary_change(faults: Sequence[FaultRecord]) -> FaultRecord | None:
 def _writer_path(
     ev: Evidence, faults: list[FaultRecord], database: DatabaseFailover
 ) -> WriterPath | None:
-    """Only after a kill of the primary that took effect (``database`` measured it)."""
-    kill = _primary_change(faults)
-    if kill is None or kill.t_fault_s is None:
+    """Only after a change of primary that took effect (``database`` measured it)."""
+    change = _primary_change(faults)
+    if change is None or change.t_fault_s is None:
         return None
     failover = database["db_failover_s"]
-    first_write = None if failover is None else kill.t_fault_s + failover
+    first_write = None if failover is None else change.t_fault_s + failover
     return writer_path(
-        ev.samples.write, kill.t_fault_s, first_write, ev.writer_moves_s, ev.promotions_s
+        ev.samples.write, change.t_fault_s, first_write, ev.writer_moves_s, ev.promotions_s
     )
 
 
@@ -482,15 +482,15 @@ def _database_failover(
     """db_failover_s, measured only when the primary changed (a kill, a switchover); a kill
     that the write probe saw the old primary survive (a write sent after t_fault committed
     on it) is not confirmed. A switchover's old primary takes writes until it steps down."""
-    kill = _primary_change(faults)
-    if kill is None or kill.t_fault_s is None:
+    change = _primary_change(faults)
+    if change is None or change.t_fault_s is None:
         return database_failover([], 0.0, 0, None)
     if (
-        kill.kind == "kill_primary"
-        and kill.killed_port is not None
-        and not kill_took_effect(ev.samples.write, kill.t_fault_s, kill.killed_port)
+        change.kind == "kill_primary"
+        and change.killed_port is not None
+        and not kill_took_effect(ev.samples.write, change.t_fault_s, change.killed_port)
     ):
-        kill.confirmed = False  # on the copy measure_run returns
+        change.confirmed = False  # on the copy measure_run returns
         notes.append(
             "the write probe saw writes sent after t_fault commit on the killed primary: "
             "the fault did not take effect"
@@ -498,7 +498,7 @@ def _database_failover(
         return database_failover([], 0.0, 0, None)
     figures = database_failover(
         ev.samples.write,
-        kill.t_fault_s,
+        change.t_fault_s,
         ev.current_primary_port,
         None if ev.readback is None else ev.readback.probe_seqs,
     )

@@ -112,13 +112,11 @@ class WriterMove:
 
 @dataclass(frozen=True)
 class Handover:
-    """A planned switchover: asked at ``requested``; ``confirmed`` when the stack followed
-    the new leader (at ``t_confirmed``, CLOCK_MONOTONIC). ``detail`` is what the failover
-    manager answered."""
+    """A planned switchover: asked at ``requested`` (CLOCK_MONOTONIC); ``confirmed`` when
+    the stack followed the new leader. ``detail`` is what the failover manager answered."""
 
     requested: float
     confirmed: bool
-    t_confirmed: float
     old_port: int
     new_port: int
     detail: str

@@ -441,8 +441,7 @@ class LocalStack(Stack):
         leader = self.patroni_nodes.get(self.primary_name)
         candidate = self.patroni_nodes.get(self.replica_name)
         if leader is None or candidate is None:
-            await super().switchover(timeout_s)  # raises: nothing hands the primary over
-            raise AssertionError("unreachable")
+            return await super().switchover(timeout_s)  # raises: nothing hands it over
         requested, promotions = time.monotonic(), len(self.promotions)
         status, answer = await asyncio.to_thread(
             leader.request_switchover,
@@ -459,7 +458,6 @@ class LocalStack(Stack):
         return Handover(
             requested,
             confirmed,
-            time.monotonic(),
             leader.cluster.port,
             candidate.cluster.port,
             f"patroni answered {status}: {answer.strip()[:200]}",

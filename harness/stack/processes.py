@@ -274,17 +274,17 @@ def reap_adopted(owned: Collection[int], names: Collection[str] = ("postgres",))
     ``Popen`` and any other child to the ``subprocess`` call waiting for it. Patroni
     detaches the postmasters it starts: when one stops (a switchover's demotion) it stays
     a zombie of ours until reaped, and Patroni waits for it to go away."""
-    reaped = []
+    exited = []
     for child in psutil.Process().children():
         if child.pid in owned:
             continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE and child.name() in names:
-                os.waitpid(child.pid, os.WNOHANG)
-                reaped.append(child.pid)
-        except (psutil.Error, ChildProcessError):
+                exited.append(child.pid)
+        except psutil.Error:
             pass
-    return reaped
+    reap(exited)
+    return exited
 
 
 def signal_pid(pid: int, sig: int) -> None:
