@@ -102,6 +102,9 @@ def test_a_missing_patroni_or_etcd_stops_the_run_before_anything_starts(
     for check in ("pg_bin_dir", "toxiproxy_server", "pg_run_user"):
         monkeypatch.setattr(prerequisites, check, lambda *_: None)
     monkeypatch.setattr(patroni, missing, lambda: None)
+    # the other part found (a clone where `make unit` ran before `make patroni` has neither)
+    other = "find_etcd" if missing == "find_patroni" else "find_patroni"
+    monkeypatch.setattr(patroni, other, lambda: "/usr/bin/true")
     scenario = Path(__file__).resolve().parents[2] / "scenarios" / "primary_kill_patroni.yaml"
     code = cli.main(["run", str(scenario), "--out", str(tmp_path / "out")])
     text = " ".join(capsys.readouterr().err.split())
