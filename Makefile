@@ -95,7 +95,7 @@ unit: bootstrap
 
 # The quarterly drill at a size that finishes in a few minutes; DRILL_FLAGS=--full for full size.
 drill: bootstrap
-	$(BIN)/mcp-harness drill drills/quarterly.yaml $(DRILL_FLAGS)
+	$(BIN)/mcp-harness drill quarterly $(DRILL_FLAGS)
 
 # Benchmarks (not timed tests): figures and ratios against a baseline measured in the same run,
 # in results/bench/. BENCHES="generator accuracy" runs a subset.

@@ -233,8 +233,8 @@ def _add_drill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     drill.add_argument(
         "drill_file",
         nargs="?",
-        default="drills/quarterly.yaml",
-        help="drill file (default: drills/quarterly.yaml)",
+        default="quarterly",
+        help="drill file, or a shipped drill's name (default: quarterly, the shipped one)",
     )
     drill.add_argument(
         "--objectives", help="objectives file that replaces every scenario's objectives"

@@ -29,6 +29,7 @@ from pydantic import (
 
 from harness import reference
 from harness.catalog import METRIC_PATHS, PERCENTILES
+from harness.shipped import SCENARIOS_DIR, find_file, missing_file_hint
 from harness.yamlsafe import YamlInputError, load_yaml_file, load_yaml_text
 
 _ENV_REFERENCE = re.compile(r"\$\{(\w+)\}")
@@ -1068,7 +1069,7 @@ PinnedImage = Annotated[str, BeforeValidator(lambda v: pinned_image(str(v)))]
 class DockerConfig(Model):
     """The images of the docker backend (``backend: docker`` or ``--backend docker``), each
     pinned to a version. ``server_image: null`` is the reference server, built from
-    ``docker/Dockerfile`` on first use; a user's image runs ``server.command`` (placeholders
+    ``harness/docker/Dockerfile`` on first use; a user's image runs ``server.command`` (placeholders
     as for the local backend, ``{port}`` is the container port 8000) or, without it, its own
     CMD, with ``server.port_env`` / ``server.database_url_env`` set."""
 
@@ -1397,8 +1398,11 @@ def load_scenario(
     allow_remote: bool = False,
 ) -> Scenario:
     """Read and validate a scenario file; ``overrides`` are dotted keys (``load.users``).
-    A target or listener off this machine is refused unless ``allow_remote``."""
-    path = Path(path)
+    A target or listener off this machine is refused unless ``allow_remote``. A path that
+    does not exist may name a shipped scenario (``primary_kill``, ``harness.shipped``)."""
+    path = find_file(path, SCENARIOS_DIR)
+    if not path.exists():
+        raise ScenarioError(f"{path}: no such scenario file; {missing_file_hint(SCENARIOS_DIR)}")
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: expected a mapping at the top level")

@@ -43,6 +43,7 @@ from harness.config import (
 )
 from harness.objectives import Verdict, exit_code
 from harness.report.summary import objective_message
+from harness.shipped import DRILLS_DIR, find_file, missing_file_hint
 
 DRILL_SCHEMA_VERSION = 1
 DRILL_FILE = "drill.json"
@@ -92,8 +93,11 @@ class DrillFile(BaseModel):
 
 
 def load_drill(path: Path | str) -> DrillFile:
-    """Read and validate a drill file; errors name the file and the key."""
-    path = Path(path)
+    """Read and validate a drill file (or a shipped drill by name); errors name the file and
+    the key."""
+    path = find_file(path, DRILLS_DIR)
+    if not path.exists():
+        raise ScenarioError(f"{path}: no such drill file; {missing_file_hint(DRILLS_DIR)}")
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: expected a mapping at the top level")
@@ -114,8 +118,8 @@ class PlannedScenario:
 
 
 def _scenario_path(file: str, drill_path: Path) -> Path:
-    """A scenario path as written: from the working directory (the repository root, where
-    ``make drill`` runs), else beside the drill file."""
+    """A scenario path as written: from the working directory, else beside the drill file;
+    a path found in neither may name a shipped scenario (``load_scenario`` looks)."""
     path = Path(file)
     if path.is_absolute() or path.exists():
         return path

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from harness.shipped import SCENARIOS_DIR
+
 
 def harness_process_pids() -> set[int]:
     """Processes of the kinds the harness starts (postmasters, toxiproxy, MCP server, Locust)."""
@@ -68,9 +70,7 @@ def shipped_scenario(name: str, *, fault_at_s: float, windows: dict[str, str]) -
     windows replaced: the shipped topology at a size a test sets on top."""
     import yaml
 
-    data = yaml.safe_load(
-        (Path(__file__).resolve().parents[1] / "scenarios" / f"{name}.yaml").read_text()
-    )
+    data = yaml.safe_load((SCENARIOS_DIR / f"{name}.yaml").read_text())
     (fault,) = data["faults"]
     fault["at"] = f"{fault_at_s:g}s"
     data["windows"] = windows

@@ -7,7 +7,7 @@ started by ``start()``; building one contacts no engine when ``docker_client_kw`
 the API version (the backend passes the version it negotiated once), so the unit tests
 build the very objects the backend starts.
 
-Topology inside the run's network (aliases; the same as ``docker/compose.yaml``)::
+Topology inside the run's network (aliases; the same as ``harness/docker/compose.yaml``)::
 
     mcp-server:8000 --> toxiproxy:15432 (pg-primary) --> pg-primary:5432
                         toxiproxy:15433 (pg-replica) --> pg-replica:5433
@@ -33,7 +33,6 @@ import logging
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 from testcontainers.core.config import testcontainers_config
@@ -47,6 +46,7 @@ from testcontainers.core.wait_strategies import (
 )
 
 from harness.config import DockerConfig, ServerConfig
+from harness.shipped import DOCKER_DIR
 from harness.stack.mcp_server import (
     ADMIN_TOKEN_ENV,
     fill,
@@ -58,7 +58,6 @@ from harness.stack.postgres import APP_DATABASE, APP_USER, REPLICATION_USER, SUP
 
 log = logging.getLogger(__name__)
 
-DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
 PRIMARY_INIT_SCRIPT = DOCKER_DIR / "primary-init.sh"
 REPLICA_ENTRYPOINT = DOCKER_DIR / "replica-entrypoint.sh"
 PRIMARY_INIT_PATH = "/docker-entrypoint-initdb.d/10-mcp-harness.sh"
@@ -101,7 +100,7 @@ what a container decides: addresses, sockets, archiving); the scenario's come af
 
 
 def toxiproxy_config() -> list[dict[str, Any]]:
-    """The proxies Toxiproxy creates at start (``-config``), as in ``docker/toxiproxy.json``."""
+    """The proxies Toxiproxy creates at start (``-config``), as in ``harness/docker/toxiproxy.json``."""
     return [
         {
             "name": name,
@@ -227,7 +226,7 @@ class PostgresContainer(HarnessContainer):
 
 class PostgresPrimary(PostgresContainer):
     """The primary: the official image's entrypoint creates the cluster with the superuser
-    password, then ``docker/primary-init.sh`` the replication and application roles,
+    password, then ``harness/docker/primary-init.sh`` the replication and application roles,
     the application database and the pg_hba line for replication."""
 
     alias = PRIMARY_ALIAS
@@ -249,7 +248,7 @@ class PostgresPrimary(PostgresContainer):
 
 
 class PostgresReplica(PostgresContainer):
-    """The hot standby: ``docker/replica-entrypoint.sh`` waits for the primary through
+    """The hot standby: ``harness/docker/replica-entrypoint.sh`` waits for the primary through
     the ``pg-replication`` proxy, clones it with ``pg_basebackup -R`` and starts postgres
     on it (the same image, its entrypoint replaced; the settings are its arguments)."""
 
@@ -291,7 +290,7 @@ class ToxiproxyContainer(HarnessContainer):
 
 
 class McpServerContainer(HarnessContainer):
-    """The MCP server: the reference server's image (``docker/Dockerfile``) started with
+    """The MCP server: the reference server's image (``harness/docker/Dockerfile``) started with
     the scenario's options, or a user's image with ``server.command`` (or its own CMD).
 
     The reference server's admin endpoint gets a token through the environment and
@@ -354,7 +353,7 @@ def reference_server_args(config: ServerConfig) -> list[str]:
 
 
 def server_image_tag(version: str) -> str:
-    """The tag of the reference server's image built from ``docker/Dockerfile``."""
+    """The tag of the reference server's image built from ``harness/docker/Dockerfile``."""
     return f"mcp-harness-server:{version}"
 
 

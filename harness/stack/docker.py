@@ -2,7 +2,7 @@
 
 A Docker network per run; the primary and the hot standby from the official Postgres
 image, Toxiproxy from its image with the four proxies, the MCP server from the image
-built from ``docker/Dockerfile`` (or a user's). The containers are specified in
+built from ``harness/docker/Dockerfile`` (or a user's). The containers are specified in
 ``containers.py``; here they are started in order, faulted and stopped.
 
 Faults are container operations: ``kill_primary`` is a SIGKILL of the primary's
@@ -46,6 +46,7 @@ from testcontainers.core.network import Network
 
 import harness
 from harness.config import Scenario
+from harness.shipped import PACKAGE_DIR
 from harness.stack import AdminEndpoint, Endpoints, PartitionCut, Stack
 from harness.stack.backup import BaseBackup, RestorePoint, RestoreReport, RestoreTarget
 from harness.stack.containers import (
@@ -169,25 +170,38 @@ def server_context_digest() -> str:
     sources = [
         DOCKER_DIR / "Dockerfile",
         DOCKER_DIR / "server-requirements.txt",
-        *sorted((DOCKER_DIR.parent / "harness" / "server").glob("*.py")),
+        *sorted((PACKAGE_DIR / "server").glob("*.py")),
     ]
     for path in sources:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
+SERVER_IMAGE_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "mcp-harness"
+version = "{version}"
+
+[tool.setuptools.packages.find]
+include = ["harness*"]
+"""
+"""The image installs the package without its dependencies (the server imports none of
+them): a pyproject of its own, so an installed harness (no checkout) builds it too."""
+
+
 def stage_server_context(target: Path) -> Path:
-    """The build context of the reference server's image: pyproject.toml, README.md,
-    harness/ and the docker/ files the Dockerfile copies, nothing else."""
-    root = DOCKER_DIR.parent
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(root / name, target / name)
-    shutil.copytree(
-        root / "harness", target / "harness", ignore=shutil.ignore_patterns("__pycache__")
+    """The build context of the reference server's image, laid out as the repository is
+    (``harness/``, ``harness/docker/``) with a small pyproject.toml and README.md (the
+    Dockerfile copies both), nothing else."""
+    (target / "pyproject.toml").write_text(
+        SERVER_IMAGE_PYPROJECT.format(version=harness.__version__)
     )
-    (target / "docker").mkdir()
-    for name in ("Dockerfile", "server-requirements.txt"):
-        shutil.copy2(DOCKER_DIR / name, target / "docker" / name)
+    (target / "README.md").write_text("The reference MCP server of mcp-harness.\n")
+    shutil.copytree(PACKAGE_DIR, target / "harness", ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
 
@@ -388,16 +402,16 @@ class DockerStack(Stack):
                 try:
                     client.images.build(
                         path=context,
-                        dockerfile="docker/Dockerfile",
+                        dockerfile="harness/docker/Dockerfile",
                         tag=tag,
                         rm=True,
                         labels={RUN_LABEL: "reference-server"},
                     )
                 except docker.errors.DockerException as exc:
                     raise StackError(
-                        f"building the reference server's image {tag} from docker/Dockerfile "
+                        f"building the reference server's image {tag} from harness/docker/Dockerfile "
                         f"failed: {exc}. Build it by hand in the repository (docker build -f "
-                        f"docker/Dockerfile -t {tag} .): the next run finds it; or use "
+                        f"harness/docker/Dockerfile -t {tag} .): the next run finds it; or use "
                         "--backend local."
                     ) from None
             return tag

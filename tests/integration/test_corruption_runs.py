@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from harness.catalog import RESTORE_TIMED_STEPS
+from harness.shipped import SCENARIOS_DIR
 from tests.helpers import run_scenario
 
 pytestmark = pytest.mark.shares_machine
 """Checks what the run did, not how fast: runs beside another such test."""
 
-REPO = Path(__file__).resolve().parents[2]
 RESTORE_STEPS = {f"{step}_s" for step in RESTORE_TIMED_STEPS}
 """Every timed restore step, as result.json names them."""
 
@@ -23,7 +23,7 @@ RESTORE_STEPS = {f"{step}_s" for step in RESTORE_TIMED_STEPS}
 def run_shipped(tmp_path: Path, name: str, *flags: str) -> tuple[dict, dict]:
     """Run a shipped scenario with ``flags``; (result.json, its one confirmed fault)."""
     code, result, output = run_scenario(
-        tmp_path, (REPO / "scenarios" / name).read_text(), *flags, timeout_s=360
+        tmp_path, (SCENARIOS_DIR / name).read_text(), *flags, timeout_s=360
     )
     assert code in (0, 1), output[-4000:]
     (fault,) = result["faults"]

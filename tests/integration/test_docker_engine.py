@@ -19,6 +19,7 @@ import pytest
 
 from harness.config import Scenario
 from harness.mcp_client.wire import McpSession
+from harness.shipped import SCENARIOS_DIR
 from harness.stack.containers import RUN_LABEL
 from harness.stack.docker import DockerStack
 from harness.stack.prerequisites import DockerUnreachable, docker_engine_info, docker_sdk
@@ -212,7 +213,7 @@ def test_a_scenario_runs_end_to_end_on_docker(tmp_path: Path) -> None:
         [
             str(REPO / ".venv" / "bin" / "mcp-harness"),
             "run",
-            str(REPO / "scenarios" / "primary_kill.yaml"),
+            str(SCENARIOS_DIR / "primary_kill.yaml"),
             "--backend",
             "docker",
             "--users",

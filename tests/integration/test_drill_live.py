@@ -16,6 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from harness.shipped import SCENARIOS_DIR
 from tests.helpers import assert_tool_corruption_found_exactly, junit_cases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,9 +42,9 @@ def test_tiny_drill_through_the_cli(tmp_path: Path) -> None:
     drill_file.write_text(
         "targets: {rto_s: 30s, rpo_s: 1s, rpo_rows: 0}\n"
         "scenarios:\n"
-        f"  - file: {REPO}/scenarios/server_restart.yaml\n"
+        f"  - file: {SCENARIOS_DIR}/server_restart.yaml\n"
         "    set: {load.users: 30, load.run_time: 14s, faults.0.at: 5s, windows.reconnect: 8s, objectives.0.max: 1ms}\n"
-        f"  - file: {REPO}/scenarios/tool_corrupts_state.yaml\n"
+        f"  - file: {SCENARIOS_DIR}/tool_corrupts_state.yaml\n"
         "    set: {load.users: 120, load.run_time: 20s, faults.0.at: 9s}\n"
     )
     out = tmp_path / "results"

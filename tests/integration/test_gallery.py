@@ -20,12 +20,13 @@ import yaml
 
 from harness.catalog import PHASES
 from harness.config import Objective
+from harness.shipped import SCENARIOS_DIR
 from harness.stack.processes import is_alive
 from tests.helpers import run_scenario, uncatalogued
 
 REPO = Path(__file__).resolve().parents[2]
 GALLERY = REPO / "tests" / "gallery"
-SCENARIOS = REPO / "scenarios"
+SCENARIOS = SCENARIOS_DIR
 
 TOOL_MIX = {"tools/list": 4, "create_note": 2, "get_note": 2}
 """Only the tools every member implements."""

@@ -29,10 +29,11 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from harness.shipped import SCENARIOS_DIR
 from harness.stack.processes import proc_start_ticks
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIO = REPO / "scenarios" / "reconnect_storm.yaml"
+SCENARIO = SCENARIOS_DIR / "reconnect_storm.yaml"
 EXAMPLE = REPO / "examples" / "notes_server.py"
 SIZE = ("-t", "43s", "--set", "faults.0.at=12s", "--set", "windows.reconnect=31s")
 """Shorter than shipped: 2,000 clients as shipped, the fault 2 s after spawning ends, and

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.shipped import SCENARIOS_DIR
 from harness.stack.processes import is_alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.shares_machine  # what an interrupted run leaves, not how fast it ran
 def test_sigint_mid_run_stops_everything_and_writes_a_partial_result(tmp_path: Path) -> None:
     run = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", str(REPO / "scenarios" / "primary_kill.yaml"),
+        [sys.executable, "-m", "harness.cli", "run", str(SCENARIOS_DIR / "primary_kill.yaml"),
          "-u", "50", "-r", "50", "-t", "60s", "--out", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
     )  # fmt: skip

@@ -32,7 +32,6 @@ from tests.helpers import (
     shipped_scenario,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 TTL_S, LOOP_WAIT_S, RETRY_TIMEOUT_S = 20, 2, 4
 KILL_AT_S = 7.0
 PINNED_MOVE_DELAY_S = 7

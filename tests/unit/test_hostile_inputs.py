@@ -28,9 +28,10 @@ from harness.config import (
     load_scenario,
 )
 from harness.drill import DrillTargets, PlannedScenario, load_drill, run_drill
+from harness.shipped import SCENARIOS_DIR
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIO = str(REPO / "scenarios" / "primary_kill.yaml")
+SCENARIO = str(SCENARIOS_DIR / "primary_kill.yaml")
 NO_PG = ["--pg-bin", "/nonexistent/pg-bin"]
 HUGE = "1" + "0" * 400  # a finite-looking number that is inf as a float
 
@@ -565,7 +566,7 @@ DOCS = st.recursive(
     lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(KEYS, kids, max_size=5)),
     max_leaves=30,
 )
-SHIPPED = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "scenarios").glob("*.yaml"))]
+SHIPPED = [yaml.safe_load(p.read_text()) for p in sorted((SCENARIOS_DIR).glob("*.yaml"))]
 
 
 def _dump(doc: Any) -> bytes:

@@ -13,6 +13,7 @@ from harness.config import PatroniConfig, Scenario, load_scenario
 from harness.measure.failover import WriteProbeSample
 from harness.measure.ledger import WriteLedger
 from harness.measure.run_metrics import Evidence, Samples, measure_run
+from harness.shipped import SCENARIOS_DIR
 from harness.stack.patroni import REST_USER, EtcdServer, PatroniNode
 from harness.stack.postgres import PostgresCluster
 
@@ -105,7 +106,7 @@ def test_a_missing_patroni_or_etcd_stops_the_run_before_anything_starts(
     # the other part found (a clone where `make unit` ran before `make patroni` has neither)
     other = "find_etcd" if missing == "find_patroni" else "find_patroni"
     monkeypatch.setattr(patroni, other, lambda: "/usr/bin/true")
-    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "primary_kill_patroni.yaml"
+    scenario = SCENARIOS_DIR / "primary_kill_patroni.yaml"
     code = cli.main(["run", str(scenario), "--out", str(tmp_path / "out")])
     text = " ".join(capsys.readouterr().err.split())
     assert code == 3, text
@@ -125,7 +126,7 @@ def test_a_switchover_needs_patroni_and_names_the_fault() -> None:
 
 
 def test_the_shipped_switchover_scenario_loads() -> None:
-    path = Path(__file__).resolve().parents[2] / "scenarios" / "switchover_patroni.yaml"
+    path = SCENARIOS_DIR / "switchover_patroni.yaml"
     scenario = load_scenario(path)
     assert [f.kind for f in scenario.faults] == ["switchover"]
     assert scenario.topology.patroni.synchronous_mode is True

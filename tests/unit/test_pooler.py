@@ -13,6 +13,7 @@ from harness.config import PoolerConfig, Scenario, ServerConfig
 from harness.measure.failover import WriteProbeSample
 from harness.measure.figures import writer_path
 from harness.measure.probes import error_kind
+from harness.shipped import SCENARIOS_DIR
 from harness.stack.mcp_server import McpServerProcess
 from harness.stack.pgbouncer import auth_line, render_config
 
@@ -138,7 +139,7 @@ def test_a_missing_pgbouncer_stops_the_run_before_anything_starts(
     for check in ("pg_bin_dir", "toxiproxy_server", "pg_run_user"):
         monkeypatch.setattr(prerequisites, check, lambda *_: None)
     monkeypatch.setattr(pgbouncer, "find_pgbouncer", lambda: None)
-    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "primary_kill_pgbouncer.yaml"
+    scenario = SCENARIOS_DIR / "primary_kill_pgbouncer.yaml"
     code = cli.main(["run", str(scenario), "--out", str(tmp_path / "out")])
     text = " ".join((capsys.readouterr().err).split())
     assert code == 3, text

@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENT = re.compile(r"\b((?:[\w.-]+/)*[A-Z][A-Z0-9_-]+\.md)\b")
 """A document named in capitals, as README.md is, with its folder if given."""
-SOURCES = ("harness", "tests", "bench", "examples", "docs", "drills", "scenarios", "docker")
+SOURCES = ("harness", "tests", "bench", "examples", "docs")
 
 
 def project_files() -> list[Path]:

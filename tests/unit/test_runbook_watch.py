@@ -29,8 +29,8 @@ from harness.runbook import (
     watch_cooldown_s,
 )
 from harness.runbook.steps import PRIMARY_CONNECTIVITY, runbook_for
+from harness.shipped import SCENARIOS_DIR
 
-REPO = Path(__file__).resolve().parents[2]
 TICK_S = 0.005
 
 
@@ -81,8 +81,8 @@ def test_watch_interval_must_be_positive(tmp_path: Path) -> None:
 
 
 def test_the_shipped_runbook_scenario_is_primary_kill_without_the_scripted_promotion() -> None:
-    scripted = load_scenario(REPO / "scenarios" / "primary_kill.yaml")
-    watched = load_scenario(REPO / "scenarios" / "primary_kill_runbook.yaml")
+    scripted = load_scenario(SCENARIOS_DIR / "primary_kill.yaml")
+    watched = load_scenario(SCENARIOS_DIR / "primary_kill_runbook.yaml")
     assert watched.recovery.runbook == "default" and watched.recovery.promote_after is None
     assert watched.recovery.watch_interval == 1.0
     assert watched.faults == scripted.faults and watched.load == scripted.load
