@@ -7,9 +7,6 @@
 PYTHON ?= python3
 VENV := .venv
 TOOLS := .tools
-TOXIPROXY_VERSION := v2.12.0
-PATRONI_VERSION := 4.1.5
-PSYCOPG_VERSION := 3.3.9
 # The user Postgres runs as when make runs as root; the harness reads the same variable.
 export MCP_HARNESS_PG_USER ?= mcpharness
 BIN := $(VENV)/bin
@@ -24,11 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-$(TOOLS)/toxiproxy-server:
+# Toxiproxy from its Go module, by the same code as `mcp-harness bootstrap` (harness/stack/bootstrap.py).
+$(TOOLS)/toxiproxy-server: | $(VENV)/.installed
 	@command -v go >/dev/null || { echo "Go is needed to build toxiproxy-server: apt-get install golang-go (Go >= 1.22)"; exit 3; }
-	@mkdir -p $(TOOLS)/gobin
-	GOBIN=$(abspath $(TOOLS))/gobin go install -ldflags "-X github.com/Shopify/toxiproxy/v2.Version=$(TOXIPROXY_VERSION:v%=%)" github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
-	@mv $(TOOLS)/gobin/server $@
+	$(BIN)/mcp-harness bootstrap --tools-dir $(TOOLS)
 
 # Root cannot run Postgres: create the user it runs as. Nothing to do for a normal user.
 pg-user:
@@ -56,12 +52,11 @@ pgbouncer:
 # Its DCS is etcd, Debian's etcd-server (3.4, the v3 API Patroni's etcd3 client speaks).
 patroni: $(TOOLS)/patroni/.installed etcd
 
-$(TOOLS)/patroni/.installed:
+$(TOOLS)/patroni/.installed: | $(VENV)/.installed
 	@/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
 		else echo "Patroni's virtualenv needs the system Python's venv: sudo apt-get install python3-venv"; exit 3; fi; }
-	/usr/bin/python3 -m venv $(TOOLS)/patroni
-	$(TOOLS)/patroni/bin/pip install --quiet "patroni[etcd3]==$(PATRONI_VERSION)" "psycopg[binary]==$(PSYCOPG_VERSION)"
+	$(BIN)/mcp-harness bootstrap --tools-dir $(TOOLS) --patroni
 	@touch $@
 
 etcd:

@@ -1,4 +1,4 @@
-"""``mcp-harness``: doctor, up, run, drill, report, compare.
+"""``mcp-harness``: doctor, bootstrap, init, up, run, drill, report, compare, runbook.
 
 Exit codes (README, "Objectives, verdict, exit codes"): 2 bad usage or invalid scenario; else 1 if an objective
 was missed; else 3 if inconclusive (an objective not measured, a fault not
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     _add_doctor(sub)
+    _add_bootstrap(sub)
+    _add_init(sub)
     _add_up(sub)
     _add_run(sub)
     _add_drill(sub)
@@ -144,6 +146,81 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     doctor.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
     doctor.set_defaults(handler=cmd_doctor)
+
+
+def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bootstrap = sub.add_parser(
+        "bootstrap",
+        help="install the native parts pip cannot: toxiproxy-server (built with Go) into a "
+        "per-user tool directory, and as root the account Postgres runs as",
+    )
+    bootstrap.add_argument(
+        "--tools-dir",
+        type=Path,
+        help="where to install (default: $MCP_HARNESS_HOME/tools, else "
+        "~/.local/share/mcp-harness/tools, where doctor and the stack look)",
+    )
+    bootstrap.add_argument(
+        "--patroni",
+        action="store_true",
+        help="also Patroni in a virtualenv there (topology.failover: patroni; etcd comes "
+        "from your system's packages)",
+    )
+    bootstrap.set_defaults(handler=cmd_bootstrap)
+
+
+def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = sub.add_parser(
+        "init",
+        help="start the stack with your server, list its tools over MCP and write a "
+        "scenario for it (then: mcp-harness run FILE)",
+    )
+    how = init.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--command",
+        help="how to start your server, as one shell-style string; {port} and "
+        "{database_url} are filled in (e.g. 'python server.py --port {port}')",
+    )
+    how.add_argument("--url", help="the MCP endpoint of a server you run yourself")
+    init.add_argument(
+        "-o", "--output", type=Path, default=Path("my_server.yaml"), help="scenario file to write"
+    )
+    init.add_argument("--force", action="store_true", help="overwrite the output file")
+    init.add_argument("--name", help="the scenario's name (default: the output file's name)")
+    init.add_argument(
+        "--base",
+        default="primary_kill",
+        help="shipped scenario whose faults, windows and objectives to start from "
+        "(default: primary_kill)",
+    )
+    init.add_argument("--path", default="/mcp", help="your server's MCP endpoint path")
+    init.add_argument(
+        "--ready",
+        help="a path that answers 200 once your server serves (default: the MCP endpoint)",
+    )
+    init.add_argument(
+        "--database-url-env",
+        default="DATABASE_URL",
+        help="the environment variable your server reads its database URL from",
+    )
+    init.add_argument(
+        "--write-tool",
+        help="the tool that writes a row the ledger reads back (default: create_note when "
+        "your server lists it)",
+    )
+    init.add_argument(
+        "--write-arguments",
+        help="its arguments as JSON; placeholders {id} {title} {body} {checksum} {parent_id} "
+        "(default: inferred from the tool's input schema by those names)",
+    )
+    init.add_argument(
+        "--read-sql",
+        help="SQL reading (id, content) back for $1::text[] ids (needed unless the write "
+        "tool is the reference server's create_note)",
+    )
+    init.add_argument("--pg-bin", help="directory of PostgreSQL server binaries")
+    _add_allow_remote(init)
+    init.set_defaults(handler=cmd_init)
 
 
 def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -462,10 +539,44 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     console.print(table)
     if missing:
         err_console.print(
-            "[red]something needed is missing[/]: run the fix shown, or `make bootstrap`."
+            "[red]something needed is missing[/]: run the fix shown, or `mcp-harness "
+            "bootstrap` (`make bootstrap` in a checkout)."
         )
         return EXIT_INCONCLUSIVE
     return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from harness.stack.bootstrap import bootstrap
+    from harness.stack.prerequisites import user_tools_dir
+
+    tools_dir = args.tools_dir or user_tools_dir()
+    bootstrap(tools_dir.resolve(), lambda line: console.print(escape(line)), patroni=args.patroni)
+    console.print("done: `mcp-harness doctor` lists every part")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from harness.init_scenario import InitRequest, write_scenario_for_server
+
+    request = InitRequest(
+        command=args.command,
+        url=args.url,
+        output=args.output,
+        overwrite=args.force,
+        name=args.name,
+        base=args.base,
+        path=args.path,
+        ready=args.ready,
+        database_url_env=args.database_url_env,
+        write_tool=args.write_tool,
+        write_arguments=args.write_arguments,
+        read_sql=args.read_sql,
+        allow_remote=args.allow_remote,
+    )
+    return write_scenario_for_server(
+        request, pg_bin=args.pg_bin, say=lambda line: console.print(escape(line))
+    )
 
 
 def _scenario_for(args: argparse.Namespace) -> Scenario:

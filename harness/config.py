@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -408,12 +408,8 @@ class ReconnectConfig(Model):
     cap: PositiveDuration = 5.0
 
 
-ToolOp = Literal["tools/list", "create_note", "get_note", "search_notes", "notes_report"]
-"""What a simulated client does between think times: tools/list, or one tools/call."""
-
-
-def _default_tool_mix() -> dict[ToolOp, float]:
-    return cast(dict[ToolOp, float], dict(reference.DEFAULT_TOOL_MIX))
+def _default_tool_mix() -> dict[str, float]:
+    return dict(reference.DEFAULT_TOOL_MIX)
 
 
 class LoadConfig(Model):
@@ -421,7 +417,13 @@ class LoadConfig(Model):
     spawn_rate: float = Field(default=50.0, gt=0)
     run_time: PositiveDuration = 60.0
     think_time: tuple[Duration, Duration] = (1.0, 2.0)
-    tool_mix: dict[ToolOp, float] = Field(default_factory=_default_tool_mix)
+    tool_mix: dict[str, float] = Field(default_factory=_default_tool_mix)
+    """What a simulated client does between think times, by relative weight: ``tools/list``,
+    ``create_note`` or the ledger's tool name (a ledgered write), the reference server's
+    read tools (arguments chosen per call), or any other tool of your server (called with
+    ``tool_arguments[name]``, else ``{}``)."""
+    tool_arguments: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Arguments of your own tools in ``tool_mix``, sent as written."""
     reconnect: ReconnectConfig = ReconnectConfig()
     protocol: Literal["2025-11-25", "2026-07-28"] = "2025-11-25"
     hold_stream: bool = False
@@ -447,6 +449,14 @@ class LoadConfig(Model):
             raise ValueError(f"think_time: max ({high}s) is below min ({low}s)")
         if any(w < 0 for w in self.tool_mix.values()) or sum(self.tool_mix.values()) <= 0:
             raise ValueError("tool_mix: weights must be >= 0 and at least one > 0")
+        for op in self.tool_mix:
+            if not op.strip() or control_character(op):
+                raise ValueError(f"tool_mix: {op!r} is no tool name")
+        stray = sorted(set(self.tool_arguments) - set(self.tool_mix))
+        if stray:
+            raise ValueError(
+                f"tool_arguments: {', '.join(stray)} not in tool_mix; add it there with a weight"
+            )
         return self
 
 

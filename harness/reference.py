@@ -21,6 +21,14 @@ DEFAULT_TOOL_MIX = {
 }
 """Relative weights of ``OPS``."""
 
+READ_TOOL_ARGUMENTS = {
+    "get_note": {"id"},
+    "search_notes": {"query", "limit"},
+    "notes_report": set(),
+}
+"""The arguments a simulated client sends each read tool (chosen per call, ``load/user.py``):
+a user's tool of the same name is called the same way when it needs no more than these."""
+
 WRITE_TOOL = "create_note"
 WRITE_ARGUMENTS = {
     "id": "{id}",

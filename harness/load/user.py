@@ -29,7 +29,7 @@ from locust.contrib.fasthttp import FastHttpSession
 from locust.event import EventHook
 
 from harness.load.policy import Attempt
-from harness.load.settings import USER_ID_STRIDE, LoadSettings, load_from_env
+from harness.load.settings import OPS, USER_ID_STRIDE, LoadSettings, load_from_env
 from harness.mcp_client.acks import ack_rule_for, judge_ack
 from harness.mcp_client.wire import (
     ErrorKind,
@@ -138,10 +138,16 @@ class McpUser(FastHttpUser):
             )
 
     def perform(self, op: str) -> McpOutcome:
+        """One operation of the mix. The reference server's read tools get arguments chosen
+        per call; any other tool is called with the scenario's ``tool_arguments``."""
         if op == "tools/list":
             return self.send(self.session.tools_list())
-        if op == "create_note" or (op == "get_note" and not self.written_note_ids):
+        if op in ("create_note", self.write_template.tool) or (
+            op == "get_note" and not self.written_note_ids
+        ):
             return self.create_note()
+        if op in self.load.tool_arguments or op not in OPS:
+            return self.send(self.session.tools_call(op, self.load.tool_arguments.get(op, {})))
         if op == "get_note":
             note_id = self.rng.choice(self.written_note_ids)
             return self.send(self.session.tools_call("get_note", {"id": note_id}))

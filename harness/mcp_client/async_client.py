@@ -6,7 +6,7 @@ framing both use is ``wire``. This module only sends and reads back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2
@@ -63,10 +63,35 @@ async def call_tool_once(
     timeout_s: float = 30.0,
 ) -> McpOutcome:
     """One tools/call on a session of its own (a fault that calls a damaging tool)."""
+    return await _on_a_new_session(
+        url, lambda session: session.tools_call(tool, arguments), protocol, headers, timeout_s
+    )
+
+
+async def list_tools_once(
+    url: str,
+    *,
+    protocol: str = PROTOCOL_2025_11_25,
+    headers: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> McpOutcome:
+    """One tools/list on a session of its own (``init`` reading a server's tools)."""
+    return await _on_a_new_session(
+        url, lambda session: session.tools_list(), protocol, headers, timeout_s
+    )
+
+
+async def _on_a_new_session(
+    url: str,
+    request: Callable[[McpSession], McpRequest],
+    protocol: str,
+    headers: Mapping[str, str] | None,
+    timeout_s: float,
+) -> McpOutcome:
     session = McpSession(protocol=protocol, extra_headers=dict(headers or {}))
     async with httpx2.AsyncClient(timeout=timeout_s) as client:
         opened = await open_session(client, url, session)
         if not opened.ok:
             return opened
-        outcome, _ = await send(client, url, session.tools_call(tool, arguments))
+        outcome, _ = await send(client, url, request(session))
         return outcome

