@@ -358,6 +358,13 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "(default 10%%)",
     )
     compare.add_argument(
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="text (a table for a terminal or a log), json (for a dashboard or a script), "
+        "markdown (for a job summary or a pull request); every figure with its unit",
+    )
+    compare.add_argument(
         "--fail-on-regression",
         action="store_true",
         help="exit 1 when a figure or a verdict regressed against the baseline",
@@ -928,7 +935,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.report.compare import parse_tolerance, render
+    from harness.report.compare import (
+        comparison_document,
+        comparison_markdown,
+        parse_tolerance,
+        render,
+    )
     from harness.report.result import ResultError, read_result
     from harness.report.series import SERIES_FILE
 
@@ -951,12 +963,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         labels.append(f"run {len(labels) + 1}")
     try:
-        regressions = render(results, labels, console, baseline=baseline, tolerance=tolerance)
+        if args.format == "text":
+            regressions = render(results, labels, console, baseline=baseline, tolerance=tolerance)
+        else:
+            document = comparison_document(results, labels, baseline=baseline, tolerance=tolerance)
+            for run, item in zip(document["runs"], args.results, strict=True):
+                run["source"] = item
+            regressions = document["regressions"]
+            text = (
+                json.dumps(document, indent=2, allow_nan=False) + "\n"
+                if args.format == "json"
+                else comparison_markdown(document)
+            )
+            sys.stdout.write(text)
     except RENDER_ERRORS as exc:
         _error(f"{', '.join(args.results)}: cannot be compared ({type(exc).__name__}: {exc})")
         return EXIT_USAGE
-    for label, item in zip(labels, args.results, strict=True):
-        console.print(f"{label}: {item}", highlight=False)
+    if args.format == "text":
+        for label, item in zip(labels, args.results, strict=True):
+            console.print(f"{label}: {item}", highlight=False)
     return EXIT_FAIL if regressions and args.fail_on_regression else 0
 
 

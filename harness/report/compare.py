@@ -67,6 +67,12 @@ class Row:
     ratios: list[float | None]
     regressed: list[bool]
 
+    @property
+    def unit(self) -> str:
+        """The catalog's unit (``s``, ``ms``, ``fraction``, ...); empty when not in it."""
+        found = metric(self.metric)
+        return "" if found is None else found.unit
+
 
 def value_at(result: dict[str, Any], path: str) -> float | None:
     try:
@@ -174,13 +180,14 @@ def render(
     """Print the trend table; the number of regressions flagged (figures and verdicts).
     Labels, verdicts and metric names come from the files: escaped, never Rich markup."""
     console = console or output_console()
-    console.width = max(console.width, 44 + 24 * len(results))
+    console.width = max(console.width, 54 + 24 * len(results))
     labels = [markup(label) for label in labels]
     table = Table(
         title=f"comparison: ratio to {labels[baseline]}; [red]▲[/] worse by more than "
         f"{tolerance:.0%} (a regression)"
     )
     table.add_column("metric", no_wrap=True)
+    table.add_column("unit", no_wrap=True)
     for index, label in enumerate(labels):
         table.add_column(
             label + (" (baseline)" if index == baseline else ""), justify="right", no_wrap=True
@@ -188,6 +195,7 @@ def render(
     worse_verdicts = verdict_regressions(results, baseline)
     table.add_row(
         "verdict",
+        "",
         *(
             f"[red]{markup(r.get('verdict', '?'))} ▲[/]"
             if i in worse_verdicts
@@ -214,7 +222,83 @@ def render(
                     else f"{value:.4g} (×{ratio:.2f})"
                 )
         count += sum(row.regressed)
-        table.add_row(markup(row.metric), *cells)
+        table.add_row(markup(row.metric), row.unit, *cells)
     console.print(table)
     console.print(f"regressions against {labels[baseline]}: {count}", highlight=False)
     return count
+
+
+def comparison_document(
+    results: list[dict[str, Any]],
+    labels: list[str],
+    *,
+    baseline: int = 0,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any]:
+    """The comparison as data (``compare --format json``): each run's label, source and
+    verdict, and each figure with its unit, which way is better, values, ratios to the
+    baseline and regressions; figures no run has are left out."""
+    worse_verdicts = verdict_regressions(results, baseline)
+    rows = [
+        r for r in comparison(results, baseline, tolerance) if any(v is not None for v in r.values)
+    ]
+    return {
+        "baseline": labels[baseline],
+        "tolerance": tolerance,
+        "runs": [
+            {
+                "label": label,
+                "run_id": result.get("run_id"),
+                "verdict": result.get("verdict"),
+                "verdict_regressed": index in worse_verdicts,
+            }
+            for index, (label, result) in enumerate(zip(labels, results, strict=True))
+        ],
+        "metrics": [
+            {
+                "metric": row.metric,
+                "unit": row.unit,
+                "better": row.direction,
+                "values": row.values,
+                "ratios": row.ratios,
+                "regressed": row.regressed,
+            }
+            for row in rows
+        ],
+        "regressions": len(worse_verdicts) + sum(sum(row.regressed) for row in rows),
+    }
+
+
+def comparison_markdown(document: dict[str, Any]) -> str:
+    """The comparison as a Markdown table (``compare --format markdown``, for a job summary
+    or a pull request): value, ratio to the baseline, and ▲ on a regression."""
+    runs = document["runs"]
+    baseline = document["baseline"]
+    header = ["metric", "unit"] + [
+        r["label"] + (" (baseline)" if r["label"] == baseline else "") for r in runs
+    ]
+    lines = [
+        f"Ratio to {baseline}; ▲ worse by more than {document['tolerance']:.0%} (a regression).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * 2 + "---:|" * len(runs),
+        "| verdict | | "
+        + " | ".join(
+            f"{r['verdict']} ▲" if r["verdict_regressed"] else str(r["verdict"]) for r in runs
+        )
+        + " |",
+    ]
+    for row in document["metrics"]:
+        cells = []
+        for label, value, ratio, bad in zip(
+            (r["label"] for r in runs), row["values"], row["ratios"], row["regressed"], strict=True
+        ):
+            if value is None:
+                cells.append("—")
+            elif ratio is None or label == baseline:
+                cells.append(f"{value:.4g}")
+            else:
+                cells.append(f"{value:.4g} (×{ratio:.2f})" + (" ▲" if bad else ""))
+        lines.append(f"| `{row['metric']}` | {row['unit']} | " + " | ".join(cells) + " |")
+    lines += ["", f"Regressions against {baseline}: {document['regressions']}."]
+    return "\n".join(lines) + "\n"

@@ -155,6 +155,47 @@ def test_compare_shows_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "--tolerance" in capsys.readouterr().err
 
 
+def test_compare_as_json_and_markdown_carries_units(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    paths = []
+    for name, p99, failover, verdict in (("a", 100.0, 2.0, "pass"), ("b", 250.0, 2.1, "fail")):
+        result = {
+            "run_id": name,
+            "verdict": verdict,
+            "metrics": {
+                "tools_list_latency_ms": {"storm": {"p99": p99}},
+                "failover_s": failover,
+            },
+        }
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(result))
+    args = ["compare", *map(str, paths)]
+    assert main([*args, "--format", "json", "--fail-on-regression"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    rows = {row["metric"]: row for row in document["metrics"]}
+    assert rows["tools_list_latency_ms.storm.p99"]["unit"] == "ms"
+    assert rows["tools_list_latency_ms.storm.p99"]["regressed"] == [False, True]
+    assert rows["failover_s"] == {
+        "metric": "failover_s",
+        "unit": "s",
+        "better": "lower",
+        "values": [2.0, 2.1],
+        "ratios": [1.0, 1.05],
+        "regressed": [False, False],
+    }
+    assert [r["verdict_regressed"] for r in document["runs"]] == [False, True]
+    assert document["runs"][1]["source"] == str(paths[1]) and document["regressions"] == 2
+    assert main([*args, "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert "| `tools_list_latency_ms.storm.p99` | ms | 100 | 250 (×2.50) ▲ |" in markdown
+    assert "| verdict | | pass | fail ▲ |" in markdown
+    assert main(args) == 0
+    assert "failover_s" in capsys.readouterr().out
+
+
 def test_regressions_know_which_way_is_better() -> None:
     from harness.report.compare import regressed
 
