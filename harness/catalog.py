@@ -485,6 +485,36 @@ METRIC_PATHS: tuple[str, ...] = tuple(BY_PATH)
 """Every metric an objective may name (dotted paths into result.json's ``metrics``)."""
 
 
+KEY_FIGURES: tuple[str, ...] = (
+    "failover_s",
+    "rto_s",
+    "db_failover_s",
+    "time_to_detect_s",
+    "restore.total_s",
+    "reconnect.clients_broken",
+    "reconnect.success_rate",
+    "reconnect.time_to_reconnect_s.p50",
+    "reconnect.time_to_reconnect_s.p99",
+    "reconnect.all_reconnected_s",
+    "reconnect.attempts.p99",
+    "reconnect.initialize_per_s_peak",
+    "tools_list_latency_ms.fault_window.p99",
+    "tools_list_latency_ms.fault_window.p50",
+    "tools_list_latency_ms.storm.p99",
+    "tools_list_latency_ms.recovered.p99",
+    "tools_list_latency_ms.all.p99",
+    "requests.error_rate",
+    "writes.lost",
+    "writes.lost_unintended",
+    "writes.duplicate",
+    "writes.rpo_rows",
+    "server.sessions_open_peak",
+    "generator.requests_per_s_mean",
+    "generator.cpu_cores_mean",
+)
+"""The figures a comparison shows and metrics.prom exports (with every objective's)."""
+
+
 def metric(path: str) -> Metric | None:
     """The entry of a figure's path (a pattern's entry for a name the run decides)."""
     found = BY_PATH.get(path)

@@ -12,40 +12,14 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
-from harness.catalog import Worse, metric
+from harness.catalog import KEY_FIGURES, Worse, metric
 from harness.objectives import UnknownMetric, lookup
 from harness.report.text import markup, output_console
 
 Direction = Literal["lower", "higher", "neutral"]
 """Which way is better (neutral: no regression either way)."""
 
-COMPARED: tuple[str, ...] = (
-    "failover_s",
-    "rto_s",
-    "db_failover_s",
-    "time_to_detect_s",
-    "restore.total_s",
-    "reconnect.clients_broken",
-    "reconnect.success_rate",
-    "reconnect.time_to_reconnect_s.p50",
-    "reconnect.time_to_reconnect_s.p99",
-    "reconnect.all_reconnected_s",
-    "reconnect.attempts.p99",
-    "reconnect.initialize_per_s_peak",
-    "tools_list_latency_ms.fault_window.p99",
-    "tools_list_latency_ms.fault_window.p50",
-    "tools_list_latency_ms.storm.p99",
-    "tools_list_latency_ms.recovered.p99",
-    "tools_list_latency_ms.all.p99",
-    "requests.error_rate",
-    "writes.lost",
-    "writes.lost_unintended",
-    "writes.duplicate",
-    "writes.rpo_rows",
-    "server.sessions_open_peak",
-    "generator.requests_per_s_mean",
-    "generator.cpu_cores_mean",
-)
+COMPARED: tuple[str, ...] = KEY_FIGURES
 """The figures a comparison shows; which way is better comes from the catalog."""
 
 BETTER: dict[Worse, Direction] = {"higher": "lower", "lower": "higher", "neither": "neutral"}

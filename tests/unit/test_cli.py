@@ -234,7 +234,7 @@ def test_report_writes_the_outputs_again(
     shutil.copy(sample, run_dir / "result.json")
     code = main(["report", str(run_dir)])
     assert code in (0, 1, 3)
-    for name in ("junit.xml", "summary.md", "report.html"):
+    for name in ("junit.xml", "summary.md", "report.html", "metrics.prom"):
         assert (run_dir / name).stat().st_size > 0, name
     assert (
         main(["report", str(run_dir / "result.json"), "--out", str(tmp_path / "elsewhere")]) == code

@@ -407,7 +407,7 @@ def test_a_full_disk_is_exit_3_naming_the_file_and_leaves_no_half_written_report
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "result.json").write_bytes(sample.read_bytes())
-    for name in ("junit.xml", "summary.md", "report.html"):
+    for name in ("junit.xml", "summary.md", "report.html", "metrics.prom"):
         (run_dir / name).write_text("OLD COMPLETE FILE")
 
     def full_disk(self: Path, data: Any, *args: Any, **kwargs: Any) -> int:
@@ -420,7 +420,7 @@ def test_a_full_disk_is_exit_3_naming_the_file_and_leaves_no_half_written_report
     code, text = outcome(capsys, ["report", str(run_dir)])
     assert code == 3
     assert "no space left" in text and str(run_dir) in text
-    for name in ("junit.xml", "summary.md", "report.html"):
+    for name in ("junit.xml", "summary.md", "report.html", "metrics.prom"):
         assert (run_dir / name).read_text() == "OLD COMPLETE FILE"
 
 

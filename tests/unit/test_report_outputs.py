@@ -410,9 +410,9 @@ def test_html_survives_an_empty_result() -> None:
 # --- outputs
 
 
-def test_write_outputs_writes_the_three_files_next_to_result_json(tmp_path: Path) -> None:
+def test_write_outputs_writes_its_files_next_to_result_json(tmp_path: Path) -> None:
     paths = write_outputs(tmp_path, sample())
-    assert [p.name for p in paths] == ["junit.xml", "summary.md", "report.html"]
+    assert [p.name for p in paths] == ["junit.xml", "summary.md", "report.html", "metrics.prom"]
     assert all(p.parent == tmp_path and p.stat().st_size > 0 for p in paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
     ET.parse(paths[0])
