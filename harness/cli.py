@@ -757,7 +757,7 @@ async def _until_stopped(coro: Any) -> Any:
 def cmd_drill(args: argparse.Namespace) -> int:
     """Every scenario validated first (exit 2 names the file and the key), then each run as
     ``run`` runs it on a fresh stack, into ``<out>/<drill_id>/<scenario name>/``."""
-    from harness.drill import load_drill, new_drill_id, plan_drill, run_drill
+    from harness.drill import drill_size, load_drill, new_drill_id, plan_drill, run_drill
     from harness.report.drill import write_drill
     from harness.report.summary import number
     from harness.stack.prerequisites import pg_bin_dir, pg_run_user, toxiproxy_server
@@ -796,7 +796,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
         )
         return verdict
 
-    result = run_drill(drill_id, drill.targets, planned, drill_dir, run_one)
+    size = drill_size(full=args.full, scenario_files=args.scenarios)
+    result = run_drill(drill_id, drill.targets, planned, drill_dir, run_one, size)
     written = write_drill(drill_dir, result)
     table = Table(title=f"drill {drill_id}: {result['verdict'].upper()}")
     for column in ("scenario", "verdict", "RTO (s)", "RPO (s)", "RPO rows"):

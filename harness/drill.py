@@ -23,9 +23,9 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -109,12 +109,27 @@ def load_drill(path: Path | str) -> DrillFile:
         ) from None
 
 
+DrillSize = Literal["reduced", "full", "as_written"]
+
+
+class ScenarioRun(NamedTuple):
+    """One scenario of a drill as it ran: its name, directory, result.json, and the keys
+    the drill changed in it."""
+
+    name: str
+    dir: Path
+    result: dict[str, Any]
+    overrides: dict[str, Any] = {}
+
+
 @dataclass(frozen=True)
 class PlannedScenario:
     name: str
     """Also its subfolder of the drill directory (unique within the drill)."""
     file: Path
     scenario: Scenario
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """The drill's ``set:`` (reduced) or ``full:`` keys applied to the file."""
 
 
 def _scenario_path(file: str, drill_path: Path) -> Path:
@@ -159,7 +174,7 @@ def plan_drill(
         while name in names:
             name, n = f"{scenario.name}-{n}", n + 1
         names.add(name)
-        planned.append(PlannedScenario(name, path, scenario))
+        planned.append(PlannedScenario(name, path, scenario, dict(overrides)))
     return planned
 
 
@@ -179,12 +194,21 @@ ScenarioRunner = Callable[[PlannedScenario, Path], Verdict]
 """Runs one scenario into the given directory (result.json and its reports); its verdict."""
 
 
+def drill_size(*, full: bool, scenario_files: Sequence[str] | None) -> DrillSize:
+    """How big the drill ran: the files as written (``--scenarios``), ``full`` (each
+    entry's ``full:`` keys) or ``reduced`` (its ``set:`` keys, the default)."""
+    if scenario_files:
+        return "as_written"
+    return "full" if full else "reduced"
+
+
 def run_drill(
     drill_id: str,
     targets: DrillTargets,
     planned: Sequence[PlannedScenario],
     drill_dir: Path,
     runner: ScenarioRunner,
+    size: DrillSize = "reduced",
 ) -> dict[str, Any]:
     """Run the scenarios one after the other and conclude the drill from their result.json
     files. An interrupted scenario (Ctrl-C) stops the drill: the rest are not started."""
@@ -192,7 +216,7 @@ def run_drill(
 
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
-    runs: list[tuple[str, Path, dict[str, Any]]] = []
+    runs: list[ScenarioRun] = []
     for item in planned:
         scenario_dir = contained(drill_dir, drill_dir / item.name, f"drill scenario {item.name}")
         verdict = runner(item, scenario_dir)
@@ -200,7 +224,7 @@ def run_drill(
             result = read_result(scenario_dir / RESULT_FILE)
         except (OSError, ValueError):
             result = {"verdict": verdict, "notes": ["no result.json was written"]}
-        runs.append((item.name, scenario_dir, result))
+        runs.append(ScenarioRun(item.name, scenario_dir, result, item.overrides))
         if result.get("interrupted"):
             break
     return drill_result(
@@ -211,6 +235,7 @@ def run_drill(
         started_at=started_at,
         duration_s=time.monotonic() - t0,
         not_run=[p.name for p in planned[len(runs) :]],
+        size=size,
     )
 
 
@@ -377,18 +402,26 @@ OVER_TARGET = ("rto_over_target", "rpo_over_target")
 
 
 def scenario_entry(
-    name: str, scenario_dir: Path, result: dict[str, Any], targets: DrillTargets, drill_dir: Path
+    name: str,
+    scenario_dir: Path,
+    result: dict[str, Any],
+    targets: DrillTargets,
+    drill_dir: Path,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     try:
         rel = str(scenario_dir.relative_to(drill_dir))
     except ValueError:
         rel = str(scenario_dir)
+    load = ((result.get("scenario") or {}).get("load")) or {}
     return {
         "name": name,
         "dir": rel,
         "run_id": result.get("run_id"),
         "verdict": result.get("verdict", "inconclusive"),
         "duration_s": result.get("duration_s"),
+        "overrides": dict(overrides or {}),
+        "ran": {"users": load.get("users"), "run_time_s": load.get("run_time")},
         "rto": {"target_s": targets.rto_s, "measured_s": _metric(result, "rto_s")},
         "rpo": {
             "target_s": targets.rpo_s,
@@ -419,16 +452,22 @@ def drill_verdict(
 def drill_result(
     drill_id: str,
     targets: DrillTargets,
-    runs: Sequence[tuple[str, Path, dict[str, Any]]],
+    runs: Sequence[ScenarioRun],
     *,
     drill_dir: Path,
     started_at: str,
     duration_s: float,
     not_run: Sequence[str] = (),
+    size: DrillSize = "reduced",
 ) -> dict[str, Any]:
-    """drill.json: the targets, one entry per scenario, the gaps, the verdict and exit code."""
-    scenarios = [scenario_entry(n, d, r, targets, drill_dir) for n, d, r in runs]
-    gaps = [g for n, _, r in runs for g in scenario_gaps(n, r, targets)]
+    """drill.json: the targets, the size it ran at, one entry per scenario (with the keys
+    the drill changed and the load that ran), the versions, host and commits of the parts,
+    the gaps, the verdict and exit code: a record that stands as audit evidence."""
+    scenarios = [scenario_entry(*run[:3], targets, drill_dir, run.overrides) for run in runs]
+    environment: dict[str, Any] = next(
+        (run.result["environment"] for run in runs if run.result.get("environment")), {}
+    )
+    gaps = [g for run in runs for g in scenario_gaps(run.name, run.result, targets)]
     gaps += [
         {
             "scenario": n,
@@ -445,6 +484,8 @@ def drill_result(
         "started_at": started_at,
         "duration_s": duration_s,
         "targets": targets.model_dump(),
+        "size": size,
+        "environment": environment,
         "scenarios": scenarios,
         "gaps": gaps,
         "verdict": verdict,

@@ -1,6 +1,7 @@
 """drill.json, drill.md and drill.html: the drill rendered from drill.json alone.
 
-Order: the declared targets, one table of the scenarios (verdict, RTO and RPO target
+Order: the declared targets, the record (size run, versions, host, commits), one table
+of the scenarios (verdict, RTO and RPO target
 against measured, a link to each scenario's report.html), per scenario its runbook and
 restore steps with durations and outcomes, then the gaps. The HTML is self-contained and
 shares the run report's CSS. What comes from the runs (scenario names, step details,
@@ -62,6 +63,49 @@ def report_link(entry: dict[str, Any]) -> str:
     return quote(f"{entry.get('dir', entry.get('name'))}/{REPORT_FILE}", safe="/")
 
 
+SIZE_TEXT = {
+    "reduced": "reduced (each scenario's set: keys applied; --full runs it at full size)",
+    "full": "full (each scenario's full: keys applied)",
+    "as_written": "as written (--scenarios: no keys changed)",
+}
+
+
+def record_facts(drill: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the drill's record states beside its figures: the size it ran at, the versions
+    of every part, the host and the commits (audit evidence)."""
+    env = drill.get("environment") or {}
+    machine = env.get("machine") or {}
+    commits = env.get("commits") or {}
+    size = str(drill.get("size") or "reduced")
+    facts = [
+        ("size", SIZE_TEXT.get(size, size)),
+        ("host", f"{machine.get('host', DASH)} ({machine.get('platform', DASH)}, "
+                 f"{machine.get('cpus', DASH)} CPUs, {machine.get('memory_gib', DASH)} GiB)"),
+        ("mcp-harness", f"{env.get('harness', DASH)}, commit {commits.get('harness') or 'none (not a checkout)'}"),
+        ("working directory commit", str(commits.get("working_directory") or "none (not a checkout)")),
+    ]  # fmt: skip
+    for key, name in (
+        ("postgres", "PostgreSQL"),
+        ("toxiproxy", "Toxiproxy"),
+        ("mcp_sdk", "MCP SDK"),
+        ("locust", "Locust"),
+        ("asyncpg", "asyncpg"),
+        ("python", "Python"),
+    ):
+        facts.append((name, str(env.get(key) or DASH)))
+    return facts
+
+
+def ran_text(entry: dict[str, Any]) -> str:
+    """The load a scenario ran with, and the keys the drill changed to get it."""
+    ran = entry.get("ran") or {}
+    text = f"{number(ran.get('users'))} users for {_seconds(ran.get('run_time_s'))}"
+    overrides = entry.get("overrides") or {}
+    if overrides:
+        text += "; the drill set " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+    return text
+
+
 def _md_cell(text: Any) -> str:
     return markdown(text, cell=True)
 
@@ -79,6 +123,10 @@ def drill_markdown(drill: dict[str, Any]) -> str:
         f"Declared targets: {_md(targets_text(drill.get('targets') or {}))}.",
         f"Started {_md(drill.get('started_at'))}, took {_md(_seconds(drill.get('duration_s')))}.",
         "",
+        "| record | |",
+        "|---|---|",
+        *(f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in record_facts(drill)),
+        "",
         "| scenario | verdict | RTO target | RTO measured | RPO target | RPO measured | report |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -93,7 +141,7 @@ def drill_markdown(drill: dict[str, Any]) -> str:
             + f" | [report.html]({report_link(entry)}) |"
         )
     for entry in drill.get("scenarios") or []:
-        lines += ["", f"## {_md(entry.get('name'))}"]
+        lines += ["", f"## {_md(entry.get('name'))}", "", f"Ran: {_md(ran_text(entry))}."]
         steps = entry.get("runbook_steps") or []
         if steps:
             lines += [
@@ -190,6 +238,11 @@ def drill_html(drill: dict[str, Any]) -> str:
             )
         )
     body.append(
+        '<section id="record"><h2>Record</h2>'
+        + _rows(("what", "value"), [(_el("td", k), _el("td", v)) for k, v in record_facts(drill)])
+        + "</section>"
+    )
+    body.append(
         '<section id="scenarios"><h2>Scenarios: targets against measured</h2>'
         + _rows(
             (
@@ -207,8 +260,10 @@ def drill_html(drill: dict[str, Any]) -> str:
         + "</section>"
     )
     for entry in drill.get("scenarios") or []:
-        out = f'<section class="scenario" id="{escape("s-" + str(entry.get("name")))}">' + _el(
-            "h2", str(entry.get("name"))
+        out = (
+            f'<section class="scenario" id="{escape("s-" + str(entry.get("name")))}">'
+            + _el("h2", str(entry.get("name")))
+            + _el("p", "Ran: " + ran_text(entry) + ".")
         )
         steps = entry.get("runbook_steps") or []
         if steps:

@@ -6,6 +6,8 @@ import json
 import math
 import os
 import platform
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ RESULT_FILE = "result.json"
 
 
 def environment(stack_versions: dict[str, Any]) -> dict[str, Any]:
-    """Versions of every part and the machine, so two results can be compared fairly."""
+    """Versions of every part, the machine and the commits, so two results can be compared
+    fairly and a drill's record says what ran where."""
     mem_kib = psutil.virtual_memory().total // 1024
     return {
         **stack_versions,
@@ -33,8 +36,32 @@ def environment(stack_versions: dict[str, Any]) -> dict[str, Any]:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "memory_gib": round(mem_kib / 1024 / 1024, 1),
+            "host": socket.gethostname(),
+        },
+        "commits": {
+            "harness": git_commit(Path(__file__).resolve().parent),
+            "working_directory": git_commit(Path.cwd()),
         },
     }
+
+
+GIT_TIMEOUT_S = 5.0
+
+
+def git_commit(directory: Path) -> str | None:
+    """The commit checked out where ``directory`` is (``-dirty`` when it has changes), or
+    None outside a git checkout. The working directory's is the server's when
+    ``server.command`` runs from a team's checkout, as it does."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def stamped(result: dict[str, Any]) -> dict[str, Any]:

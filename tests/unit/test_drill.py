@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from harness.config import ScenarioError, load_objectives
-from harness.drill import DrillTargets, drill_result, load_drill, plan_drill, scenario_gaps
+from harness.drill import (
+    DrillTargets,
+    ScenarioRun,
+    drill_result,
+    load_drill,
+    plan_drill,
+    scenario_gaps,
+)
 from harness.report.drill import drill_html, drill_markdown
 from harness.shipped import DRILLS_DIR, SCENARIOS_DIR
 
@@ -179,7 +186,7 @@ def test_drill_verdict_first_that_applies(tmp_path: Path) -> None:
     run = lambda *rs: drill_result(  # noqa: E731
         "d",
         TARGETS,
-        [(f"s{i}", tmp_path / f"s{i}", r) for i, r in enumerate(rs)],
+        [ScenarioRun(f"s{i}", tmp_path / f"s{i}", r) for i, r in enumerate(rs)],
         drill_dir=tmp_path,
         started_at="now",
         duration_s=1.0,
@@ -206,8 +213,8 @@ def test_rendering_shows_targets_table_steps_and_gaps(tmp_path: Path) -> None:
         "d1",
         TARGETS,
         [
-            ("pitr_restore", tmp_path / "pitr_restore", restored),
-            ("primary_kill_runbook", tmp_path / "primary_kill_runbook", failed),
+            ScenarioRun("pitr_restore", tmp_path / "pitr_restore", restored),
+            ScenarioRun("primary_kill_runbook", tmp_path / "primary_kill_runbook", failed),
         ],
         drill_dir=tmp_path,
         started_at="2026-11-25T14:00:00+00:00",
@@ -228,3 +235,36 @@ def test_rendering_shows_targets_table_steps_and_gaps(tmp_path: Path) -> None:
     )
     assert 'href="pitr_restore/report.html"' in html and 'id="gaps"' in html
     assert "needs a manual action" in html
+
+
+def test_the_record_says_the_size_run_the_keys_changed_the_versions_host_and_commits(
+    tmp_path: Path,
+) -> None:
+    from harness.report.result import environment, git_commit
+
+    env = environment({"postgres": "18.6", "toxiproxy": "2.12.0"})
+    assert env["commits"]["harness"] == git_commit(Path(__file__).parent)  # this checkout
+    assert env["commits"]["harness"] is not None and git_commit(Path("/")) is None
+    ran = {
+        **result(),
+        "environment": env,
+        "scenario": {"load": {"users": 200, "run_time": 50.0}},
+    }
+    drill = drill_result(
+        "d",
+        TARGETS,
+        [ScenarioRun("primary_kill_runbook", tmp_path / "p", ran, {"load.users": 200})],
+        drill_dir=tmp_path,
+        started_at="now",
+        duration_s=60.0,
+        size="reduced",
+    )
+    assert drill["size"] == "reduced" and drill["environment"] == env
+    assert drill["scenarios"][0]["ran"] == {"users": 200, "run_time_s": 50.0}
+    assert drill["scenarios"][0]["overrides"] == {"load.users": 200}
+    md, html = drill_markdown(drill), drill_html(drill)
+    for text in (md, html):
+        assert "reduced (each scenario" in text
+        assert env["machine"]["host"] in text and env["commits"]["harness"] in text
+        assert "200 users for 50 s; the drill set load.users=200" in text
+        assert "18.6" in text and "2.12.0" in text
