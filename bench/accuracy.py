@@ -3,7 +3,7 @@
 Outages: both Postgres hops of the server's DSN (the ``pg-primary`` and ``pg-replica``
 proxies; the write probe uses the same DSN) are disabled at an instant stamped on the
 probes' clock (CLOCK_MONOTONIC relative to ``t0``, as ``RunClock``) and enabled again
-after a known time. By the definitions in README, "Measurements":
+after a known time. By the definitions in docs/measurements.md:
 
 - ``db_failover_s`` = t_fault -> first write committed after it, seen by a write probe
   writing every <= 50 ms: its truth is the outage length (the path is back, and the same

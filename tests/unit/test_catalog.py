@@ -1,4 +1,4 @@
-"""The metric catalog is the one list of figures: README's table is generated from it,
+"""The metric catalog is the one list of figures: docs/measurements.md's table is generated from it,
 every path an objective may name comes from it, and every figure of real runs (the
 result files under tests/data, written by this version's runs) is in it."""
 
@@ -16,11 +16,13 @@ from tests.helpers import uncatalogued
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_readme_table_is_the_catalog() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_the_documented_table_is_the_catalog() -> None:
+    page = (REPO / "docs" / "measurements.md").read_text()
     begin, end = "<!-- metric catalog: begin -->\n", "<!-- metric catalog: end -->"
-    table = readme[readme.index(begin) + len(begin) : readme.index(end)]
-    assert table == markdown_table(), "README's metric table differs from harness/catalog.py"
+    table = page[page.index(begin) + len(begin) : page.index(end)]
+    assert table == markdown_table(), (
+        "docs/measurements.md's metric table differs from harness/catalog.py"
+    )
 
 
 def test_every_path_is_unique_and_an_objective_may_name_it() -> None:
@@ -41,7 +43,7 @@ def test_compare_reads_which_way_is_worse_from_the_catalog() -> None:
 
 
 SAMPLES = sorted((REPO / "tests" / "data").glob("result_v2_*.json"))
-"""Real results of this version's shipped scenarios at reduced size (README, Tests)."""
+"""Real results of this version's shipped scenarios at reduced size (docs/tests.md)."""
 
 
 def sample_results() -> list[dict]:

@@ -32,14 +32,14 @@ def test_every_document_the_project_names_is_in_it() -> None:
     assert not missing, missing
 
 
-def test_the_readmes_pytest_example_is_the_one_the_suite_runs() -> None:
-    """README's example is ``examples/test_my_server.py``'s test, word for word (its
-    docstring aside): the suite runs that file on the local backend and against a
-    server known to be broken (tests/integration/test_pytest_plugin.py)."""
+def test_the_documented_pytest_example_is_the_one_the_suite_runs() -> None:
+    """docs/pytest.md's first example is ``examples/test_my_server.py``'s test, word for
+    word (its docstring aside): the suite runs that file on the local backend and against
+    a server known to be broken (tests/integration/test_pytest_plugin.py)."""
     import ast
 
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Writing your own resilience tests") :]
+    page = (REPO / "docs" / "pytest.md").read_text()
+    section = page[page.index("# Writing your own resilience tests") :]
     block = section[section.index("```python\n") + len("```python\n") :]
     block = block[: block.index("```")]
     example = (REPO / "examples" / "test_my_server.py").read_text()
