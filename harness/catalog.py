@@ -2,7 +2,7 @@
 which way is worse, and what it means.
 
 The objectives validator (``config.METRIC_PATHS``), ``compare`` (which way a change is
-a regression), the console (units) and README's metric table all read this list; a
+a regression), the console (units) and the metric table in docs/measurements.md all read this list; a
 figure added to the measurement code without an entry here fails the tests. A path may
 hold ``{phase}`` (every latency phase, ``all`` and ``fault_window``), ``{percentile}``
 or ``{step}`` (a restore's timed steps); ``paths()`` expands them.
@@ -34,7 +34,7 @@ RESTORE_TIMED_STEPS = (
     "first_good_write",
     "rebuild_replica",
 )
-"""A restore's timed steps, in order (README, "The restore procedure")."""
+"""A restore's timed steps, in order (docs/restore.md)."""
 
 INTEGRITY_MOMENTS = ("baseline", "before", "after")
 """When the integrity checks' reports are kept: the last before the fault, just before
@@ -541,7 +541,7 @@ def unit_suffix(path: str) -> str:
 
 
 def markdown_table() -> str:
-    """README's metric table, from this catalog."""
+    """The metric table of docs/measurements.md, from this catalog."""
     rows = ["| metric | unit | worse when | what it is |", "|---|---|---|---|"]
     for m in CATALOG:
         worse = {"higher": "higher", "lower": "lower", "neither": "—"}[m.worse]

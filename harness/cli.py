@@ -1,6 +1,6 @@
 """``mcp-harness``: doctor, bootstrap, init, up, run, drill, report, compare, runbook.
 
-Exit codes (README, "Objectives, verdict, exit codes"): 2 bad usage or invalid scenario; else 1 if an objective
+Exit codes (docs/objectives.md): 2 bad usage or invalid scenario; else 1 if an objective
 was missed; else 3 if inconclusive (an objective not measured, a fault not
 confirmed, the stack not up, a missing prerequisite); else 0.
 """

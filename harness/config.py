@@ -303,7 +303,7 @@ class ServerConfig(Model):
     instances: int = Field(default=1, ge=1, le=16)
     """More than one: HAProxy balances them, keeping each session on its instance."""
     fault_mode: Literal["none", "write-garbage", "corrupt-state"] = "none"
-    """The reference server started as a faulty release (README, "Fault modes")."""
+    """The reference server started as a faulty release (docs/reference-server.md)."""
     setup_sql: str | None = None
     """A SQL file run on the application database, as the application's role, before the
     server starts (your schema); a relative path is relative to the scenario file."""
@@ -479,7 +479,7 @@ class ProbeConfig(Model):
 
 
 PROXY_NAMES = ("mcp", "pg-primary", "pg-replica", "pg-replication")
-"""The Toxiproxy proxy on every hop that can fail (README, "The stack")."""
+"""The Toxiproxy proxy on every hop that can fail (docs/design.md)."""
 ProxyName = Literal["mcp", "pg-primary", "pg-replica", "pg-replication"]
 
 TOXIC_ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -643,7 +643,7 @@ BACKEND_FAULTS: dict[str, tuple[str, ...]] = {
     ),
     "docker": ("kill_primary", "kill_server", "toxic", "proxy_down", "call_tool", "partition"),
 }
-"""Which fault kinds each backend can inject (README, "Backends")."""
+"""Which fault kinds each backend can inject (docs/backends.md)."""
 
 
 def backend_refusal(kind: str, backend: str, kinds: Sequence[str]) -> str | None:

@@ -1,4 +1,4 @@
-"""Objectives -> verdicts, and the run's verdict and exit code (README, "Objectives, verdict, exit codes")."""
+"""Objectives -> verdicts, and the run's verdict and exit code (docs/objectives.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Measurements: probes, the write ledger, histograms, phases, reconnects, the timeline.
 
 Everything here but the probes is pure: it turns samples into the metrics that
-README's Measurements defines, so each definition is tested on its own.
+docs/measurements.md defines, so each definition is tested on its own.
 """

@@ -1,5 +1,5 @@
 """The run's two clocks: CLOCK_MONOTONIC for every measurement, wall time for
-PostgreSQL's recovery targets and commit timestamps only (README, "Measurements").
+PostgreSQL's recovery targets and commit timestamps only (docs/measurements.md).
 
 ``RunClock`` converts between them with one offset taken when the load starts,
 and says how far the wall clock moved against the monotonic one since: a step

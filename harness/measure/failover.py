@@ -1,4 +1,4 @@
-"""Failover and recovery times from probe samples (README, "Measurements").
+"""Failover and recovery times from probe samples (docs/measurements.md).
 
 Times are seconds relative to the start of the load, all from CLOCK_MONOTONIC.
 

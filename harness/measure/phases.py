@@ -1,4 +1,4 @@
-"""Phases of a run, exactly as README's Measurements defines them.
+"""Phases of a run, exactly as docs/measurements.md defines them.
 
 ``ramp`` = [start, spawning complete); ``baseline`` = [spawning complete,
 t_fault); ``disruption`` = [t_fault, first successful service write);

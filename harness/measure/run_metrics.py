@@ -5,7 +5,7 @@ database recorded into metrics, phases, a timeline, notes and doubts.
 It takes plain data (``Evidence``) and returns its findings (``Measured``); it changes
 nothing it is given: a primary kill that the write probe saw fail comes back as an
 unconfirmed copy of its fault record. Every figure is computed by the pure functions of
-the modules beside it; this module only assembles them (README, "Measurements").
+the modules beside it; this module only assembles them (docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class AroundTheLoad(TypedDict):
 
 
 class Metrics(DatabaseFailover, ServiceRecovery, Detection, AroundTheLoad):
-    """result.json's ``metrics``: every figure of a run (README's metric table, from
+    """result.json's ``metrics``: every figure of a run (the metric table in docs/measurements.md, from
     ``harness.catalog``, says what each one means)."""
 
     restore: dict[str, Any] | None

@@ -1,4 +1,4 @@
-"""result.json: the stable contract every report is rendered from (README, "Output")."""
+"""result.json: the stable contract every report is rendered from (docs/outputs.md)."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def test_the_example_passes_on_the_local_backend(pytester: pytest.Pytester) -> N
 def test_the_examples_primary_loss_fails_a_server_that_cannot_write_after_it(
     pytester: pytest.Pytester,
 ) -> None:
-    """The README's example, against a server known to be broken: its pool holds one
+    """docs/pytest.md's example, against a server known to be broken: its pool holds one
     host, the dead primary's, so no write works after the failover. The example must
     fail it (a reconnect rate would have passed it: no MCP session breaks)."""
     pytester.makepyfile(test_my_server=EXAMPLE.read_text())

@@ -1,4 +1,4 @@
-"""The measurement definitions (README, "Measurements"), each on hand-made samples."""
+"""The measurement definitions (docs/measurements.md), each on hand-made samples."""
 
 from __future__ import annotations
 
