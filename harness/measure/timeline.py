@@ -53,12 +53,13 @@ def build_timeline(
     are the once-a-second samples of the database, the server and the generator, merged
     into the row of their second (their keys as sampled).
 
-    Per second: requests/s, errors/s by kind, tools/list p50/p99 (ms), sessions
-    open at the end of the second (users whose last session event was a
-    successful initialize), and the events (faults, promotions) in it.
+    Per second: requests/s, errors/s by kind, tools/list p50/p99 (ms), successful
+    initializes (new sessions), sessions open at the end of the second (users whose last
+    session event was a successful initialize), and the events (faults, promotions) in it.
     """
     seconds = max(1, math.ceil(run_end_s))
     requests = [0] * seconds
+    initializes = [0] * seconds
     errors: list[dict[str, int]] = [defaultdict(int) for _ in range(seconds)]
     latency = [LatencyHistogram() for _ in range(seconds)]
     session_delta = [0] * seconds
@@ -72,6 +73,8 @@ def build_timeline(
             errors[second][record.get("err") or "unknown"] += 1
         if record["m"] == "tools/list" and record["ok"]:
             latency[second].record_ms(record["ms"])
+        elif record["m"] == "initialize" and record["ok"]:
+            initializes[second] += 1
     for t_s, _, change in connection_opens(records):
         if 0 <= int(t_s) < seconds:
             session_delta[int(t_s)] += change
@@ -95,6 +98,7 @@ def build_timeline(
                 "tools_list_p50_ms": latency[second].percentile_ms(50),
                 "tools_list_p99_ms": latency[second].percentile_ms(99),
                 "sessions_open": sessions,
+                "initialize_per_s": initializes[second],
                 "events": by_second.get(second, []),
                 **sampled.get(second, {}),
             }

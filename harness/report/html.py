@@ -51,6 +51,8 @@ COLOR = {
     "errors_per_s": "#d55e00",
     "tools_list_p50_ms": "#009e73",
     "tools_list_p99_ms": "#cc79a7",
+    "sessions_open": "#0072b2",
+    "initialize_per_s": "#e69f00",
     "fault": "#24292f",
     "event": "#5e3c99",
     "objective": "#cf222e",
@@ -191,6 +193,8 @@ SERIES_VALUE: dict[str, Callable[[Any], float | None]] = {
     "errors_per_s": errors_total,
     "tools_list_p50_ms": _plain,
     "tools_list_p99_ms": _plain,
+    "sessions_open": _plain,
+    "initialize_per_s": _plain,
 }
 
 
@@ -210,6 +214,8 @@ def _tooltip(name: str, row: dict[str, Any], value: float) -> str:
     if name == "errors_per_s" and isinstance(row.get(name), dict) and row[name]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(row[name].items()))
         return f"t={t} s: {number(value)} errors/s ({kinds})"
+    if name == "sessions_open":
+        return f"t={t} s: {number(value)} sessions open"
     unit = "ms" if name.endswith("_ms") else "/s"
     return f"t={t} s: {name} {number(value)} {unit}".replace(" /s", "/s")
 
@@ -238,13 +244,23 @@ class TimeChart:
     def x(self, t_s: float) -> float:
         return LEFT + (WIDTH - LEFT - RIGHT) * min(max(t_s, 0.0), self.x_max) / self.x_max
 
+    def label_anchor(self, marker: Marker) -> tuple[str, float]:
+        """Where a marker's label sits: centred on its line, or flush to the line's side that
+        keeps it inside the chart (a fault at 0 s or at the end is not clipped)."""
+        x, width = self.x(marker.t_s), len(marker.label) * 7.0 + 8
+        if x - width / 2 < 2:
+            return "start", x - 4
+        if x + width / 2 > WIDTH - 2:
+            return "end", x - width + 4
+        return "middle", x - width / 2
+
     def _label_rows(self) -> dict[int, int]:
         """Marker labels go on as many rows above the plot as they need not to overlap."""
         rows: dict[int, int] = {}
         ends: list[float] = []
         for i, marker in enumerate(self.markers):
             width = len(marker.label) * 7.0 + 12
-            start = self.x(marker.t_s) - width / 2
+            start = self.label_anchor(marker)[1] - 2
             row = next((r for r, end in enumerate(ends) if end <= start), len(ends))
             if row == len(ends):
                 ends.append(0.0)
@@ -313,7 +329,7 @@ class TimeChart:
                 + (f' stroke-dasharray="{marker.dash}"' if marker.dash else "")
                 + "/>"
             )
-            labels.append(_label(marker.label, x, y, "middle", marker.color))
+            labels.append(_label(marker.label, x, y, self.label_anchor(marker)[0], marker.color))
         return lines + labels
 
     def render(
@@ -433,9 +449,26 @@ def _label(text: str, x: float, y: float, anchor: str, color: str) -> str:
     )
 
 
+def runbook_executions(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runbook watcher's executions (each time it found the stack unhealthy and ran)."""
+    runbook = (result.get("metrics") or {}).get("runbook")
+    executions = runbook.get("executions") if isinstance(runbook, dict) else None
+    return [e for e in executions or [] if isinstance(e, dict)]
+
+
+ENDED_LABEL = {
+    "kill_server": "server restarted",
+    "kill_primary": "old primary restarted",
+    "bad_deployment": "rolled back",
+    "partition": "partition healed",
+    "switchover": "switchover done",
+}
+"""How a fault's end reads on a chart; any other kind is ``<kind> lifted``."""
+
+
 def markers_of(result: dict[str, Any]) -> list[Marker]:
-    """Faults where they took effect (and were lifted), the first write on a promoted primary,
-    detection, restore start and end."""
+    """Faults where they took effect (and ended), the first write on a promoted primary,
+    detection, each runbook execution, restore start and end."""
     metrics = result.get("metrics") or {}
     markers = []
     first_fault = None
@@ -446,9 +479,9 @@ def markers_of(result: dict[str, Any]) -> list[Marker]:
                 fault["t_fault_s"] if first_fault is None else min(first_fault, fault["t_fault_s"])
             )
             if fault.get("t_end_s") is not None:
-                markers.append(
-                    Marker(fault["t_end_s"], f"{fault.get('kind')} lifted", COLOR["fault"], "5 3")
-                )
+                kind = str(fault.get("kind"))
+                ended = ENDED_LABEL.get(kind, f"{kind} lifted")
+                markers.append(Marker(fault["t_end_s"], ended, COLOR["fault"], "5 3"))
     if first_fault is not None and metrics.get("db_failover_s") is not None:
         markers.append(
             Marker(
@@ -459,6 +492,9 @@ def markers_of(result: dict[str, Any]) -> list[Marker]:
         markers.append(
             Marker(first_fault + metrics["time_to_detect_s"], "detected", COLOR["event"], "2 3")
         )
+    for index, execution in enumerate(runbook_executions(result), start=1):
+        if isinstance(execution.get("t_s"), (int, float)):
+            markers.append(Marker(execution["t_s"], f"runbook #{index}", COLOR["event"], "4 2"))
     restore = metrics.get("restore") or {}
     if restore.get("started_s") is not None:
         markers.append(Marker(restore["started_s"], "restore starts", COLOR["event"], "6 3"))
@@ -485,6 +521,12 @@ def _legend(items: Sequence[tuple[str, str, str]]) -> str:
     return f'<ul class="legend">{"".join(out)}</ul>'
 
 
+EMPTY_PHASE_WHY = {
+    "storm": " (new sessions were under twice the baseline's rate when the service returned: no herd)",
+    "disruption": " (a service write succeeded at once after the fault)",
+}
+
+
 def _phase_legend(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     items = []
     for phase in result.get("phases") or []:
@@ -494,7 +536,7 @@ def _phase_legend(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             continue
         span = f"{name} {start:.1f}–{end:.1f} s"
         if end <= start:
-            span = f"{name}: empty (0 s)"
+            span = f"{name}: none" + EMPTY_PHASE_WHY.get(name, "")
         items.append(("box", PHASE_FILL.get(name, "#eef1f4"), span))
     return items
 
@@ -552,6 +594,14 @@ def timeline_charts(result: dict[str, Any]) -> str:
         thresholds=_latency_thresholds(result),
         title="tools/list latency per second",
     )
+    sessions = chart.render(
+        [
+            build_series(timeline, "initialize_per_s", area=True),
+            build_series(timeline, "sessions_open"),
+        ],
+        y_label="sessions / initializes per second",
+        title="sessions open and initializes per second",
+    )
     missing = sum(1 for row in timeline if _plain(row.get("tools_list_p99_ms")) is None)
     gap_note = (
         f" {missing} of {len(timeline)} seconds had no successful tools/list: no point, the line breaks."
@@ -589,6 +639,21 @@ def timeline_charts(result: dict[str, Any]) -> str:
         + _el(
             "p",
             "Successful tools/list calls only, per second of the run." + gap_note,
+            class_="muted",
+        )
+        + '</section><section id="sessions"><h2>Sessions and initializes over time</h2>'
+        + sessions
+        + _legend(
+            [
+                ("line", COLOR["sessions_open"], "sessions open (clients holding one)"),
+                ("line", COLOR["initialize_per_s"], "successful initializes/s, shaded"),
+            ]
+            + context
+        )
+        + _el(
+            "p",
+            "A reconnect herd is the shaded hump after a fault: every broken client opening a "
+            "session again. Sessionless clients (2026-07-28) open none.",
             class_="muted",
         )
         + "</section>"
@@ -819,6 +884,60 @@ def restore_section(result: dict[str, Any]) -> str:
     return head + chart + facts + "</section>"
 
 
+STEP_COLOR = {"healthy": COLOR["bar_after"], "fixed": COLOR["bar"]}
+"""A step that needed a person (alert, not fixed, failed, skipped) is drawn in red."""
+
+
+def runbook_section(result: dict[str, Any]) -> str:
+    """Each runbook execution's steps on the run's clock, as bars: when each started, how
+    long it took and how it ended (the drill's evidence, in the run's own report)."""
+    executions = runbook_executions(result)
+    if not executions:
+        return ""
+    bars = []
+    for index, execution in enumerate(executions, start=1):
+        for step in execution.get("steps") or []:
+            start, took = step.get("start_s"), step.get("duration_s")
+            if not isinstance(start, (int, float)) or not isinstance(took, (int, float)):
+                continue
+            outcome = str(step.get("outcome"))
+            bars.append(
+                Bar(
+                    f"#{index} {step.get('name')}",
+                    float(start),
+                    float(took),
+                    f"{outcome}, {with_unit(took, 's')}",
+                    STEP_COLOR.get(outcome, COLOR["objective"]),
+                )
+            )
+    if not bars:
+        return ""
+    chart = bar_chart(
+        bars,
+        series="runbook_steps",
+        unit="seconds since the load started",
+        title="runbook executions",
+    )
+    rows = [
+        (
+            f"#{index} at {instant(e.get('t_s'))}",
+            "triggered by "
+            + (
+                ", ".join(f"{t.get('step')} ({t.get('detail')})" for t in e.get("trigger") or [])
+                or "—"
+            )
+            + f"; gaps: {', '.join(map(str, e.get('gaps') or [])) or 'none'}",
+        )
+        for index, e in enumerate(executions, start=1)
+    ]
+    return (
+        '<section id="runbook"><h2>Runbook executions</h2>'
+        + chart
+        + _table(rows, ("execution", "why it ran, and what is left for a person"))
+        + "</section>"
+    )
+
+
 def _table(rows: Sequence[tuple[str, str]], head: tuple[str, str] | None = None) -> str:
     thead = f"<tr><th>{escape(head[0])}</th><th>{escape(head[1])}</th></tr>" if head else ""
     body = "".join(
@@ -1004,6 +1123,7 @@ def report_html(result: dict[str, Any]) -> str:
         timeline_charts(result),
         requests_section(result),
         reconnect_section(result),
+        runbook_section(result),
         restore_section(result),
         figures_section(result),
         '<section id="environment"><h2>Environment</h2>'

@@ -165,10 +165,12 @@ def test_timeline_rows() -> None:
             "ms": 9,
         },
         {"k": "broken", "t_s": 2.1, "u": 1},
+        {"k": "req", "t_s": 2.2, "m": "initialize", "ok": False, "err": "timeout", "u": 1},
     ]
     rows = build_timeline(records, 3.0, [(1.2, "kill_primary")])
     assert len(rows) == 3
     assert rows[0]["requests_per_s"] == 2 and rows[0]["sessions_open"] == 1
+    assert [row["initialize_per_s"] for row in rows] == [1, 0, 0]  # a failed one opens none
     assert rows[0]["tools_list_p50_ms"] == pytest.approx(4, rel=0.01)
     assert rows[1]["errors_per_s"] == {"tool_error": 1} and rows[1]["events"] == ["kill_primary"]
     assert rows[2]["sessions_open"] == 0

@@ -21,7 +21,14 @@ from harness.report.summary import objective_message, summary_markdown, unit_of,
 from tests.helpers import series_in_dom
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "result_sample.json"
-TIME_SERIES = ("requests_per_s", "errors_per_s", "tools_list_p50_ms", "tools_list_p99_ms")
+TIME_SERIES = (
+    "requests_per_s",
+    "errors_per_s",
+    "tools_list_p50_ms",
+    "tools_list_p99_ms",
+    "sessions_open",
+    "initialize_per_s",
+)
 
 
 def objective(metric: str, bound: str, target: float, measured: float | None, verdict: str) -> dict:
@@ -461,3 +468,60 @@ def test_a_fault_with_a_window_takes_its_time_in_junit() -> None:
     _, suite = suite_of(junit_xml(windowed))
     assert cases(suite)["fault proxy_down confirmed"].get("time") == "2.500"
     assert cases(suite)["failover_s"].get("time") == "0"  # an objective takes no time
+
+
+def test_html_shows_sessions_runbook_steps_fault_ends_and_why_a_phase_is_empty() -> None:
+    from harness.report.html import TimeChart, markers_of
+
+    timeline = [
+        {**row, "initialize_per_s": 40 if row["t_s"] == 3 else 0, "sessions_open": 10 * row["t_s"]}
+        for row in PASSING["timeline"]
+    ]
+    restart = {
+        "kind": "kill_server",
+        "target": "server",
+        "at_s": 0.0,
+        "t_fault_s": 0.0,
+        "confirmed": True,
+        "t_end_s": 3.0,
+        "detail": "SIGKILL, restarted after 3 s",
+    }
+    runbook = {
+        "executions": [
+            {
+                "t_s": 2.0,
+                "trigger": [{"step": "primary_connectivity", "detail": "no primary"}],
+                "gaps": ["replica_lag"],
+                "steps": [
+                    {
+                        "name": "primary_connectivity",
+                        "outcome": "fixed",
+                        "start_s": 2.0,
+                        "duration_s": 1.2,
+                    },
+                    {"name": "replica_lag", "outcome": "alert", "start_s": 3.2, "duration_s": 0.1},
+                ],
+            }
+        ]
+    }
+    data = result(
+        "pass",
+        PASSING["objectives"],
+        timeline=timeline,
+        faults=[restart],
+        metrics={**PASSING["metrics"], "runbook": runbook},
+    )
+    page = report_html(data)
+    drawn = series_in_dom(page)
+    assert drawn["sessions_open"] == (5, 5) and drawn["initialize_per_s"] == (5, 5)
+    assert drawn["runbook_steps"] == (2, 2)
+    assert 'id="sessions"' in page and 'id="runbook"' in page
+    assert "#1 primary_connectivity" in page and "fixed, 1.2 s" in page and "alert" in page
+    assert "triggered by primary_connectivity (no primary); gaps: replica_lag" in page
+    labels = [m.label for m in markers_of(data)]
+    assert labels == ["kill_server", "server restarted", "runbook #1"]
+    assert "kill_server lifted" not in page
+    assert "storm: none (new sessions were under twice the baseline" in page
+    chart = TimeChart(3.0, markers_of(data), data["phases"])  # the restart at the right edge
+    anchors = {m.label: chart.label_anchor(m)[0] for m in chart.markers}
+    assert anchors == {"kill_server": "middle", "runbook #1": "middle", "server restarted": "end"}
