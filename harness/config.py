@@ -296,6 +296,12 @@ class ServerConfig(Model):
     ready_timeout: PositiveDuration = 30.0
     headers: dict[str, str] = Field(default_factory=dict)
     url: str | None = None
+    database_url_file: str | None = None
+    """With ``url``: the file the harness writes ``<database_url_env>=<the run's DSN>``
+    into (mode 600) once the databases are up, before it waits ``ready_timeout`` for your
+    server to answer; removed when the stack stops. For a server you start yourself that
+    must use the run's database (ports and passwords change every run): a compose
+    ``env_file``, or a wrapper that waits for the file and starts the server."""
     json_response: bool = False
     session_idle_timeout: PositiveDuration = 1800.0
     max_sessions: int = Field(default=10_000, ge=1)
@@ -386,6 +392,13 @@ class ServerConfig(Model):
             raise ValueError(
                 "give either url (a server you run) or command (one the harness runs), not both"
             )
+        if self.database_url_file and not self.url:
+            raise ValueError(
+                "database_url_file: only with url (a server the harness starts gets the "
+                "database URL in its environment, database_url_env)"
+            )
+        if self.database_url_file and not self.database_url_env:
+            raise ValueError("database_url_file: needs database_url_env, the variable it sets")
         if self.url or self.command:
             reference_only = [
                 key

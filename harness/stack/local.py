@@ -51,7 +51,12 @@ from harness.stack.backup import (
     replay_failure_hint,
 )
 from harness.stack.haproxy import HaproxyBalancer
-from harness.stack.mcp_server import McpServerProcess, Rollout
+from harness.stack.mcp_server import (
+    McpServerProcess,
+    Rollout,
+    wait_until_ready,
+    write_database_url_file,
+)
 from harness.stack.net import LOOPBACK, free_port, listens_on, taken_by_another
 from harness.stack.patroni import REST_USER as PATRONI_REST_USER
 from harness.stack.patroni import EtcdServer, PatroniNode, patroni_versions
@@ -144,6 +149,8 @@ class LocalStack(Stack):
         self._rejoins: list[Rejoin] = []
         self._rejoining: asyncio.Task[None] | None = None
         self._reaping: asyncio.Task[None] | None = None
+        self._database_url_file: Path | None = None
+        """The database URL handed to a server the user runs (server.database_url_file)."""
         self._killed_node: PatroniNode | None = None
 
     @property
@@ -548,6 +555,8 @@ class LocalStack(Stack):
         if config.setup_sql:
             await self._apply_setup_sql(Path(config.setup_sql))
         if config.url:
+            if config.database_url_file:
+                await self._hand_over_database_url(config)
             return config.url
         for index in range(config.instances):
             self.servers.append(await self._start_instance(index))
@@ -561,6 +570,16 @@ class LocalStack(Stack):
 
         self.balancer = await _started_on_a_free_port(start)
         return f"http://{LOOPBACK}:{self.balancer.port}{config.path}"
+
+    async def _hand_over_database_url(self, config: ServerConfig) -> None:
+        """A server run by the user learns the run's database from a file, and is waited for."""
+        assert config.url and config.database_url_file and config.database_url_env
+        path = Path(config.database_url_file)
+        write_database_url_file(path, config.database_url_env, self.server_database_url)
+        self._database_url_file = path
+        origin = urlsplit(config.url)
+        ready = f"{origin.scheme}://{origin.netloc}{config.ready or origin.path}"
+        await wait_until_ready(ready, config)
 
     async def _start_instance(self, index: int) -> McpServerProcess:
         """One server instance; a port taken meanwhile is retried on another."""
@@ -913,6 +932,8 @@ class LocalStack(Stack):
             shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(self.run_dir / "sock", ignore_errors=True)
         (self.run_dir / "owner.json").unlink(missing_ok=True)
+        if self._database_url_file is not None:
+            self._database_url_file.unlink(missing_ok=True)  # it holds the password
 
     def remove_run_dir(self) -> None:
         if self._run_dir is not None and self._run_dir.exists():

@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.config import ServerConfig
 from harness.stack.net import LOOPBACK
@@ -196,26 +197,45 @@ class McpServerProcess:
     async def wait_ready(self) -> None:
         """GET the ready path until 200 (or until the process exits or the timeout passes)."""
         ready_url = f"http://{LOOPBACK}:{self.port}{self.config.ready or self.config.path}"
-        deadline = time.monotonic() + self.config.ready_timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.process is not None and not self.process.running():
-                last = f"process exited with {self.process.popen.returncode}"
-                break
-            status = await asyncio.to_thread(_http_status, ready_url)
-            if status == 200 or (self.config.ready is None and status in (400, 405, 406)):
-                return
-            last = f"HTTP {status}" if status else "connection refused"
-            await asyncio.sleep(0.1)
-        tail = self.process.log_tail() if self.process else ""
-        raise StackError(
-            f"MCP server did not become ready at {ready_url} ({last}). Log tail:\n{tail}"
-        )
+        await wait_until_ready(ready_url, self.config, self.process)
 
     def stop(self, timeout_s: float = 10) -> None:
         """SIGTERM (a graceful shutdown), SIGKILL after ``timeout_s``."""
         if self.process is not None:
             self.process.stop(timeout_s)
+
+
+async def wait_until_ready(
+    ready_url: str, config: ServerConfig, process: OwnedProcess | None = None
+) -> None:
+    """GET ``ready_url`` until 200 (any answer of the MCP endpoint when ``config.ready`` is
+    null), until ``process`` exits, or until ``config.ready_timeout``: then StackError."""
+    deadline = time.monotonic() + config.ready_timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and not process.running():
+            last = f"process exited with {process.popen.returncode}"
+            break
+        status = await asyncio.to_thread(_http_status, ready_url)
+        if status == 200 or (config.ready is None and status in (400, 405, 406)):
+            return
+        last = f"HTTP {status}" if status else "connection refused"
+        await asyncio.sleep(0.1)
+    tail = f" Log tail:\n{process.log_tail()}" if process else ""
+    raise StackError(f"MCP server did not become ready at {ready_url} ({last}).{tail}")
+
+
+def write_database_url_file(path: Path, variable: str, database_url: str) -> Path:
+    """``variable=database_url`` in ``path``, readable by its owner only (it holds the
+    application's password), written whole: a server waiting for the file never reads
+    half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.tmp")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{variable}={database_url}\n")
+    os.replace(staged, path)
+    return path
 
 
 def _http_status(url: str) -> int | None:

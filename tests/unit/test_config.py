@@ -368,3 +368,23 @@ def test_a_users_own_tools_join_the_mix_with_their_arguments() -> None:
         Scenario.model_validate(
             {"name": "own", "load": {"tool_arguments": {"lookup_order": {"order_id": "A-1"}}}}
         )
+
+
+def test_a_database_url_file_is_for_a_server_the_user_runs(tmp_path: Path) -> None:
+    import stat
+
+    from harness.stack.mcp_server import write_database_url_file
+
+    server = {"url": "http://127.0.0.1:8000/mcp", "database_url_file": str(tmp_path / "db.env")}
+    assert Scenario.model_validate({"name": "u", "server": server}).server.database_url_file
+    with pytest.raises(ValidationError, match="database_url_file: only with url"):
+        Scenario.model_validate(
+            {"name": "u", "server": {"command": ["srv"], "database_url_file": "db.env"}}
+        )
+    with pytest.raises(ValidationError, match="needs database_url_env"):
+        Scenario.model_validate({"name": "u", "server": {**server, "database_url_env": None}})
+    path = write_database_url_file(
+        tmp_path / "d" / "db.env", "DATABASE_URL", "postgresql://a:pw@h/db"
+    )
+    assert path.read_text() == "DATABASE_URL=postgresql://a:pw@h/db\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and list(path.parent.iterdir()) == [path]
