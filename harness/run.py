@@ -29,8 +29,10 @@ import asyncpg
 
 from harness.chaos import FaultContext, FaultRecord, run_fault
 from harness.config import LoadConfig, Scenario
+from harness.load.mix import mix_for_server
 from harness.load.records import of_kind
 from harness.load.swarm import RecordTail, Swarm, SwarmShape, settings_for
+from harness.mcp_client.async_client import list_tools_once
 from harness.mcp_client.writes import WriteTemplate
 from harness.measure.clock import RunClock
 from harness.measure.integrity import IntegrityChecker
@@ -247,6 +249,9 @@ async def execute_series(
     except RunbookLoadError as exc:
         current.notes.append(f"recovery.runbook: {exc}; nothing was started")
         observer.event(f"runbook error: {exc}")
+    except ScenarioDoesNotFitServer as exc:
+        current.notes.append(str(exc))
+        observer.event(f"scenario error: {exc}")
     except StackError as exc:
         current.notes.append(f"the stack did not come up or failed: {exc}")
         observer.event(f"stack error: {exc}")
@@ -415,6 +420,50 @@ async def _run_load(series: _Series, live: _Live, result_dir: Path, record: RunR
         )
 
 
+class ScenarioDoesNotFitServer(Exception):
+    """The scenario names what the server under test does not have; nothing was loaded."""
+
+
+async def _mix_for_the_server(scenario: Scenario, stack: Stack, record: RunRecord) -> Scenario:
+    """A user's server's tools/list decides the mix the clients send (``load.mix``); the
+    record's resolved scenario says what ran. The reference server has every tool."""
+    if not (scenario.server.command or scenario.server.url):
+        return scenario
+    listing = await list_tools_once(
+        stack.endpoints.mcp_url,
+        protocol=scenario.load.protocol,
+        headers=scenario.server.resolved_headers(),
+    )
+    tools = listing.result.get("tools")
+    if not listing.ok or not isinstance(tools, list):
+        record.notes.append(
+            f"load.tool_mix not checked: the server's tools/list failed ({listing.detail or listing.error_kind})"
+        )
+        return scenario
+    listed = [str(t.get("name")) for t in tools if isinstance(t, dict)]
+    decision = mix_for_server(
+        scenario.load.tool_mix,
+        explicit="tool_mix" in scenario.load.model_fields_set,
+        listed=listed,
+        write_tool=scenario.ledger.tool,
+    )
+    if decision.unknown:
+        raise ScenarioDoesNotFitServer(
+            f"load.tool_mix names {', '.join(decision.unknown)}, which the server does not "
+            f"list (its tools: {', '.join(listed) or 'none'}); nothing was loaded. Fix the "
+            "mix (mcp-harness init writes one from the server's tools)"
+        )
+    if decision.left_out:
+        record.notes.append(
+            f"load.tool_mix: the default mix's {', '.join(decision.left_out)} are not tools of "
+            "this server and were left out"
+        )
+        load = scenario.load.model_copy(update={"tool_mix": decision.mix})
+        scenario = scenario.model_copy(update={"load": load})
+        record.scenario = scenario
+    return scenario
+
+
 async def _create_probe_table(stack: Stack) -> None:
     conn = await asyncpg.connect(stack.endpoints.primary_proxy_dsn, timeout=10)
     try:
@@ -429,6 +478,7 @@ async def _start_load(
     """The Locust processes started; returns once the load has begun (``live.t0`` and
     ``live.clock`` are its start)."""
     scenario, observer, load = series.scenario, series.observer, series.scenario.load
+    scenario = await _mix_for_the_server(scenario, live.stack, record)
     settings = settings_for(
         scenario, result_dir / "logs" / "load-records.jsonl", f"load-{record.run_id[-4:]}"
     )
