@@ -81,7 +81,10 @@ class InitRequest:
 def server_block(request: InitRequest) -> dict[str, Any]:
     """The scenario's ``server:`` section for the user's server."""
     if request.url:
-        return {"url": request.url}
+        # Ports and passwords change every run: the server reads the run's database from
+        # this file (docs/scenarios.md, server.database_url_file).
+        handover = request.output.with_name(f"{request.output.stem}.db.env")
+        return {"url": request.url, "database_url_file": str(handover)}
     assert request.command is not None
     try:
         argv = shlex.split(request.command)
@@ -232,6 +235,14 @@ def render(document: dict[str, Any], tools: list[ToolInfo], left_out: list[str])
             else []
         ),
         "# Run it: mcp-harness run <this file>. Every key: docs/scenarios.md.",
+        *(
+            [
+                "# Your server must use the run's database: start it from server.database_url_file",
+                "# (the harness writes it once Postgres is up, then waits for your server).",
+            ]
+            if "url" in document.get("server", {})
+            else []
+        ),
     ]
     body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     return "\n".join(header) + "\n" + body

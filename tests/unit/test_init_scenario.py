@@ -126,9 +126,11 @@ def test_the_written_file_is_a_valid_scenario_with_the_base_faults_and_objective
     assert scenario.integrity.checks is None  # a user's server: no reference invariants
 
 
-def test_a_url_server_is_only_its_url_and_a_bad_command_is_named() -> None:
-    assert server_block(
-        InitRequest(command=None, url="http://127.0.0.1:8000/mcp", output=Path("x"))
-    ) == {"url": "http://127.0.0.1:8000/mcp"}
+def test_a_url_server_gets_its_url_and_a_database_file_and_a_bad_command_is_named() -> None:
+    request = InitRequest(command=None, url="http://127.0.0.1:8000/mcp", output=Path("d/mine.yaml"))
+    assert server_block(request) == {
+        "url": "http://127.0.0.1:8000/mcp",
+        "database_url_file": "d/mine.db.env",
+    }
     with pytest.raises(ScenarioError, match="--command"):
         server_block(InitRequest(command="python 'unclosed", url=None, output=Path("x")))
