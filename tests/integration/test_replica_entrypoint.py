@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from harness.shipped import DOCKER_DIR
 from harness.stack.local import LocalStack
 from harness.stack.net import free_port
 from harness.stack.postgres import REPLICATION_USER
@@ -26,7 +27,7 @@ from harness.stack.postgres import REPLICATION_USER
 pytestmark = pytest.mark.shares_machine
 """Checks what the run did, not how fast: runs beside another such test."""
 
-SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "replica-entrypoint.sh"
+SCRIPT = DOCKER_DIR / "replica-entrypoint.sh"
 
 
 @pytest.fixture
