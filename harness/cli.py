@@ -719,7 +719,7 @@ def _conclude(record: Any, result_dir: Path) -> tuple[Path, dict[str, Any]]:
     write_outputs(result_dir, stamped(result))
     render(result, console)
     console.print(
-        f"result: {path} (report.html, junit.xml and summary.md beside it)",
+        f"result: {path} (report.html, junit.xml, summary.md and metrics.prom beside it)",
         markup=False,
         highlight=False,
     )

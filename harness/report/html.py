@@ -889,38 +889,41 @@ STEP_COLOR = {"healthy": COLOR["bar_after"], "fixed": COLOR["bar"]}
 
 
 def runbook_section(result: dict[str, Any]) -> str:
-    """Each runbook execution's steps on the run's clock, as bars: when each started, how
-    long it took and how it ended (the drill's evidence, in the run's own report)."""
+    """Each runbook execution's steps as bars from the first execution's start: when each
+    began, how long it took and how it ended (the drill's evidence, in the run's report),
+    then why each execution ran and what it left for a person."""
     executions = runbook_executions(result)
-    if not executions:
+    steps = [
+        (index, step)
+        for index, execution in enumerate(executions, start=1)
+        for step in execution.get("steps") or []
+        if isinstance(step.get("start_s"), (int, float))
+        and isinstance(step.get("duration_s"), (int, float))
+    ]
+    if not steps:
         return ""
-    bars = []
-    for index, execution in enumerate(executions, start=1):
-        for step in execution.get("steps") or []:
-            start, took = step.get("start_s"), step.get("duration_s")
-            if not isinstance(start, (int, float)) or not isinstance(took, (int, float)):
-                continue
-            outcome = str(step.get("outcome"))
-            bars.append(
-                Bar(
-                    f"#{index} {step.get('name')}",
-                    float(start),
-                    float(took),
-                    f"{outcome}, {with_unit(took, 's')}",
-                    STEP_COLOR.get(outcome, COLOR["objective"]),
-                )
-            )
-    if not bars:
-        return ""
+    t0 = min(float(step["start_s"]) for _, step in steps)
+    bars = [
+        Bar(
+            f"#{index} {step.get('name')}",
+            float(step["start_s"]) - t0,
+            float(step["duration_s"]),
+            f"{step.get('outcome')}, {with_unit(step['duration_s'], 's')}",
+            STEP_COLOR.get(str(step.get("outcome")), COLOR["objective"]),
+        )
+        for index, step in steps
+    ]
     chart = bar_chart(
         bars,
         series="runbook_steps",
-        unit="seconds since the load started",
+        unit=f"seconds since runbook #1 began (t = {number(t0)} s of the load)",
         title="runbook executions",
     )
-    rows = [
-        (
-            f"#{index} at {instant(e.get('t_s'))}",
+    rows = "".join(
+        "<tr>"
+        + _el("td", f"#{index} at {instant(e.get('t_s'))}")
+        + _el(
+            "td",
             "triggered by "
             + (
                 ", ".join(f"{t.get('step')} ({t.get('detail')})" for t in e.get("trigger") or [])
@@ -928,13 +931,15 @@ def runbook_section(result: dict[str, Any]) -> str:
             )
             + f"; gaps: {', '.join(map(str, e.get('gaps') or [])) or 'none'}",
         )
+        + "</tr>"
         for index, e in enumerate(executions, start=1)
-    ]
+    )
     return (
         '<section id="runbook"><h2>Runbook executions</h2>'
         + chart
-        + _table(rows, ("execution", "why it ran, and what is left for a person"))
-        + "</section>"
+        + "<table><tr><th>execution</th><th>why it ran, and what is left for a person</th></tr>"
+        + rows
+        + "</table></section>"
     )
 
 
