@@ -20,7 +20,8 @@ from harness.report.outputs import write_outputs
 from tests.helpers import series_in_dom
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "result_sample.json"
-WIDTH, HEIGHT = 1280, 2400
+WIDTH, HEIGHT = 1280, 3200
+"""Tall enough to hold the three time charts and the reconnect and restore bar charts."""
 
 
 def chromium_binary() -> str | None:
