@@ -51,7 +51,7 @@ COLOR = {
     "errors_per_s": "#d55e00",
     "tools_list_p50_ms": "#009e73",
     "tools_list_p99_ms": "#cc79a7",
-    "sessions_open": "#0072b2",
+    "sessions_open": "#56b4e9",
     "initialize_per_s": "#e69f00",
     "fault": "#24292f",
     "event": "#5e3c99",

@@ -158,7 +158,13 @@ def test_screenshot_shows_every_chart(rendered: tuple[dict, Path]) -> None:
     assert total - background > total // 10, "the page is mostly blank"
     assert len(pixels) > 500, "too few distinct colours for a page with charts"
     # Each series' own colour must cover a visible area (lines 2 px wide, points 5 px).
-    for name in ("requests_per_s", "errors_per_s", "tools_list_p50_ms", "tools_list_p99_ms"):
+    for name in (
+        "requests_per_s",
+        "errors_per_s",
+        "tools_list_p50_ms",
+        "tools_list_p99_ms",
+        "sessions_open",
+    ):
         assert pixels[rgb(COLOR[name])] > 300, f"{name} is not visible in the screenshot"
     assert pixels[rgb(COLOR["bar"])] > 2000, "the bar charts are not visible"
     assert pixels[rgb("#cf222e")] > 5000, "the FAIL header is not visible"
