@@ -42,6 +42,14 @@ SLACK_S = 1.0
 """The watcher's poll, a loaded machine's scheduling."""
 
 
+def seconds_objectives(scenario: dict) -> list[dict]:
+    """The scenario's objectives without tools/list latency: these tests share the machine,
+    so their exit code judges Patroni's seconds and the writes, not milliseconds that
+    measure the 2 cores' other tenant (a recovered p99 of 591 ms against 500 ms failed a
+    clean-clone CI run once, while the rejoin's pg_rewind ran beside another test)."""
+    return [o for o in scenario["objectives"] if not o["metric"].startswith("tools_list_latency")]
+
+
 def run_tuned(tmp_path: Path, scenario: dict, *, run_time_s: int) -> tuple[int, dict, str]:
     """The scenario with the tuned timings and 40 clients, through the CLI."""
     scenario["topology"]["patroni"].update(
@@ -61,6 +69,7 @@ def test_patroni_detects_a_dead_primary_within_its_ttl_and_promotes_the_replica(
         windows={"stability": "3s", "reconnect": "25s"},
     )
     scenario["faults"][0]["restart_after"] = f"{REBOOT_AFTER_S}s"
+    scenario["objectives"] = seconds_objectives(scenario)
     code, result, output = run_tuned(tmp_path, scenario, run_time_s=40)
 
     (fault,) = result["faults"]
@@ -111,8 +120,11 @@ def test_a_switchover_behind_a_slow_endpoint_pins_pgbouncer_to_the_demoted_node(
         endpoint_move_delay=f"{PINNED_MOVE_DELAY_S}s",
         pooler={"pool_mode": "transaction", "settings": {"server_login_retry": 1}},
     )
-    # the move delay is the outage here: judge the pinning, not the shipped 10 s objective
-    scenario["objectives"] = [o for o in scenario["objectives"] if o["metric"] != "db_failover_s"]
+    # the move delay is the outage here: judge the pinning, not the shipped 10 s objective;
+    # and, sharing the machine, not tools/list milliseconds either
+    scenario["objectives"] = [
+        o for o in seconds_objectives(scenario) if o["metric"] != "db_failover_s"
+    ]
     code, result, output = run_tuned(tmp_path, scenario, run_time_s=24)
 
     (fault,) = result["faults"]
