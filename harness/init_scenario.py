@@ -24,6 +24,7 @@ import yaml
 
 from harness import Say, reference
 from harness.config import Scenario, ScenarioError, load_scenario, read_yaml
+from harness.mcp_client.wire import McpOutcome
 from harness.shipped import SCENARIOS_DIR, find_file
 
 LEDGER_PLACEHOLDERS = ("id", "title", "body", "checksum", "parent_id")
@@ -264,16 +265,19 @@ async def list_tools(
         return _tools_of(await list_tools_once(url), url)
 
 
-def _tools_of(outcome: Any, url: str) -> list[ToolInfo]:
-    if not outcome.ok:
-        raise ScenarioError(
-            f"tools/list at {url} failed ({outcome.error_kind.value}: {outcome.detail}); is "
-            "it the MCP endpoint (--path), and does the server answer streamable HTTP?"
+def _tools_of(listing: tuple[McpOutcome, list[dict[str, Any]] | None], url: str) -> list[ToolInfo]:
+    outcome, tools = listing
+    if tools is None:
+        why = (
+            f"{outcome.error_kind.value}: {outcome.detail}"
+            if outcome.error_kind
+            else "no tools list"
         )
-    listed = outcome.result.get("tools")
-    if not isinstance(listed, list):
-        raise ScenarioError(f"tools/list at {url} returned no tools list")
-    return [ToolInfo.from_listing(t) for t in listed if isinstance(t, dict) and t.get("name")]
+        raise ScenarioError(
+            f"tools/list at {url} failed ({why}); is it the MCP endpoint (--path), and does "
+            "the server answer streamable HTTP?"
+        )
+    return [ToolInfo.from_listing(t) for t in tools]
 
 
 def write_scenario_for_server(request: InitRequest, *, pg_bin: str | None, say: Say) -> int:

@@ -429,18 +429,17 @@ async def _mix_for_the_server(scenario: Scenario, stack: Stack, record: RunRecor
     record's resolved scenario says what ran. The reference server has every tool."""
     if not (scenario.server.command or scenario.server.url):
         return scenario
-    listing = await list_tools_once(
+    outcome, tools = await list_tools_once(
         stack.endpoints.mcp_url,
         protocol=scenario.load.protocol,
         headers=scenario.server.resolved_headers(),
     )
-    tools = listing.result.get("tools")
-    if not listing.ok or not isinstance(tools, list):
+    if tools is None:
         record.notes.append(
-            f"load.tool_mix not checked: the server's tools/list failed ({listing.detail or listing.error_kind})"
+            f"load.tool_mix not checked: the server's tools/list failed ({outcome.detail or outcome.error_kind})"
         )
         return scenario
-    listed = [str(t.get("name")) for t in tools if isinstance(t, dict)]
+    listed = [str(t["name"]) for t in tools]
     decision = mix_for_server(
         scenario.load.tool_mix,
         explicit="tool_mix" in scenario.load.model_fields_set,

@@ -6,8 +6,8 @@ framing both use is ``wire``. This module only sends and reads back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import httpx2
 
@@ -19,6 +19,8 @@ from harness.mcp_client.wire import (
     outcome_of,
     transport_failure,
 )
+
+T = TypeVar("T")
 
 
 async def send(
@@ -63,9 +65,17 @@ async def call_tool_once(
     timeout_s: float = 30.0,
 ) -> McpOutcome:
     """One tools/call on a session of its own (a fault that calls a damaging tool)."""
-    return await _on_a_new_session(
-        url, lambda session: session.tools_call(tool, arguments), protocol, headers, timeout_s
-    )
+
+    async def call(client: httpx2.AsyncClient, session: McpSession) -> tuple[McpOutcome, None]:
+        outcome, _ = await send(client, url, session.tools_call(tool, arguments))
+        return outcome, None
+
+    outcome, _ = await _on_a_new_session(url, call, protocol, headers, timeout_s)
+    return outcome
+
+
+MAX_TOOL_PAGES = 100
+"""tools/list pages read at most (a server whose cursor never ends is not followed forever)."""
 
 
 async def list_tools_once(
@@ -74,24 +84,42 @@ async def list_tools_once(
     protocol: str = PROTOCOL_2025_11_25,
     headers: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
-) -> McpOutcome:
-    """One tools/list on a session of its own (``init`` reading a server's tools)."""
-    return await _on_a_new_session(
-        url, lambda session: session.tools_list(), protocol, headers, timeout_s
-    )
+) -> tuple[McpOutcome, list[dict[str, Any]] | None]:
+    """Every tool a server lists, page after page (``nextCursor``), on a session of its
+    own: (the last exchange's outcome, each named tool's entry), the tools None when a
+    page failed, was not a listing, or the pages did not end within ``MAX_TOOL_PAGES``."""
+
+    async def pages(
+        client: httpx2.AsyncClient, session: McpSession
+    ) -> tuple[McpOutcome, list[dict[str, Any]] | None]:
+        tools: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(MAX_TOOL_PAGES):
+            outcome, _ = await send(client, url, session.tools_list(cursor))
+            page = outcome.result.get("tools")
+            if not outcome.ok or not isinstance(page, list):
+                return outcome, None
+            tools += [t for t in page if isinstance(t, dict) and t.get("name")]
+            cursor = outcome.result.get("nextCursor")
+            if not isinstance(cursor, str) or not cursor:
+                return outcome, tools
+        return outcome, None
+
+    return await _on_a_new_session(url, pages, protocol, headers, timeout_s)
 
 
 async def _on_a_new_session(
     url: str,
-    request: Callable[[McpSession], McpRequest],
+    exchange: Callable[[httpx2.AsyncClient, McpSession], Awaitable[tuple[McpOutcome, T]]],
     protocol: str,
     headers: Mapping[str, str] | None,
     timeout_s: float,
-) -> McpOutcome:
+) -> tuple[McpOutcome, T | None]:
+    """``exchange`` on a session opened for it; (the failed initialize, None) when the
+    session could not be opened."""
     session = McpSession(protocol=protocol, extra_headers=dict(headers or {}))
     async with httpx2.AsyncClient(timeout=timeout_s) as client:
         opened = await open_session(client, url, session)
         if not opened.ok:
-            return opened
-        outcome, _ = await send(client, url, request(session))
-        return outcome
+            return opened, None
+        return await exchange(client, session)

@@ -223,8 +223,9 @@ class McpSession:
         self._require_session("notifications/initialized")
         return self._frame("notifications/initialized", None, notification=True)
 
-    def tools_list(self) -> McpRequest:
-        return self._frame("tools/list", {})
+    def tools_list(self, cursor: str | None = None) -> McpRequest:
+        """tools/list; ``cursor`` asks for the page after the one that returned it."""
+        return self._frame("tools/list", {} if cursor is None else {"cursor": cursor})
 
     def tools_call(self, tool: str, arguments: Mapping[str, Any]) -> McpRequest:
         params = {"name": tool, "arguments": dict(arguments)}

@@ -42,10 +42,10 @@ def test_the_run_sends_the_servers_mix_and_records_it(monkeypatch) -> None:
     from harness.config import Scenario
     from harness.mcp_client.wire import McpOutcome
 
-    reply = McpOutcome(None, {"result": {"tools": [{"name": "create_note"}, {"name": "stats"}]}})
+    reply = McpOutcome(None, {"result": {}})
 
     async def listing(url, **kwargs):
-        return reply
+        return reply, [{"name": "create_note"}, {"name": "stats"}]
 
     monkeypatch.setattr(run, "list_tools_once", listing)
     stack = SimpleNamespace(endpoints=SimpleNamespace(mcp_url="http://127.0.0.1:1/mcp"))
@@ -63,3 +63,44 @@ def test_the_run_sends_the_servers_mix_and_records_it(monkeypatch) -> None:
         asyncio.run(run._mix_for_the_server(written, stack, run._planned_record(written, "r2")))
     reference = Scenario(name="ref")
     assert asyncio.run(run._mix_for_the_server(reference, stack, record)) is reference
+
+
+def test_the_listing_follows_every_page_and_gives_up_on_a_broken_one(monkeypatch) -> None:
+    """The pagination loop of ``list_tools_once`` on canned pages (one request per page, in
+    the session the listing opened)."""
+    import asyncio
+    import json
+
+    from harness.mcp_client import async_client
+    from harness.mcp_client.wire import ErrorKind, McpOutcome
+
+    pages = {
+        None: {"tools": [{"name": "a"}, {"name": ""}, "junk"], "nextCursor": "p2"},
+        "p2": {"tools": [{"name": "b"}], "nextCursor": "p3"},
+        "p3": {"tools": [{"name": "c"}]},
+    }
+    asked = []
+
+    async def opened(client, url, session):
+        return McpOutcome(None)
+
+    async def send(client, url, request):
+        cursor = json.loads(request.body)["params"].get("cursor")
+        asked.append(cursor)
+        if cursor == "broken":
+            return McpOutcome(ErrorKind.TIMEOUT, detail="no reply"), None
+        return McpOutcome(None, {"result": pages[cursor]}), None
+
+    monkeypatch.setattr(async_client, "open_session", opened)
+    monkeypatch.setattr(async_client, "send", send)
+    outcome, tools = asyncio.run(async_client.list_tools_once("http://127.0.0.1:1/mcp"))
+    assert outcome.ok and [t["name"] for t in tools] == ["a", "b", "c"]
+    assert asked == [None, "p2", "p3"]
+
+    pages["p2"]["nextCursor"] = "broken"
+    outcome, tools = asyncio.run(async_client.list_tools_once("http://127.0.0.1:1/mcp"))
+    assert tools is None and outcome.error_kind is ErrorKind.TIMEOUT
+
+    pages["p2"]["nextCursor"] = "p2"  # a cursor that never ends
+    outcome, tools = asyncio.run(async_client.list_tools_once("http://127.0.0.1:1/mcp"))
+    assert tools is None and asked.count("p2") > async_client.MAX_TOOL_PAGES - 5
