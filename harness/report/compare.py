@@ -14,7 +14,7 @@ from rich.table import Table
 
 from harness.catalog import KEY_FIGURES, Worse, metric
 from harness.objectives import UnknownMetric, lookup
-from harness.report.text import markup, output_console
+from harness.report.text import code, markdown, markup, output_console
 
 Direction = Literal["lower", "higher", "neutral"]
 """Which way is better (neutral: no regression either way)."""
@@ -143,63 +143,14 @@ def verdict_regressions(results: list[dict[str, Any]], baseline: int = 0) -> lis
     return [i for i, r in enumerate(results) if rank.get(r.get("verdict", ""), 1) > base]
 
 
-def render(
-    results: list[dict[str, Any]],
-    labels: list[str],
-    console: Console | None = None,
-    *,
-    baseline: int = 0,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> int:
-    """Print the trend table; the number of regressions flagged (figures and verdicts).
-    Labels, verdicts and metric names come from the files: escaped, never Rich markup."""
-    console = console or output_console()
-    console.width = max(console.width, 54 + 24 * len(results))
-    labels = [markup(label) for label in labels]
-    table = Table(
-        title=f"comparison: ratio to {labels[baseline]}; [red]▲[/] worse by more than "
-        f"{tolerance:.0%} (a regression)"
-    )
-    table.add_column("metric", no_wrap=True)
-    table.add_column("unit", no_wrap=True)
-    for index, label in enumerate(labels):
-        table.add_column(
-            label + (" (baseline)" if index == baseline else ""), justify="right", no_wrap=True
-        )
-    worse_verdicts = verdict_regressions(results, baseline)
-    table.add_row(
-        "verdict",
-        "",
-        *(
-            f"[red]{markup(r.get('verdict', '?'))} ▲[/]"
-            if i in worse_verdicts
-            else markup(r.get("verdict", "?"))
-            for i, r in enumerate(results)
-        ),
-    )
-    count = len(worse_verdicts)
-    for row in comparison(results, baseline, tolerance):
-        if all(v is None for v in row.values):
-            continue
-        cells = []
-        for index, (value, ratio, bad) in enumerate(
-            zip(row.values, row.ratios, row.regressed, strict=True)
-        ):
-            if value is None:
-                cells.append("—")
-            elif ratio is None or index == baseline:
-                cells.append(f"{value:.4g}")
-            else:
-                cells.append(
-                    f"[red]{value:.4g} (×{ratio:.2f}) ▲[/]"
-                    if bad
-                    else f"{value:.4g} (×{ratio:.2f})"
-                )
-        count += sum(row.regressed)
-        table.add_row(markup(row.metric), row.unit, *cells)
-    console.print(table)
-    console.print(f"regressions against {labels[baseline]}: {count}", highlight=False)
-    return count
+def figure_cell(value: float | None, ratio: float | None, *, baseline: bool) -> str:
+    """One run's figure in a comparison: the value, and its ratio to the baseline's when
+    there is one (none for the baseline itself, or when the baseline's value is 0)."""
+    if value is None:
+        return "—"
+    if ratio is None or baseline:
+        return f"{value:.4g}"
+    return f"{value:.4g} (×{ratio:.2f})"
 
 
 def comparison_document(
@@ -209,9 +160,10 @@ def comparison_document(
     baseline: int = 0,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict[str, Any]:
-    """The comparison as data (``compare --format json``): each run's label, source and
-    verdict, and each figure with its unit, which way is better, values, ratios to the
-    baseline and regressions; figures no run has are left out."""
+    """The comparison as data (``compare --format json``, and what the table and the
+    Markdown show): each run's label and verdict, and each figure with its unit, which way
+    is better, values, ratios to the baseline and regressions; figures no run has are left
+    out. ``regressions`` counts worse verdicts and regressed figures."""
     worse_verdicts = verdict_regressions(results, baseline)
     rows = [
         r for r in comparison(results, baseline, tolerance) if any(v is not None for v in r.values)
@@ -243,36 +195,88 @@ def comparison_document(
     }
 
 
+def _cells(document: dict[str, Any], row: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(text, regressed) of each run's figure in ``row``."""
+    return [
+        (figure_cell(value, ratio, baseline=run["label"] == document["baseline"]), bad)
+        for run, value, ratio, bad in zip(
+            document["runs"], row["values"], row["ratios"], row["regressed"], strict=True
+        )
+    ]
+
+
+def render(
+    results: list[dict[str, Any]],
+    labels: list[str],
+    console: Console | None = None,
+    *,
+    baseline: int = 0,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> int:
+    """Print the trend table; the number of regressions flagged (figures and verdicts).
+    Labels, verdicts and metric names come from the files: escaped, never Rich markup."""
+    console = console or output_console()
+    console.width = max(console.width, 54 + 24 * len(results))
+    document = comparison_document(results, labels, baseline=baseline, tolerance=tolerance)
+    base = markup(document["baseline"])
+    table = Table(
+        title=f"comparison: ratio to {base}; [red]▲[/] worse by more than "
+        f"{tolerance:.0%} (a regression)"
+    )
+    table.add_column("metric", no_wrap=True)
+    table.add_column("unit", no_wrap=True)
+    for run in document["runs"]:
+        shown = markup(run["label"]) + (
+            " (baseline)" if run["label"] == document["baseline"] else ""
+        )
+        table.add_column(shown, justify="right", no_wrap=True)
+
+    def flagged(text: str, bad: bool) -> str:
+        return f"[red]{text} ▲[/]" if bad else text
+
+    table.add_row(
+        "verdict",
+        "",
+        *(flagged(markup(r["verdict"] or "?"), r["verdict_regressed"]) for r in document["runs"]),
+    )
+    for row in document["metrics"]:
+        cells = [flagged(text, bad) for text, bad in _cells(document, row)]
+        table.add_row(markup(row["metric"]), row["unit"], *cells)
+    console.print(table)
+    console.print(f"regressions against {base}: {document['regressions']}", highlight=False)
+    return int(document["regressions"])
+
+
 def comparison_markdown(document: dict[str, Any]) -> str:
     """The comparison as a Markdown table (``compare --format markdown``, for a job summary
-    or a pull request): value, ratio to the baseline, and ▲ on a regression."""
+    or a pull request): value, ratio to the baseline, and ▲ on a regression. Labels,
+    verdicts and metric names come from the files: escaped for a table cell."""
     runs = document["runs"]
     baseline = document["baseline"]
+
+    def flagged(text: str, bad: bool) -> str:
+        return f"{text} ▲" if bad else text
+
     header = ["metric", "unit"] + [
-        r["label"] + (" (baseline)" if r["label"] == baseline else "") for r in runs
+        markdown(r["label"], cell=True) + (" (baseline)" if r["label"] == baseline else "")
+        for r in runs
     ]
     lines = [
-        f"Ratio to {baseline}; ▲ worse by more than {document['tolerance']:.0%} (a regression).",
+        f"Ratio to {markdown(baseline)}; ▲ worse by more than {document['tolerance']:.0%} "
+        "(a regression).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * 2 + "---:|" * len(runs),
         "| verdict | | "
         + " | ".join(
-            f"{r['verdict']} ▲" if r["verdict_regressed"] else str(r["verdict"]) for r in runs
+            flagged(markdown(r["verdict"] or "?", cell=True), r["verdict_regressed"]) for r in runs
         )
         + " |",
     ]
     for row in document["metrics"]:
-        cells = []
-        for label, value, ratio, bad in zip(
-            (r["label"] for r in runs), row["values"], row["ratios"], row["regressed"], strict=True
-        ):
-            if value is None:
-                cells.append("—")
-            elif ratio is None or label == baseline:
-                cells.append(f"{value:.4g}")
-            else:
-                cells.append(f"{value:.4g} (×{ratio:.2f})" + (" ▲" if bad else ""))
-        lines.append(f"| `{row['metric']}` | {row['unit']} | " + " | ".join(cells) + " |")
-    lines += ["", f"Regressions against {baseline}: {document['regressions']}."]
+        cells = [flagged(text, bad) for text, bad in _cells(document, row)]
+        lines.append(
+            f"| {code(row['metric'], cell=True)} | {row['unit']} | " + " | ".join(cells) + " |"
+        )
+    lines += ["", f"Regressions against {markdown(baseline)}: {document['regressions']}."]
     return "\n".join(lines) + "\n"

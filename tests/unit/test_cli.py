@@ -161,13 +161,17 @@ def test_compare_as_json_and_markdown_carries_units(
     import json
 
     paths = []
-    for name, p99, failover, verdict in (("a", 100.0, 2.0, "pass"), ("b", 250.0, 2.1, "fail")):
+    for name, p99, failover, verdict, lost in (
+        ("a", 100.0, 2.0, "pass", 0),
+        ("b", 250.0, 2.1, "fail", 3),
+    ):
         result = {
             "run_id": name,
             "verdict": verdict,
             "metrics": {
                 "tools_list_latency_ms": {"storm": {"p99": p99}},
                 "failover_s": failover,
+                "writes": {"lost": lost},
             },
         }
         paths.append(tmp_path / f"{name}.json")
@@ -187,13 +191,19 @@ def test_compare_as_json_and_markdown_carries_units(
         "regressed": [False, False],
     }
     assert [r["verdict_regressed"] for r in document["runs"]] == [False, True]
-    assert document["runs"][1]["source"] == str(paths[1]) and document["regressions"] == 2
+    assert rows["writes.lost"]["ratios"] == [None, None] and rows["writes.lost"]["regressed"] == [
+        False,
+        True,
+    ]
+    assert document["runs"][1]["source"] == str(paths[1]) and document["regressions"] == 3
     assert main([*args, "--format", "markdown"]) == 0
     markdown = capsys.readouterr().out
     assert "| `tools_list_latency_ms.storm.p99` | ms | 100 | 250 (×2.50) ▲ |" in markdown
     assert "| verdict | | pass | fail ▲ |" in markdown
+    assert "| `writes.lost` | count | 0 | 3 ▲ |" in markdown  # from a baseline of 0: no ratio
     assert main(args) == 0
-    assert "failover_s" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "failover_s" in text and "3 ▲" in text
 
 
 def test_regressions_know_which_way_is_better() -> None:
