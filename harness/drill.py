@@ -463,7 +463,10 @@ def drill_result(
     """drill.json: the targets, the size it ran at, one entry per scenario (with the keys
     the drill changed and the load that ran), the versions, host and commits of the parts,
     the gaps, the verdict and exit code: a record that stands as audit evidence."""
-    scenarios = [scenario_entry(*run[:3], targets, drill_dir, run.overrides) for run in runs]
+    scenarios = [
+        scenario_entry(run.name, run.dir, run.result, targets, drill_dir, run.overrides)
+        for run in runs
+    ]
     environment: dict[str, Any] = next(
         (run.result["environment"] for run in runs if run.result.get("environment")), {}
     )

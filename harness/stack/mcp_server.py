@@ -35,7 +35,13 @@ from pathlib import Path
 from harness.config import ServerConfig
 from harness.stack.net import LOOPBACK
 from harness.stack.postgres import StackError
-from harness.stack.processes import PROGRAM_VARS, OwnedProcess, ProcessRegistry, child_environment
+from harness.stack.processes import (
+    PROGRAM_VARS,
+    OwnedProcess,
+    ProcessRegistry,
+    child_environment,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,12 +236,7 @@ def write_database_url_file(path: Path, variable: str, database_url: str) -> Pat
     application's password), written whole: a server waiting for the file never reads
     half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.tmp")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{variable}={database_url}\n")
-    os.replace(staged, path)
-    return path
+    return write_private(path, f"{variable}={database_url}\n")
 
 
 def _http_status(url: str) -> int | None:

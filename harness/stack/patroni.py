@@ -41,11 +41,10 @@ from harness.stack.postgres import (
     StackError,
 )
 from harness.stack.prerequisites import (
-    CHECKOUT_TOOLS_DIR,
     MissingPrerequisite,
     binary_version,
     debian_binary,
-    user_tools_dir,
+    tool_dirs,
 )
 from harness.stack.processes import (
     OwnedProcess,
@@ -73,7 +72,7 @@ def find_patroni() -> str | None:
     configured = os.environ.get(PATRONI_ENV)
     if configured:
         return configured if Path(configured).exists() else None
-    for tools in (user_tools_dir(), CHECKOUT_TOOLS_DIR):
+    for tools in tool_dirs():
         local = tools / "patroni" / "bin" / "patroni"
         if local.exists():
             return str(local)

@@ -80,15 +80,16 @@ def user_tools_dir() -> Path:
     return Path(data) / "mcp-harness" / "tools"
 
 
+def tool_dirs() -> tuple[Path, Path]:
+    """Where installed native parts are looked for, in order: the per-user tool directory
+    (``mcp-harness bootstrap``), then a checkout's ``.tools/`` (``make``)."""
+    return user_tools_dir(), CHECKOUT_TOOLS_DIR
+
+
 def toxiproxy_server() -> Path:
-    """The toxiproxy-server binary: $MCP_HARNESS_TOXIPROXY, the per-user tool directory,
-    a checkout's .tools/, then PATH."""
+    """The toxiproxy-server binary: $MCP_HARNESS_TOXIPROXY, ``tool_dirs()``, then PATH."""
     chosen = os.environ.get("MCP_HARNESS_TOXIPROXY")
-    candidates = (
-        [Path(chosen)]
-        if chosen
-        else [user_tools_dir() / "toxiproxy-server", CHECKOUT_TOOLS_DIR / "toxiproxy-server"]
-    )
+    candidates = [Path(chosen)] if chosen else [tools / "toxiproxy-server" for tools in tool_dirs()]
     on_path = shutil.which("toxiproxy-server")
     if not chosen and on_path:
         candidates.append(Path(on_path))
