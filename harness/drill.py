@@ -42,6 +42,7 @@ from harness.config import (
     read_yaml,
 )
 from harness.objectives import Verdict, exit_code
+from harness.report.result import runbook_executions, runbook_steps
 from harness.report.summary import objective_message
 from harness.shipped import DRILLS_DIR, find_file, missing_file_hint
 
@@ -254,27 +255,6 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def runbook_steps(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every runbook step of every execution, in order, with its execution's index."""
-    runbook = _metric(result, "runbook")
-    if not isinstance(runbook, dict):
-        return []
-    steps = []
-    for index, execution in enumerate(runbook.get("executions") or [], start=1):
-        for step in execution.get("steps") or []:
-            steps.append(
-                {
-                    "execution": index,
-                    "t_s": execution.get("t_s", execution.get("start_s")),
-                    **{
-                        k: step.get(k)
-                        for k in ("name", "outcome", "detail", "start_s", "duration_s")
-                    },
-                }
-            )
-    return steps
-
-
 def restore_steps(result: dict[str, Any]) -> list[dict[str, Any]]:
     steps = _metric(result, "restore", "steps")
     if not isinstance(steps, dict):
@@ -349,8 +329,7 @@ def _runbook_gaps(result: dict[str, Any]) -> Iterator[Gap]:
             f"runbook step {step.get('name')}: {STEP_GAP.get(str(outcome), str(outcome))}",
             str(step.get("detail") or outcome),
         )
-    runbook = _metric(result, "runbook")
-    for execution in (runbook.get("executions") or []) if isinstance(runbook, dict) else []:
+    for execution in runbook_executions(result):
         for action in execution.get("actions") or []:
             if action.get("outcome") in ("timed_out", "error"):
                 yield (

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from harness.report.result import runbook_executions, runbook_steps
 from harness.report.summary import (
     OBJECTIVE_LABEL,
     REQUEST_TABLE_HEAD,
@@ -447,13 +448,6 @@ def _label(text: str, x: float, y: float, anchor: str, color: str) -> str:
             font_weight=600,
         )
     )
-
-
-def runbook_executions(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runbook watcher's executions (each time it found the stack unhealthy and ran)."""
-    runbook = (result.get("metrics") or {}).get("runbook")
-    executions = runbook.get("executions") if isinstance(runbook, dict) else None
-    return [e for e in executions or [] if isinstance(e, dict)]
 
 
 ENDED_LABEL = {
@@ -894,24 +888,23 @@ def runbook_section(result: dict[str, Any]) -> str:
     then why each execution ran and what it left for a person."""
     executions = runbook_executions(result)
     steps = [
-        (index, step)
-        for index, execution in enumerate(executions, start=1)
-        for step in execution.get("steps") or []
-        if isinstance(step.get("start_s"), (int, float))
-        and isinstance(step.get("duration_s"), (int, float))
+        step
+        for step in runbook_steps(result)
+        if isinstance(step["start_s"], (int, float))
+        and isinstance(step["duration_s"], (int, float))
     ]
     if not steps:
         return ""
-    t0 = min(float(step["start_s"]) for _, step in steps)
+    t0 = min(float(step["start_s"]) for step in steps)
     bars = [
         Bar(
-            f"#{index} {step.get('name')}",
+            f"#{step['execution']} {step['name']}",
             float(step["start_s"]) - t0,
             float(step["duration_s"]),
-            f"{step.get('outcome')}, {with_unit(step['duration_s'], 's')}",
-            STEP_COLOR.get(str(step.get("outcome")), COLOR["objective"]),
+            f"{step['outcome']}, {with_unit(step['duration_s'], 's')}",
+            STEP_COLOR.get(str(step["outcome"]), COLOR["objective"]),
         )
-        for index, step in steps
+        for step in steps
     ]
     chart = bar_chart(
         bars,

@@ -64,6 +64,29 @@ def git_commit(directory: Path) -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
+def runbook_executions(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runbook watcher's executions in a result (each time it found the stack unhealthy
+    and ran), in order; none when the run had no runbook."""
+    runbook = (result.get("metrics") or {}).get("runbook")
+    executions = runbook.get("executions") if isinstance(runbook, dict) else None
+    return [e for e in executions or [] if isinstance(e, dict)]
+
+
+def runbook_steps(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every runbook step of every execution, in order, with its execution's index and
+    start (``t_s``)."""
+    return [
+        {
+            "execution": index,
+            "t_s": execution.get("t_s", execution.get("start_s")),
+            **{k: step.get(k) for k in ("name", "outcome", "detail", "start_s", "duration_s")},
+        }
+        for index, execution in enumerate(runbook_executions(result), start=1)
+        for step in execution.get("steps") or []
+        if isinstance(step, dict)
+    ]
+
+
 def stamped(result: dict[str, Any]) -> dict[str, Any]:
     """The result as result.json holds it: ``schema_version`` first."""
     return {"schema_version": SCHEMA_VERSION, **result}
