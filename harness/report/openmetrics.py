@@ -19,8 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from harness.catalog import KEY_FIGURES, Unit, metric
-from harness.report.compare import value_at
+from harness.catalog import Unit, metric
+from harness.report.compare import compared_metrics, value_at
 from harness.report.text import plain_data
 
 PREFIX = "mcp_harness_"
@@ -77,26 +77,14 @@ class _RunCollector(Collector):
         )
         for objective in self.result.get("objectives") or []:
             for name in OBJECTIVE_VERDICTS:
-                objectives.add_metric(
-                    [
-                        self.scenario,
-                        str(objective.get("metric")),
-                        name,
-                    ],
-                    float(objective.get("verdict") == name),
-                )
+                labels_of = [self.scenario, str(objective.get("metric")), name]
+                objectives.add_metric(labels_of, float(objective.get("verdict") == name))
         yield objectives
         yield from self._figures()
 
     def _figures(self) -> Iterator[Metric]:
-        paths = list(KEY_FIGURES)
-        paths += [
-            str(o["metric"])
-            for o in self.result.get("objectives") or []
-            if o.get("metric") not in paths
-        ]
         seen = set()
-        for path in paths:
+        for path, _ in compared_metrics([self.result]):
             value = value_at(self.result, path)
             name, factor = metric_name(path)
             if value is None or name in seen:
