@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from harness import Say, reference
-from harness.config import Scenario, ScenarioError, load_scenario, read_yaml
+from harness.config import Scenario, ScenarioError, check_exposure, load_scenario, read_yaml
 from harness.mcp_client.wire import McpOutcome
 from harness.shipped import SCENARIOS_DIR, find_file
 
@@ -249,17 +250,14 @@ def render(document: dict[str, Any], tools: list[ToolInfo], left_out: list[str])
     return "\n".join(header) + "\n" + body
 
 
-async def list_tools(
-    request: InitRequest, server: dict[str, Any], pg_bin: str | None
-) -> list[ToolInfo]:
-    """The server's tools: from the URL, or from the server started on a stack of its own."""
+async def list_tools(scenario: Scenario, pg_bin: str | None) -> list[ToolInfo]:
+    """The server's tools: from its URL, or from the server started on a stack of its own."""
     from harness.mcp_client.async_client import list_tools_once
 
-    if request.url:
-        return _tools_of(await list_tools_once(request.url), request.url)
+    if scenario.server.url:
+        return _tools_of(await list_tools_once(scenario.server.url), scenario.server.url)
     from harness.stack import open_stack
 
-    scenario = Scenario.model_validate({"name": "init", "server": server})
     async with open_stack(scenario, pg_bin=pg_bin) as stack:
         url = stack.endpoints.mcp_url
         return _tools_of(await list_tools_once(url), url)
@@ -292,13 +290,19 @@ def write_scenario_for_server(request: InitRequest, *, pg_bin: str | None, say: 
     base_path = find_file(request.base, SCENARIOS_DIR)
     base = read_yaml(base_path)
     server = server_block(request)
+    try:
+        probe = Scenario.model_validate({"name": "init", "server": server})
+    except ValidationError as exc:
+        raise ScenarioError(f"init: {exc.errors()[0]['msg']}") from None
+    # the loopback guard before anything is started or connected to, as for every command
+    check_exposure(probe, allow_remote=request.allow_remote, source="--url")
     say(
         "starting the stack with your server and listing its tools"
         if request.command
         else f"listing the tools at {request.url}"
     )
     try:
-        tools = asyncio.run(list_tools(request, server, pg_bin))
+        tools = asyncio.run(list_tools(probe, pg_bin))
     except StackError as exc:
         say(f"your server did not come up on the stack: {exc}")
         return EXIT_INCONCLUSIVE

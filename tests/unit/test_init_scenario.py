@@ -134,3 +134,15 @@ def test_a_url_server_gets_its_url_and_a_database_file_and_a_bad_command_is_name
     }
     with pytest.raises(ScenarioError, match="--command"):
         server_block(InitRequest(command="python 'unclosed", url=None, output=Path("x")))
+
+
+def test_init_refuses_a_server_off_this_machine_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+
+    output = tmp_path / "mine.yaml"
+    assert main(["init", "--url", "http://10.1.2.3:8000/mcp", "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert "not on this machine" in err and "--allow-remote" in err
+    assert not output.exists() and not list(tmp_path.iterdir())
