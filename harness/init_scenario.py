@@ -258,9 +258,19 @@ async def list_tools(scenario: Scenario, pg_bin: str | None) -> list[ToolInfo]:
         return _tools_of(await list_tools_once(scenario.server.url), scenario.server.url)
     from harness.stack import open_stack
 
-    async with open_stack(scenario, pg_bin=pg_bin) as stack:
+    stack = open_stack(scenario, pg_bin=pg_bin)
+    async with stack:
         url = stack.endpoints.mcp_url
-        return _tools_of(await list_tools_once(url), url)
+        listing = await list_tools_once(url)
+    try:
+        tools = _tools_of(listing, url)
+    except ScenarioError as exc:
+        # the stack is down; its logs stay for the user to read why the server did not list
+        logs = [p for p in stack.log_paths() if Path(p).name.startswith("mcp-server")]
+        where = f" The server's log: {', '.join(logs)}" if logs else ""
+        raise ScenarioError(f"{exc}{where}") from None
+    stack.remove_run_dir()  # nothing of the stack is left in the temporary directory
+    return tools
 
 
 def _tools_of(listing: tuple[McpOutcome, list[dict[str, Any]] | None], url: str) -> list[ToolInfo]:

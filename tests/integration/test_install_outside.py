@@ -92,6 +92,9 @@ def test_install_bootstrap_init_and_run_from_a_fresh_virtualenv(outside: Path) -
         + [p for p in env.get("PATH", "").split(os.pathsep) if p and not p.startswith(str(REPO))]
     )
     env["MCP_HARNESS_HOME"] = str(outside / "home")
+    temporary = outside / "tmp"  # the stacks' run directories: nothing may stay in it
+    temporary.mkdir(mode=0o755)
+    env["TMPDIR"] = str(temporary)
     times: dict[str, float] = {}
 
     for name, argv in (
@@ -129,6 +132,7 @@ def test_install_bootstrap_init_and_run_from_a_fresh_virtualenv(outside: Path) -
     written = (work / "my_server.yaml").read_text()
     assert "notes_report" in written and "kill_primary" in written, written
     (work / "my_server.yaml").write_text(team_objectives(written))
+    assert not list(temporary.glob("mcp-harness-*")), "init left its stack's directory"
 
     done, times["run"] = step(
         [cli, "run", "my_server.yaml", "-u", "30", "-t", "32s", "--set", "faults.0.at=10s",
@@ -137,6 +141,7 @@ def test_install_bootstrap_init_and_run_from_a_fresh_virtualenv(outside: Path) -
         env,
     )  # fmt: skip
     assert done.returncode == 0, output(done)
+    assert not list(temporary.glob("mcp-harness-*")), "run left its stack's directory"
     (result_path,) = (work / "results").glob("*/result.json")
     result = json.loads(result_path.read_text())
     assert result["verdict"] == "pass"

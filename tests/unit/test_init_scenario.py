@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness import reference
-from harness.config import ScenarioError, load_scenario, read_yaml
+from harness.config import Scenario, ScenarioError, load_scenario, read_yaml
 from harness.init_scenario import (
     InitRequest,
     ToolInfo,
@@ -146,3 +146,58 @@ def test_init_refuses_a_server_off_this_machine_before_connecting(
     err = capsys.readouterr().err
     assert "not on this machine" in err and "--allow-remote" in err
     assert not output.exists() and not list(tmp_path.iterdir())
+
+
+class StackThatListed:
+    """Stands in for a stack that came up and went down: what init asks of it."""
+
+    def __init__(self) -> None:
+        self.removed = False
+        self.endpoints = type("Endpoints", (), {"mcp_url": "http://127.0.0.1:9/mcp"})()
+
+    async def __aenter__(self) -> StackThatListed:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def log_paths(self) -> list[str]:
+        return [
+            "/tmp/mcp-harness-x/logs/postgres-primary.log",
+            "/tmp/mcp-harness-x/logs/mcp-server.log",
+        ]
+
+    def remove_run_dir(self) -> None:
+        self.removed = True
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_init_removes_its_stack_directory_unless_the_server_log_explains_a_failure(
+    monkeypatch: pytest.MonkeyPatch, listed: bool
+) -> None:
+    import asyncio
+
+    from harness import stack as stack_module
+    from harness.init_scenario import list_tools
+    from harness.mcp_client import async_client
+    from harness.mcp_client.wire import ErrorKind, McpOutcome
+
+    stack = StackThatListed()
+    listing = [{"name": "create_note", "inputSchema": {"type": "object"}}] if listed else None
+    outcome = McpOutcome(None if listed else ErrorKind.HTTP_404, detail="not here")
+
+    async def list_once(url: str) -> tuple[McpOutcome, list[dict] | None]:
+        return outcome, listing
+
+    monkeypatch.setattr(stack_module, "open_stack", lambda scenario, pg_bin=None: stack)
+    monkeypatch.setattr(async_client, "list_tools_once", list_once)
+    scenario = Scenario.model_validate({"name": "init", "server": {"command": ["true", "{port}"]}})
+    if listed:
+        assert [t.name for t in asyncio.run(list_tools(scenario, None))] == ["create_note"]
+        assert stack.removed
+    else:
+        with pytest.raises(
+            ScenarioError, match=r"http_404.*server's log: /tmp/mcp-harness-x/logs/mcp-server\.log$"
+        ):
+            asyncio.run(list_tools(scenario, None))
+        assert not stack.removed
